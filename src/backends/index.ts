@@ -1,0 +1,73 @@
+// Choosing a backend: a name the caller gave must work or throw; 'auto' walks the list in order and
+// keeps why each one was skipped.
+
+import { resolveCgroupPath } from '../cgroup/discover.js'
+import { MemoryPressureError } from '../errors.js'
+import { describe } from '../size.js'
+import { CgroupV1Backend } from './cgroup-v1.js'
+import { SimulatedBackend, type SimulatedBackendOptions } from './simulated.js'
+import type { BackendName, MemoryBackend } from './types.js'
+
+export { CgroupV1Backend, type CgroupV1Options, type ProbeResult } from './cgroup-v1.js'
+export { SimulatedBackend, type SimulatedBackendOptions } from './simulated.js'
+export type * from './types.js'
+
+/** What `backend` may be: a name, `'auto'`, or a backend object the caller made. */
+export type BackendChoice = 'auto' | BackendName | MemoryBackend
+
+/** Options for {@link openBackend}. */
+export interface OpenBackendOptions {
+  /** Filesystem path of the cgroup to watch (cgroup backends). */
+  cgroup?: string
+  /** Options of the simulated backend, when it is chosen by name. */
+  simulated?: SimulatedBackendOptions
+}
+
+/** A backend opened by {@link openBackend}, with the reasons collected while choosing it. */
+export interface OpenedBackend {
+  backend: MemoryBackend
+  /** True when the backend was created here (and so is closed with its monitor). */
+  owned: boolean
+  /** Why each backend before it was skipped, and notes on the one chosen. */
+  reasons: string[]
+}
+
+/** Backends `'auto'` tries, in order. The simulated backend is never chosen automatically. */
+export const autoOrder: readonly BackendName[] = ['cgroup-v1']
+
+const names: readonly BackendName[] = ['cgroup-v1', 'simulated']
+
+/** Opens the backend `choice` names. Throws `ERR_BACKEND_UNAVAILABLE` (with `.reasons`) when it cannot. */
+export function openBackend(choice: BackendChoice = 'auto', options: OpenBackendOptions = {}): OpenedBackend {
+  if (typeof choice === 'object' && choice !== null) {
+    if (typeof choice.watchThreshold !== 'function' || typeof choice.snapshot !== 'function' || typeof choice.close !== 'function') {
+      throw new TypeError('backend must be a backend name or an object implementing MemoryBackend (snapshot, watchThreshold, close)')
+    }
+    return { backend: choice, owned: false, reasons: [] }
+  }
+  if (choice !== 'auto' && !names.includes(choice as BackendName)) {
+    throw new TypeError(`backend must be 'auto', ${names.map((n) => `'${n}'`).join(', ')} or a MemoryBackend (received ${describe(choice)})`)
+  }
+  if (options.cgroup !== undefined) {
+    if (typeof options.cgroup !== 'string') {
+      throw new TypeError(`cgroup must be a filesystem path string (received ${describe(options.cgroup)})`)
+    }
+    // A cgroup that does not exist is the caller's mistake, not a backend's: say so directly.
+    resolveCgroupPath(options.cgroup)
+  }
+  if (choice === 'simulated') {
+    return { backend: new SimulatedBackend(options.simulated), owned: true, reasons: [] }
+  }
+  const reasons: string[] = []
+  for (const name of choice === 'auto' ? autoOrder : [choice]) {
+    if (name === 'cgroup-v1') {
+      const probe = CgroupV1Backend.probe({ cgroup: options.cgroup })
+      if (probe.available) {
+        return { backend: CgroupV1Backend.open({ cgroup: options.cgroup }), owned: true, reasons: [...reasons, ...probe.reasons.map((r) => `cgroup-v1: ${r}`)] }
+      }
+      reasons.push(...probe.reasons.map((r) => `cgroup-v1: ${r}`))
+    }
+  }
+  const which = choice === 'auto' ? 'no backend' : `the ${choice} backend`
+  throw new MemoryPressureError('ERR_BACKEND_UNAVAILABLE', `${which} can run here: ${reasons.join('; ')}`, { reasons })
+}

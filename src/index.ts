@@ -1,0 +1,39 @@
+// memory-pressure: be told by the kernel before memory runs out, and give memory back first.
+
+export { onMemoryThreshold, type OnMemoryThresholdOptions } from './threshold.js'
+export {
+  createMemoryMonitor,
+  MemoryMonitor,
+  type CloseEvent,
+  type DirectionFilter,
+  type MemoryMonitorOptions,
+  type MonitorEvent,
+  type MonitorEvents,
+  type ThresholdEvent,
+  type ThresholdOptions,
+  type ThresholdSpec,
+  type Unsubscribe,
+} from './monitor.js'
+export {
+  CgroupV1Backend,
+  SimulatedBackend,
+  openBackend,
+  type BackendChoice,
+  type BackendCloseReason,
+  type BackendEvents,
+  type BackendName,
+  type CgroupV1Options,
+  type Crossing,
+  type CrossingSignal,
+  type Direction,
+  type MemoryBackend,
+  type MemorySnapshot,
+  type OpenBackendOptions,
+  type OpenedBackend,
+  type ProbeResult,
+  type SimulatedBackendOptions,
+  type ThresholdPrecision,
+  type ThresholdWatch,
+} from './backends/index.js'
+export { MemoryPressureError, type MemoryPressureErrorCode, type MemoryPressureErrorOptions } from './errors.js'
+export { formatBytes, parseThreshold, resolveThreshold, type ParsedThreshold, type Threshold } from './size.js'

@@ -1,0 +1,383 @@
+// The monitor: owns a backend, turns its crossings into typed events (emitter and async iterator),
+// and is where levels and shrinking attach.
+
+import { performance } from 'node:perf_hooks'
+import { type BackendChoice, openBackend } from './backends/index.js'
+import type {
+  BackendCloseReason,
+  BackendName,
+  Crossing,
+  CrossingSignal,
+  Direction,
+  MemoryBackend,
+  MemorySnapshot,
+  ThresholdWatch,
+} from './backends/types.js'
+import type { SimulatedBackendOptions } from './backends/simulated.js'
+import { type ErrorEvents, SafeEmitter, handlerError } from './emitter.js'
+import { MemoryPressureError } from './errors.js'
+import { type Threshold, describe, parseThreshold, resolveThreshold } from './size.js'
+
+/** Which crossings a threshold subscription wants. */
+export type DirectionFilter = Direction | 'both'
+
+/** A threshold crossing, as handlers and `'threshold'` listeners receive it. Sizes in bytes. */
+export interface ThresholdEvent {
+  /** The threshold, resolved to bytes. */
+  threshold: number
+  /** Usage read after the wake-up (page cache included). */
+  usage: number
+  /** The effective limit; `Infinity` when there is none. */
+  limit: number
+  /** Usage minus inactive page cache. */
+  workingSet: number
+  /** Which way usage crossed. */
+  direction: Direction
+  /** True for the event sent at registration because usage was already above an `'up'` threshold. */
+  initial: boolean
+  /** True when the kernel reported this crossing together with others (see {@link Crossing.coalesced}). */
+  coalesced: boolean
+  /** What delivered it; `'initial'` for the registration-time event. */
+  signal: CrossingSignal | 'initial'
+  /** The backend that saw it. */
+  backend: BackendName
+  /** Filesystem path of the cgroup watched. */
+  cgroup: string
+  /** `performance.now()` at delivery. */
+  time: number
+}
+
+/** Why a monitor closed. */
+export interface CloseEvent {
+  reason: BackendCloseReason
+}
+
+/** Events of a {@link MemoryMonitor}. */
+export interface MonitorEvents extends ErrorEvents {
+  /** A threshold was crossed (or was already crossed at registration, `initial: true`). */
+  threshold: (event: ThresholdEvent) => void
+  /** The monitor closed: by `close()`, or because its cgroup was removed. Emitted once. */
+  close: (event: CloseEvent) => void
+  /** A handler threw, or the backend reported a failure. The monitor goes on. */
+  error: (error: MemoryPressureError) => void
+}
+
+/** What the async iterator of a monitor yields. */
+export type MonitorEvent = ({ type: 'threshold' } & ThresholdEvent) | ({ type: 'close' } & CloseEvent)
+
+/** Options of one threshold subscription. */
+export interface ThresholdOptions {
+  /** Crossings to report: `'up'` (default), `'down'` or `'both'`. */
+  direction?: DirectionFilter
+  /** Called for this threshold's events only (in addition to the monitor's `'threshold'` event). */
+  handler?: (event: ThresholdEvent) => void | Promise<void>
+}
+
+/** A threshold given in the monitor's options. */
+export interface ThresholdSpec extends ThresholdOptions {
+  threshold: Threshold
+}
+
+/** Options of {@link createMemoryMonitor}. */
+export interface MemoryMonitorOptions {
+  /**
+   * Which backend: `'auto'` (default: the best one that can run here; throws
+   * `ERR_BACKEND_UNAVAILABLE` with every reason when none can), a backend name, or a backend
+   * object (left open when the monitor closes: its creator owns it).
+   */
+  backend?: BackendChoice
+  /**
+   * Filesystem path of the cgroup to watch. Default: the cgroup holding the effective limit of the
+   * process's own memory cgroup (the container's or pod's limit), else the process's own.
+   */
+  cgroup?: string
+  /** Thresholds to watch from the start. */
+  thresholds?: ReadonlyArray<Threshold | ThresholdSpec>
+  /** Options of the simulated backend when `backend` is `'simulated'`. */
+  simulated?: SimulatedBackendOptions
+}
+
+/** Ends a subscription; idempotent. Also a `Disposable`, for `using`. */
+export type Unsubscribe = (() => void) & Disposable
+
+interface Entry {
+  threshold: number
+  direction: DirectionFilter
+  handler: ((event: ThresholdEvent) => void | Promise<void>) | undefined
+  watch: ThresholdWatch
+}
+
+const directions: readonly DirectionFilter[] = ['up', 'down', 'both']
+
+/**
+ * Watches memory of one cgroup through one backend. Create it with {@link createMemoryMonitor}.
+ *
+ * @example
+ * ```ts
+ * const monitor = createMemoryMonitor({ thresholds: ['80%', { threshold: '90%', direction: 'both' }] })
+ * monitor.on('threshold', (e) => console.log(e.direction, e.threshold, e.usage))
+ * for await (const e of monitor.events()) { ... }
+ * await monitor.close()
+ * ```
+ */
+export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
+  #backend: MemoryBackend
+  #owned: boolean
+  #reasons: string[]
+  #entries = new Set<Entry>()
+  #closed = false
+  #onBackendClose = (reason: BackendCloseReason): void => this.#finish(reason)
+  #onBackendError = (error: MemoryPressureError): void => this.reportError(error)
+
+  /** Use {@link createMemoryMonitor}. */
+  constructor(options: MemoryMonitorOptions = {}) {
+    super()
+    if (options === null || typeof options !== 'object') {
+      throw new TypeError(`options must be an object (received ${describe(options)})`)
+    }
+    if (options.thresholds !== undefined && !Array.isArray(options.thresholds)) {
+      throw new TypeError(`thresholds must be an array (received ${describe(options.thresholds)})`)
+    }
+    const opened = openBackend(options.backend ?? 'auto', { cgroup: options.cgroup, simulated: options.simulated })
+    this.#backend = opened.backend
+    this.#owned = opened.owned
+    this.#reasons = opened.reasons
+    this.#backend.on('close', this.#onBackendClose)
+    this.#backend.on('error', this.#onBackendError)
+    try {
+      for (const spec of options.thresholds ?? []) {
+        if (typeof spec === 'object' && spec !== null) this.addThreshold(spec.threshold, spec)
+        else this.addThreshold(spec)
+      }
+    } catch (err) {
+      this.#finish('closed', false)
+      throw err
+    }
+  }
+
+  /** The backend in use. */
+  get backend(): BackendName {
+    return this.#backend.name
+  }
+
+  /** Filesystem path of the cgroup watched. */
+  get cgroup(): string {
+    return this.#backend.cgroup
+  }
+
+  /** True once closed. */
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /** How precisely thresholds are delivered by the backend in use. */
+  get precision(): MemoryBackend['precision'] {
+    return this.#backend.precision
+  }
+
+  /** Why the backend was chosen and why others were skipped (for `'auto'`). */
+  diagnostics(): { backend: BackendName; cgroup: string; reasons: string[] } {
+    return { backend: this.#backend.name, cgroup: this.#backend.cgroup, reasons: [...this.#reasons] }
+  }
+
+  /** Reads usage, limit, working set and page cache now. */
+  snapshot(): MemorySnapshot {
+    this.#assertOpen()
+    return this.#backend.snapshot()
+  }
+
+  /**
+   * Watches a threshold. `threshold` is bytes, a size string (`'512MiB'`) or a percentage of the
+   * effective limit (`'80%'`, resolved now). When usage is already at or above it and `'up'`
+   * crossings are wanted, an event with `initial: true` follows right after registration (the
+   * kernel itself reports nothing at registration).
+   *
+   * @returns a function that unsubscribes (and a `Disposable`)
+   */
+  addThreshold(threshold: Threshold, options: ThresholdOptions = {}): Unsubscribe {
+    this.#assertOpen()
+    if (options === null || typeof options !== 'object') {
+      throw new TypeError(`options must be an object (received ${describe(options)})`)
+    }
+    const direction = options.direction ?? 'up'
+    if (!directions.includes(direction)) {
+      throw new TypeError(`direction must be 'up', 'down' or 'both' (received ${describe(direction)})`)
+    }
+    if (options.handler !== undefined && typeof options.handler !== 'function') {
+      throw new TypeError(`handler must be a function (received ${describe(options.handler)})`)
+    }
+    const parsed = parseThreshold(threshold)
+    const before = this.#backend.snapshot()
+    const bytes = resolveThreshold(parsed, before.limit)
+    const entry: Entry = {
+      threshold: bytes,
+      direction,
+      handler: options.handler,
+      watch: this.#backend.watchThreshold(bytes, (crossing) => this.#deliver(entry, crossing)),
+    }
+    this.#entries.add(entry)
+    if (direction !== 'down') {
+      const now = this.#backend.snapshot()
+      if (now.usage >= bytes) {
+        queueMicrotask(() => {
+          if (!this.#entries.has(entry)) return
+          this.#dispatch(entry, this.#event(entry.threshold, 'up', now, true, false, 'initial'))
+        })
+      }
+    }
+    const unsubscribe = (): void => {
+      if (!this.#entries.delete(entry)) return
+      entry.watch.close()
+    }
+    return Object.assign(unsubscribe, { [Symbol.dispose]: unsubscribe })
+  }
+
+  /**
+   * An async iterator over the monitor's events, ending when the monitor closes or `signal` aborts.
+   * Events are queued from the moment this is called until they are consumed.
+   */
+  events(options: { signal?: AbortSignal } = {}): AsyncIterableIterator<MonitorEvent> {
+    const queue: MonitorEvent[] = []
+    let wake: (() => void) | null = null
+    let done = this.#closed
+    const onThreshold = (e: ThresholdEvent): void => push({ type: 'threshold', ...e })
+    const onClose = (e: CloseEvent): void => {
+      push({ type: 'close', ...e })
+      done = true
+    }
+    const push = (e: MonitorEvent): void => {
+      queue.push(e)
+      wake?.()
+    }
+    const stop = (): void => {
+      done = true
+      this.off('threshold', onThreshold)
+      this.off('close', onClose)
+      options.signal?.removeEventListener('abort', stop)
+      wake?.()
+    }
+    if (!done) {
+      this.on('threshold', onThreshold)
+      this.on('close', onClose)
+      if (options.signal?.aborted) stop()
+      else options.signal?.addEventListener('abort', stop, { once: true })
+    }
+    const iterator: AsyncIterableIterator<MonitorEvent> = {
+      next: async () => {
+        for (;;) {
+          const value = queue.shift()
+          if (value !== undefined) return { value, done: false }
+          if (done) {
+            stop()
+            return { value: undefined, done: true }
+          }
+          await new Promise<void>((resolve) => (wake = resolve))
+          wake = null
+        }
+      },
+      return: async () => {
+        stop()
+        queue.length = 0
+        return { value: undefined, done: true }
+      },
+      [Symbol.asyncIterator]() {
+        return iterator
+      },
+    }
+    return iterator
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<MonitorEvent> {
+    return this.events()
+  }
+
+  /**
+   * Stops every threshold, closes the backend (unless the caller passed it in) and emits `'close'`.
+   * Idempotent.
+   */
+  async close(): Promise<void> {
+    this.#finish('closed')
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+
+  #deliver(entry: Entry, crossing: Crossing): void {
+    if (!this.#entries.has(entry)) return
+    if (entry.direction !== 'both' && entry.direction !== crossing.direction) return
+    let snapshot: MemorySnapshot
+    try {
+      snapshot = this.#backend.snapshot()
+    } catch (err) {
+      if (this.#backend.closed || this.#closed) return
+      this.reportError(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_SYSCALL', String(err), { cause: err }))
+      return
+    }
+    // The crossing's usage is the one read at the wake-up; the rest is read just after.
+    snapshot.usage = crossing.usage
+    this.#dispatch(entry, this.#event(entry.threshold, crossing.direction, snapshot, false, crossing.coalesced, crossing.signal, crossing.time))
+  }
+
+  #event(
+    threshold: number,
+    direction: Direction,
+    s: MemorySnapshot,
+    initial: boolean,
+    coalesced: boolean,
+    signal: ThresholdEvent['signal'],
+    time = performance.now(),
+  ): ThresholdEvent {
+    return {
+      threshold,
+      usage: s.usage,
+      limit: s.limit,
+      workingSet: Math.min(s.workingSet, s.usage),
+      direction,
+      initial,
+      coalesced,
+      signal,
+      backend: this.#backend.name,
+      cgroup: this.#backend.cgroup,
+      time,
+    }
+  }
+
+  #dispatch(entry: Entry, event: ThresholdEvent): void {
+    if (entry.handler !== undefined) {
+      try {
+        const result = entry.handler(event)
+        if (result instanceof Promise) result.catch((err: unknown) => this.reportError(handlerError(err)))
+      } catch (err) {
+        this.reportError(handlerError(err))
+      }
+    }
+    this.emit('threshold', event)
+  }
+
+  #finish(reason: BackendCloseReason, emit = true): void {
+    if (this.#closed) return
+    this.#closed = true
+    for (const entry of this.#entries) entry.watch.close()
+    this.#entries.clear()
+    this.#backend.off('close', this.#onBackendClose)
+    this.#backend.off('error', this.#onBackendError)
+    if (this.#owned) this.#backend.close()
+    if (emit) this.emit('close', { reason })
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new MemoryPressureError('ERR_CLOSED', 'the monitor is closed')
+  }
+}
+
+/**
+ * Creates a monitor on the best backend available (or the one named).
+ *
+ * @throws `MemoryPressureError` `ERR_BACKEND_UNAVAILABLE` (with `.reasons`) when no backend can run,
+ *   `ERR_NO_CGROUP` when `cgroup` does not name a memory cgroup, `ERR_INVALID_THRESHOLD` /
+ *   `ERR_NO_LIMIT` for a threshold that cannot be watched.
+ */
+export function createMemoryMonitor(options: MemoryMonitorOptions = {}): MemoryMonitor {
+  return new MemoryMonitor(options)
+}

@@ -1,0 +1,206 @@
+// The MemoryBackend contract, run once per backend available here; a backend that cannot run here
+// is skipped with the reason in the test's name.
+
+import { afterEach, describe, expect, it } from 'vitest'
+import { fileURLToPath } from 'node:url'
+import { CgroupV1Backend } from '../src/backends/cgroup-v1.js'
+import { SimulatedBackend } from '../src/backends/simulated.js'
+import type { Crossing, MemoryBackend, BackendCloseReason } from '../src/backends/types.js'
+import { MemoryPressureError } from '../src/errors.js'
+import { Collector, turns } from './helpers/collect.js'
+import { type CgroupChild, type TestCgroup, createTestCgroup, ownV1MemoryCgroup, spawnInCgroup } from './helpers/cgroup.js'
+
+const MiB = 2 ** 20
+const allocator = fileURLToPath(new URL('./helpers/allocator.mjs', import.meta.url))
+
+/** Drives one backend's memory up and down. */
+interface Rig {
+  backend: MemoryBackend
+  usage(): number
+  /** Moves usage to at least `bytes` (and a margin past it, for the kernel's check granularity). */
+  raiseAbove(bytes: number): Promise<void>
+  /** Moves usage below `bytes` (with the same margin). */
+  lowerBelow(bytes: number): Promise<void>
+  /** Removes the (virtual) cgroup while it is watched. */
+  removeCgroup(): Promise<void>
+  teardown(): Promise<void>
+}
+
+interface Driver {
+  name: string
+  skip: string | null
+  rig(): Promise<Rig>
+}
+
+const simulated: Driver = {
+  name: 'simulated',
+  skip: null,
+  async rig() {
+    const backend = new SimulatedBackend({ limit: 256 * MiB, usage: 40 * MiB })
+    return {
+      backend,
+      usage: () => backend.usage,
+      raiseAbove: async (bytes) => backend.setUsage(Math.max(backend.usage, bytes + MiB)),
+      lowerBelow: async (bytes) => backend.setUsage(Math.min(backend.usage, bytes - MiB)),
+      removeCgroup: async () => backend.remove(),
+      teardown: async () => backend.close(),
+    }
+  },
+}
+
+const own = ownV1MemoryCgroup()
+const v1Skip = 'reason' in own ? own.reason : CgroupV1Backend.probe().available ? null : CgroupV1Backend.probe().reasons.join('; ')
+
+const cgroupV1: Driver = {
+  name: 'cgroup-v1',
+  skip: v1Skip,
+  async rig() {
+    if (!('dir' in own)) throw new Error('unreachable')
+    const cg: TestCgroup = createTestCgroup(own.dir, { limit: 256 * MiB })
+    let child: CgroupChild | undefined
+    let backend: CgroupV1Backend | undefined
+    try {
+      child = await spawnInCgroup(cg, allocator)
+      backend = CgroupV1Backend.open({ cgroup: cg.path })
+    } catch (err) {
+      backend?.close()
+      await cg.remove()
+      throw err
+    }
+    const b = backend
+    const c = child
+    // The kernel checks thresholds every 128 page events per CPU: go 4 MiB past, in 1 MiB steps.
+    const margin = 4 * MiB
+    return {
+      backend: b,
+      usage: () => b.readUsage(),
+      raiseAbove: async (bytes) => {
+        while (b.readUsage() < bytes + margin) await c.send(`alloc ${MiB}`)
+      },
+      lowerBelow: async (bytes) => {
+        while (b.readUsage() > bytes - margin) {
+          const { held } = await c.send('free')
+          if (held === 0) throw new Error(`cannot go below ${bytes}: nothing left to free at usage ${b.readUsage()}`)
+        }
+      },
+      removeCgroup: async () => cg.remove(),
+      teardown: async () => {
+        b.close()
+        await cg.remove()
+      },
+    }
+  },
+}
+
+describe.each([simulated, cgroupV1])('MemoryBackend contract: $name', (driver) => {
+  const test = driver.skip === null ? it : it.skip
+  const suffix = driver.skip === null ? '' : ` (skipped: ${driver.skip})`
+  let rig: Rig | undefined
+  afterEach(async () => {
+    await rig?.teardown()
+    rig = undefined
+  })
+
+  test(`snapshot reports usage, a finite limit and working set no larger than usage${suffix}`, async () => {
+    rig = await driver.rig()
+    const s = rig.backend.snapshot()
+    expect(s.usage).toBeGreaterThan(0)
+    expect(s.limit).toBe(256 * MiB)
+    expect(s.limitHolder).toBe(rig.backend.cgroup)
+    expect(s.workingSet).toBeLessThanOrEqual(s.usage)
+    expect(s.rss).toBeLessThanOrEqual(s.usage)
+    expect(rig.backend.precision.bytes).toBeGreaterThanOrEqual(0)
+  })
+
+  test(`thresholds fire up and down, in order, with usage on the right side${suffix}`, async () => {
+    rig = await driver.rig()
+    const base = rig.usage()
+    const t1 = base + 24 * MiB
+    const t2 = base + 48 * MiB
+    const got = new Collector<Crossing>()
+    rig.backend.watchThreshold(t1, got.push)
+    rig.backend.watchThreshold(t2, got.push)
+    await rig.raiseAbove(t1)
+    await got.count(1)
+    await rig.raiseAbove(t2)
+    await got.count(2)
+    await rig.lowerBelow(t2)
+    await got.count(3)
+    await rig.lowerBelow(t1)
+    await got.count(4)
+    await turns()
+    expect(got.items.map((c) => [c.threshold, c.direction])).toEqual([
+      [t1, 'up'],
+      [t2, 'up'],
+      [t2, 'down'],
+      [t1, 'down'],
+    ])
+    for (const c of got.items) {
+      if (c.direction === 'up') expect(c.usage).toBeGreaterThanOrEqual(c.threshold)
+      else expect(c.usage).toBeLessThan(c.threshold)
+    }
+  })
+
+  test(`registration does not fire for a threshold already crossed${suffix}`, async () => {
+    rig = await driver.rig()
+    const got = new Collector<Crossing>()
+    rig.backend.watchThreshold(Math.floor(rig.usage() / 2), got.push)
+    const probe = rig.usage() + 16 * MiB
+    const other = new Collector<Crossing>()
+    rig.backend.watchThreshold(probe, other.push)
+    await rig.raiseAbove(probe)
+    await other.count(1)
+    await turns()
+    expect(got.items).toEqual([])
+  })
+
+  test(`a closed watch reports nothing more; close is idempotent${suffix}`, async () => {
+    rig = await driver.rig()
+    const base = rig.usage()
+    const closedOne = new Collector<Crossing>()
+    const control = new Collector<Crossing>()
+    const w = rig.backend.watchThreshold(base + 16 * MiB, closedOne.push)
+    rig.backend.watchThreshold(base + 20 * MiB, control.push)
+    w.close()
+    w.close()
+    await rig.raiseAbove(base + 20 * MiB)
+    await control.count(1)
+    await turns()
+    expect(closedOne.items).toEqual([])
+  })
+
+  test(`removing the cgroup closes the backend with 'removed' and reports no crossing${suffix}`, async () => {
+    rig = await driver.rig()
+    const got = new Collector<Crossing>()
+    const closes = new Collector<BackendCloseReason>()
+    rig.backend.watchThreshold(rig.usage() + 64 * MiB, got.push)
+    rig.backend.watchThreshold(Math.floor(rig.usage() / 2), got.push)
+    rig.backend.on('close', closes.push)
+    await rig.removeCgroup()
+    await closes.count(1)
+    await turns()
+    expect(closes.items).toEqual(['removed'])
+    expect(got.items).toEqual([])
+    expect(rig.backend.closed).toBe(true)
+  })
+
+  test(`after close(), watching throws ERR_CLOSED and close emits 'closed' once${suffix}`, async () => {
+    rig = await driver.rig()
+    const closes = new Collector<BackendCloseReason>()
+    rig.backend.on('close', closes.push)
+    rig.backend.close()
+    rig.backend.close()
+    await closes.count(1)
+    await turns()
+    expect(closes.items).toEqual(['closed'])
+    let err: unknown
+    try {
+      rig.backend.watchThreshold(MiB, () => {})
+    } catch (e) {
+      err = e
+    }
+    expect(err).toBeInstanceOf(MemoryPressureError)
+    expect((err as MemoryPressureError).code).toBe('ERR_CLOSED')
+  })
+})
+

@@ -1,0 +1,47 @@
+// A child process for real-kernel tests: allocates and frees touched memory on command from stdin.
+// Commands, one a line: `alloc <bytes>`, `free` (the newest allocation), `freeall`, `exit`.
+// Each command is answered on stdout with `ok <total bytes held> <process.hrtime.bigint() when done>`
+// (CLOCK_MONOTONIC, the same clock in every process of the machine).
+// Run with MALLOC_MMAP_THRESHOLD_=65536 so that every chunk is its own mapping and is returned to
+// the kernel as soon as it is freed.
+import { createInterface } from 'node:readline'
+import v8 from 'node:v8'
+import vm from 'node:vm'
+
+v8.setFlagsFromString('--expose-gc')
+const gc = vm.runInNewContext('gc')
+const held = []
+let total = 0
+const reply = () => process.stdout.write(`ok ${total} ${process.hrtime.bigint()}\n`)
+createInterface({ input: process.stdin }).on('line', (line) => {
+  const [cmd, arg] = line.trim().split(/\s+/)
+  if (cmd === 'alloc') {
+    const n = Number(arg)
+    // fill(1) touches every page, so the cgroup is charged now (Buffer.alloc(n) may not).
+    held.push(Buffer.alloc(n, 1))
+    total += n
+  } else if (cmd === 'free') {
+    const b = held.pop()
+    if (b) total -= b.length
+    gc()
+  } else if (cmd === 'freeall') {
+    held.length = 0
+    total = 0
+    gc()
+  } else if (cmd === 'exit') {
+    process.exit(0)
+  }
+  reply()
+})
+// `--watch <threshold>`: also watch the process's own cgroup through the public API, printing each
+// event as `event <json>` (and `error <code>` / `close <reason>`).
+const watchAt = process.argv.indexOf('--watch')
+if (watchAt !== -1) {
+  const { onMemoryThreshold } = await import('memory-pressure')
+  onMemoryThreshold(process.argv[watchAt + 1], (e) => process.stdout.write(`event ${JSON.stringify(e)}\n`), {
+    direction: 'both',
+    onError: (err) => process.stdout.write(`error ${err.code}\n`),
+    onClose: (e) => process.stdout.write(`close ${e.reason}\n`),
+  })
+}
+process.stdout.write('ready\n')
