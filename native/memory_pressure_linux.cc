@@ -1,0 +1,427 @@
+// Native half of memory-pressure on Linux: only system calls and fd plumbing (eventfd(2), uv_poll
+// on the Node event loop, reading eventfd counters, close(2), malloc_trim(3)). Policy lives in JS.
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>  // Pulls in <features.h>, which is what defines __GLIBC__.
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
+#include <cmath>
+#include <string>
+
+#include <napi.h>
+#include <uv.h>
+
+namespace {
+
+// The TypeScript side exports these numbers as POLL_READABLE/POLL_DISCONNECT/POLL_PRIORITIZED and
+// hands callbacks the libuv bits unchanged, so they must not drift.
+static_assert(UV_READABLE == 1, "POLL_READABLE in src/native.ts");
+static_assert(UV_DISCONNECT == 4, "POLL_DISCONNECT in src/native.ts");
+static_assert(UV_PRIORITIZED == 8, "POLL_PRIORITIZED in src/native.ts");
+
+// Number.MAX_SAFE_INTEGER: an eventfd counter can reach 2^64-2 (eventfd(2)), which a double
+// cannot hold exactly.
+constexpr double kMaxSafeInteger = 9007199254740991.0;
+
+struct Addon;
+class PollWatcher;
+
+// One fd being polled. Owned by libuv from uv_poll_init until the close callback, which is the
+// only place it is freed; the JS PollWatcher only points at it while the watch is open.
+struct Watch {
+  uv_poll_t handle;
+  Addon* addon = nullptr;
+  int fd = -1;
+  bool closing = false;
+  napi_ref callback = nullptr;
+  napi_async_context async_context = nullptr;
+  PollWatcher* wrapper = nullptr;
+  Watch* prev = nullptr;
+  Watch* next = nullptr;
+};
+
+// Per-environment state (main thread and every worker has its own): no static mutable state, so
+// the addon is safe to load in several environments at once.
+struct Addon {
+  napi_env env = nullptr;
+  Napi::FunctionReference watcher_constructor;
+  // Every Watch not yet freed, open or closing: teardown has to wait for all of them.
+  Watch* watches = nullptr;
+  bool tearing_down = false;
+  napi_async_cleanup_hook_handle cleanup_hook = nullptr;
+};
+
+void Link(Addon* addon, Watch* w) {
+  w->next = addon->watches;
+  if (w->next != nullptr) w->next->prev = w;
+  addon->watches = w;
+}
+
+void Unlink(Addon* addon, Watch* w) {
+  if (w->prev != nullptr) w->prev->next = w->next;
+  else addon->watches = w->next;
+  if (w->next != nullptr) w->next->prev = w->prev;
+  w->prev = w->next = nullptr;
+}
+
+// Releases the JS-side resources of a Watch that libuv no longer uses.
+void FreeWatch(Watch* w) {
+  napi_env env = w->addon->env;
+  // During environment teardown Node seals the current handle scope; napi_async_destroy may
+  // create handles, so give it a scope of its own.
+  napi_handle_scope scope = nullptr;
+  bool scoped = napi_open_handle_scope(env, &scope) == napi_ok;
+  if (w->callback != nullptr) napi_delete_reference(env, w->callback);
+  if (w->async_context != nullptr) napi_async_destroy(env, w->async_context);
+  if (scoped) napi_close_handle_scope(env, scope);
+  delete w;
+}
+
+void FinishTeardownIfIdle(Addon* addon) {
+  if (!addon->tearing_down || addon->watches != nullptr || addon->cleanup_hook == nullptr) return;
+  napi_async_cleanup_hook_handle hook = addon->cleanup_hook;
+  addon->cleanup_hook = nullptr;
+  napi_remove_async_cleanup_hook(hook);
+}
+
+void OnHandleClosed(uv_handle_t* handle) {
+  Watch* w = static_cast<Watch*>(handle->data);
+  Addon* addon = w->addon;
+  Unlink(addon, w);
+  FreeWatch(w);
+  FinishTeardownIfIdle(addon);
+}
+
+void CloseWatch(Watch* w, bool close_fd);
+
+class PollWatcher : public Napi::ObjectWrap<PollWatcher> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "PollWatcher",
+                       {
+                           InstanceAccessor<&PollWatcher::Fd>("fd", napi_enumerable),
+                           InstanceAccessor<&PollWatcher::Closed>("closed", napi_enumerable),
+                           InstanceMethod<&PollWatcher::Ref>("ref"),
+                           InstanceMethod<&PollWatcher::Unref>("unref"),
+                           InstanceMethod<&PollWatcher::HasRef>("hasRef"),
+                           InstanceMethod<&PollWatcher::Close>("close"),
+                       });
+  }
+
+  explicit PollWatcher(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PollWatcher>(info) {
+    // Only watch() may build one: it passes the Watch as an External, which JS cannot forge.
+    if (info.Length() != 1 || !info[0].IsExternal()) {
+      napi_throw_type_error(info.Env(), "ERR_ILLEGAL_CONSTRUCTOR",
+                            "PollWatcher cannot be constructed directly; use watch()");
+      return;
+    }
+    watch_ = info[0].As<Napi::External<Watch>>().Data();
+  }
+
+  // The JS object was garbage-collected (or its environment is going away) while the watch was
+  // still open: close it rather than leak the fd and the poll handle.
+  ~PollWatcher() override {
+    if (watch_ != nullptr) CloseWatch(watch_, true);
+  }
+
+  void Detach() { watch_ = nullptr; }
+
+ private:
+  Napi::Value Fd(const Napi::CallbackInfo& info) {
+    // After close the number may already name some other file; -1 cannot be misused.
+    return Napi::Number::New(info.Env(), watch_ != nullptr ? watch_->fd : -1);
+  }
+
+  Napi::Value Closed(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), watch_ == nullptr);
+  }
+
+  void Ref(const Napi::CallbackInfo&) {
+    if (watch_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(&watch_->handle));
+  }
+
+  void Unref(const Napi::CallbackInfo&) {
+    if (watch_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(&watch_->handle));
+  }
+
+  Napi::Value HasRef(const Napi::CallbackInfo& info) {
+    bool has = watch_ != nullptr && uv_has_ref(reinterpret_cast<uv_handle_t*>(&watch_->handle));
+    return Napi::Boolean::New(info.Env(), has);
+  }
+
+  void Close(const Napi::CallbackInfo&) {
+    if (watch_ != nullptr) CloseWatch(watch_, true);
+  }
+
+  Watch* watch_ = nullptr;
+};
+
+// Stops polling and hands the handle back to libuv; the Watch itself is freed in OnHandleClosed.
+// Idempotent, and safe from inside the watch's own callback: libuv does not run a close callback
+// before the current poll callback has returned.
+void CloseWatch(Watch* w, bool close_fd) {
+  if (w->closing) return;
+  w->closing = true;
+  if (w->wrapper != nullptr) {
+    w->wrapper->Detach();
+    w->wrapper = nullptr;
+  }
+  // libuv poll docs: stop the handle before closing its fd. uv_poll_stop removes the fd from
+  // epoll right away (uv_close would too, but the order is then an implementation detail), so
+  // closing it afterwards cannot leave a stale registration behind for a reused fd number.
+  uv_poll_stop(&w->handle);
+  uv_close(reinterpret_cast<uv_handle_t*>(&w->handle), OnHandleClosed);
+  // close(2): no EINTR retry, on Linux the fd is released even when close reports EINTR.
+  if (close_fd) close(w->fd);
+}
+
+// Hands an exception thrown by the JS callback to process 'uncaughtException', as Node does for
+// its own callbacks. When JS may no longer run (worker terminating), nothing is pending and the
+// failure is dropped: there is nobody left to tell.
+void ReportCallbackException(napi_env env) {
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) return;
+  napi_value error = nullptr;
+  if (napi_get_and_clear_last_exception(env, &error) != napi_ok) return;
+  napi_fatal_exception(env, error);
+}
+
+void OnPoll(uv_poll_t* handle, int status, int events) {
+  Watch* w = static_cast<Watch*>(handle->data);
+  Addon* addon = w->addon;
+  // Defensive: uv_poll_stop already drops events epoll reported for this fd in the current batch,
+  // and once teardown has begun no JS callback may run.
+  if (w->closing || addon->tearing_down) return;
+  napi_env env = addon->env;
+  napi_handle_scope scope = nullptr;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value recv = nullptr;
+  napi_value callback = nullptr;
+  napi_value argv[2] = {nullptr, nullptr};
+  if (napi_get_global(env, &recv) == napi_ok &&
+      napi_get_reference_value(env, w->callback, &callback) == napi_ok && callback != nullptr &&
+      napi_create_int32(env, status, &argv[0]) == napi_ok &&
+      napi_create_int32(env, events, &argv[1]) == napi_ok) {
+    // napi_make_callback, not napi_call_function: it enters the watch's async context and drains
+    // process.nextTick and microtasks afterwards, like every callback Node itself makes.
+    if (napi_make_callback(env, w->async_context, recv, callback, 2, argv, nullptr) != napi_ok) {
+      ReportCallbackException(env);
+    }
+  }
+  // `w` may be closing now (the callback may have closed it) but is still allocated: its close
+  // callback runs in a later loop phase.
+  napi_close_handle_scope(env, scope);
+}
+
+// Environment teardown (process exit, worker exit or terminate). uv_close is asynchronous and the
+// loop must have no open handles when it is closed (libuv asserts otherwise), so this is an
+// async hook: it stays registered until the last close callback has run.
+void OnEnvTeardown(napi_async_cleanup_hook_handle hook, void* data) {
+  Addon* addon = static_cast<Addon*>(data);
+  addon->cleanup_hook = hook;
+  addon->tearing_down = true;
+  for (Watch* w = addon->watches; w != nullptr; w = w->next) CloseWatch(w, true);
+  FinishTeardownIfIdle(addon);
+}
+
+void ThrowTypeError(Napi::Env env, const char* code, const std::string& message) {
+  napi_throw_type_error(env, code, message.c_str());
+}
+
+const char* TypeName(const Napi::Value& value) {
+  switch (value.Type()) {
+    case napi_undefined: return "undefined";
+    case napi_null: return "null";
+    case napi_boolean: return "boolean";
+    case napi_number: return "number";
+    case napi_string: return "string";
+    case napi_symbol: return "symbol";
+    case napi_object: return "object";
+    case napi_function: return "function";
+    case napi_external: return "external";
+    case napi_bigint: return "bigint";
+  }
+  return "unknown";
+}
+
+// Reads argument `index` as an fd. Negative integers are accepted (the system call then answers
+// EBADF); anything that is not an int32 integer throws. Returns false with an exception pending.
+bool GetFd(const Napi::CallbackInfo& info, size_t index, int* fd) {
+  Napi::Value value = info[index];
+  if (!value.IsNumber()) {
+    ThrowTypeError(info.Env(), "ERR_INVALID_ARG_TYPE",
+                   std::string("fd must be a number, received ") + TypeName(value));
+    return false;
+  }
+  double number = value.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(number) || std::trunc(number) != number || number < INT32_MIN ||
+      number > INT32_MAX) {
+    char received[32];
+    snprintf(received, sizeof received, "%.17g", number);
+    napi_throw_range_error(
+        info.Env(), "ERR_OUT_OF_RANGE",
+        (std::string("fd must be an integer in the int32 range, received ") + received).c_str());
+    return false;
+  }
+  *fd = static_cast<int>(number);
+  return true;
+}
+
+Napi::Value Eventfd(const Napi::CallbackInfo& info) {
+  // eventfd(2): non-blocking so that readEventfd can drain it to EAGAIN on the loop thread.
+  int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  return Napi::Number::New(info.Env(), fd >= 0 ? fd : -errno);
+}
+
+Napi::Value ReadEventfd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd)) return env.Undefined();
+  uint64_t counter = 0;
+  ssize_t n;
+  do {
+    n = read(fd, &counter, sizeof counter);
+  } while (n == -1 && errno == EINTR);
+  if (n == -1) {
+    // eventfd(2): a non-blocking eventfd whose counter is zero fails with EAGAIN.
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(env, 0);
+    return Napi::Number::New(env, -errno);
+  }
+  // eventfd(2) always transfers exactly 8 bytes; anything else is not an eventfd.
+  if (n != static_cast<ssize_t>(sizeof counter)) return Napi::Number::New(env, -EINVAL);
+  double value = static_cast<double>(counter);
+  return Napi::Number::New(env, value > kMaxSafeInteger ? kMaxSafeInteger : value);
+}
+
+Napi::Value WatchFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Addon* addon = env.GetInstanceData<Addon>();
+  int fd;
+  if (!GetFd(info, 0, &fd)) return env.Undefined();
+  if (!info[1].IsString()) {
+    ThrowTypeError(env, "ERR_INVALID_ARG_TYPE",
+                   std::string("mode must be 'readable' or 'priority', received ") +
+                       TypeName(info[1]));
+    return env.Undefined();
+  }
+  std::string mode = info[1].As<Napi::String>().Utf8Value();
+  int events;
+  if (mode == "readable") {
+    events = UV_READABLE;
+  } else if (mode == "priority") {
+    // Kernfs/sysfs, procfs sysctl and PSI files signal changes with POLLPRI (often with
+    // POLLERR); libuv reports those as UV_PRIORITIZED rather than as an error.
+    events = UV_PRIORITIZED;
+  } else {
+    ThrowTypeError(env, "ERR_INVALID_ARG_VALUE",
+                   "mode must be 'readable' or 'priority', received '" + mode + "'");
+    return env.Undefined();
+  }
+  if (!info[2].IsFunction()) {
+    ThrowTypeError(env, "ERR_INVALID_ARG_TYPE",
+                   std::string("callback must be a function, received ") + TypeName(info[2]));
+    return env.Undefined();
+  }
+  if (fd < 0) return Napi::Number::New(env, -EBADF);
+
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+    Napi::Error::New(env, "napi_get_uv_event_loop failed").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  // The steps that can throw come first, while nothing has been registered with libuv yet.
+  Watch* w = new Watch();
+  w->addon = addon;
+  w->fd = fd;
+  Napi::Object object = addon->watcher_constructor.New({Napi::External<Watch>::New(env, w)});
+  if (env.IsExceptionPending() || object.IsEmpty()) {
+    delete w;
+    return env.Undefined();
+  }
+  PollWatcher* wrapper = PollWatcher::Unwrap(object);
+  napi_value name = Napi::String::New(env, "memory-pressure:PollWatcher");
+  if (wrapper == nullptr ||
+      napi_create_reference(env, info[2], 1, &w->callback) != napi_ok ||
+      // The watcher object is the async resource (held weakly), so async_hooks and
+      // AsyncLocalStorage see callbacks in the context watch() was called from.
+      napi_async_init(env, object, name, &w->async_context) != napi_ok) {
+    if (wrapper != nullptr) wrapper->Detach();
+    FreeWatch(w);
+    if (!env.IsExceptionPending()) {
+      Napi::Error::New(env, "could not set up the watcher's callback").ThrowAsJavaScriptException();
+    }
+    return env.Undefined();
+  }
+
+  // uv_poll_init answers EEXIST when the fd is already polled on this loop and EPERM for files
+  // epoll cannot watch (regular files); on failure the fd stays the caller's.
+  int err = uv_poll_init(loop, &w->handle, fd);
+  if (err != 0) {
+    wrapper->Detach();
+    FreeWatch(w);
+    return Napi::Number::New(env, err);
+  }
+  w->handle.data = w;
+  Link(addon, w);
+  // Unref'd by default: watching must not keep the process alive unless asked to (ref()).
+  uv_unref(reinterpret_cast<uv_handle_t*>(&w->handle));
+  err = uv_poll_start(&w->handle, events, OnPoll);
+  if (err != 0) {
+    wrapper->Detach();
+    CloseWatch(w, false);
+    return Napi::Number::New(env, err);
+  }
+  w->wrapper = wrapper;
+  return object;
+}
+
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd)) return env.Undefined();
+  // close(2): not retried on EINTR, because Linux has already released the fd by then.
+  return Napi::Number::New(env, close(fd) == 0 ? 0 : -errno);
+}
+
+Napi::Value MallocTrim(const Napi::CallbackInfo& info) {
+#ifdef __GLIBC__
+  // malloc_trim(3): returns free pages at the top of the heap and (since glibc 2.8) whole free
+  // pages inside every arena to the kernel.
+  return Napi::Number::New(info.Env(), malloc_trim(0) != 0 ? 1 : 0);
+#else
+  return Napi::Number::New(info.Env(), -ENOSYS);
+#endif
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  Addon* addon = new Addon();
+  addon->env = env;
+  env.SetInstanceData<Addon>(addon);
+  if (napi_add_async_cleanup_hook(env, OnEnvTeardown, addon, &addon->cleanup_hook) != napi_ok) {
+    Napi::Error::New(env, "napi_add_async_cleanup_hook failed").ThrowAsJavaScriptException();
+    return exports;
+  }
+  Napi::Function constructor = PollWatcher::Define(env);
+  if (env.IsExceptionPending()) return exports;
+  addon->watcher_constructor = Napi::Persistent(constructor);
+
+  exports.Set("platformSupported", Napi::Boolean::New(env, true));
+  exports.Set("eventfd", Napi::Function::New<Eventfd>(env, "eventfd"));
+  exports.Set("readEventfd", Napi::Function::New<ReadEventfd>(env, "readEventfd"));
+  exports.Set("watch", Napi::Function::New<WatchFd>(env, "watch"));
+  exports.Set("close", Napi::Function::New<Close>(env, "close"));
+  exports.Set("mallocTrim", Napi::Function::New<MallocTrim>(env, "mallocTrim"));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(memory_pressure, Init)

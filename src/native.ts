@@ -1,0 +1,234 @@
+// The native addon as TypeScript sees it: one interface describing the binding, and one loader that
+// tries each place the compiled addon can live and reports every failure when none works.
+
+import { existsSync, readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { MemoryPressureError } from './errors.js'
+
+/**
+ * What a {@link PollWatcher} waits for.
+ * - `'readable'`: the fd is readable (`POLLIN`), e.g. an eventfd whose counter is non-zero.
+ * - `'priority'`: the fd has priority data (`POLLPRI`): how kernfs/sysfs files such as cgroup v2
+ *   `memory.events`, PSI triggers and some procfs files announce a change. Plain readability does
+ *   not wake this mode.
+ */
+export type PollMode = 'readable' | 'priority'
+
+/**
+ * An fd watched on the Node event loop (a libuv `uv_poll_t`). The watcher owns the fd from the
+ * moment {@link NativeBinding.watch} returns it: {@link PollWatcher.close} closes the fd too.
+ *
+ * Keep a reference to the watcher: if it is garbage-collected while open, it is closed (fd
+ * included) as a safety net, and its callback stops. Everything still open when the environment
+ * (main thread or worker) shuts down is closed as well.
+ */
+export interface PollWatcher {
+  /** The fd being watched, or `-1` once closed (the number may already name another file then). */
+  readonly fd: number
+  /** `true` once {@link PollWatcher.close} ran or the environment closed the watcher. */
+  readonly closed: boolean
+  /** Keeps the event loop (the process or worker) alive while the watcher is active. No-op once closed. */
+  ref(): void
+  /** Lets the process or worker exit even though the watcher is open. The default state. No-op once closed. */
+  unref(): void
+  /** Whether the watcher keeps the event loop alive; `false` once closed. */
+  hasRef(): boolean
+  /**
+   * Stops polling, then closes the fd; the callback is never called again, even if events were
+   * already pending. Idempotent, and safe to call from inside the watcher's own callback.
+   */
+  close(): void
+}
+
+/**
+ * Called on the event-loop thread, inside the async context {@link NativeBinding.watch} was called
+ * in (so `AsyncLocalStorage` stores carry over); `process.nextTick` callbacks and microtasks run
+ * right after it returns.
+ *
+ * @param status `0`, or a negative libuv error code. libuv reports `POLLERR` without `POLLPRI` as
+ *   `UV_EBADF` (`-9`) and stops polling by itself: no further calls come, but the watcher stays
+ *   open until {@link PollWatcher.close}.
+ * @param events A bit set of {@link POLL_READABLE}, {@link POLL_PRIORITIZED} and
+ *   {@link POLL_DISCONNECT}; `0` when `status` is negative.
+ *
+ * An exception thrown here goes to `process.on('uncaughtException')`, as for any Node callback.
+ * Polling is level-triggered: a readable watcher is called again on every loop iteration until the
+ * fd is drained (for an eventfd, {@link NativeBinding.readEventfd} until it returns `0`).
+ */
+export type PollCallback = (status: number, events: number) => void
+
+/**
+ * The native addon. System calls return a negative errno on failure (`-9` is `EBADF`), never throw;
+ * pass such a value to `syscallError` from `./errors.js`. Arguments of the wrong type do throw:
+ * a non-number fd throws `TypeError` with code `ERR_INVALID_ARG_TYPE`, a number that is not an
+ * int32 integer throws `RangeError` with code `ERR_OUT_OF_RANGE`; negative integers are passed to
+ * the kernel (answer: `-EBADF`).
+ */
+export interface NativeBinding {
+  /** `true` on Linux; `false` in the stub built elsewhere, where every function returns `-ENOSYS`. */
+  readonly platformSupported: boolean
+  /**
+   * `eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)` (eventfd(2)).
+   * @returns the new fd (`>= 0`), or a negative errno.
+   */
+  eventfd(): number
+  /**
+   * Reads and resets an eventfd's 8-byte counter (eventfd(2)); retried on `EINTR`.
+   * @returns the counter (`> 0`, clamped to `Number.MAX_SAFE_INTEGER`), `0` when nothing is
+   *   pending (`EAGAIN` on a non-blocking eventfd), or a negative errno (`-EINVAL` when the fd
+   *   did not yield exactly 8 bytes, i.e. is not an eventfd).
+   */
+  readEventfd(fd: number): number
+  /**
+   * Watches `fd` on the event loop of the calling thread. The watcher starts unref'd (see
+   * {@link PollWatcher.unref}).
+   *
+   * On success the watcher owns `fd`; on failure (a negative errno is returned) `fd` is left
+   * open and stays the caller's. Errors include `-EBADF` (`fd` is not open), `-EEXIST` (`fd` is
+   * already watched on this thread: one watcher per fd) and `-EPERM` (epoll cannot watch the
+   * file, e.g. a regular file).
+   *
+   * @throws TypeError (`ERR_INVALID_ARG_TYPE`) when `fd` is not a number or `callback` is not a
+   *   function, `ERR_INVALID_ARG_VALUE` when `mode` is not `'readable'` or `'priority'`;
+   *   RangeError (`ERR_OUT_OF_RANGE`) when `fd` is not an int32 integer.
+   */
+  watch(fd: number, mode: PollMode, callback: PollCallback): PollWatcher | number
+  /**
+   * `close(2)` for an fd no watcher owns (never pass a watcher's fd: use
+   * {@link PollWatcher.close}). Not retried on `EINTR`: Linux has released the fd by then.
+   * @returns `0`, or a negative errno.
+   */
+  close(fd: number): number
+  /**
+   * glibc `malloc_trim(0)` (malloc_trim(3)): gives the C allocator's free pages back to the kernel.
+   * @returns `1` if memory was released, `0` if not, `-ENOSYS` without glibc (musl, macOS, Windows).
+   */
+  mallocTrim(): number
+}
+
+/** Bit in a {@link PollCallback}'s `events`: the fd is readable (libuv `UV_READABLE`). */
+export const POLL_READABLE = 1
+/** Bit in a {@link PollCallback}'s `events`: the peer hung up (libuv `UV_DISCONNECT`). */
+export const POLL_DISCONNECT = 4
+/** Bit in a {@link PollCallback}'s `events`: priority data, `POLLPRI` (libuv `UV_PRIORITIZED`). */
+export const POLL_PRIORITIZED = 8
+
+/** Options of {@link loadNative}. */
+export interface LoadNativeOptions {
+  /**
+   * Paths of `.node` files to try, in order (relative ones against the current working
+   * directory). Default: the compiled addon of this package,
+   * `<package root>/build/Release/memory_pressure.node` then `.../build/Debug/memory_pressure.node`.
+   */
+  paths?: readonly string[]
+}
+
+const PACKAGE_NAME = 'memory-pressure'
+
+/** Where the addon can live, relative to the package root, best first. */
+const DEFAULT_LOCATIONS: readonly string[] = [
+  'build/Release/memory_pressure.node',
+  'build/Debug/memory_pressure.node',
+]
+
+const FUNCTIONS = ['eventfd', 'readEventfd', 'watch', 'close', 'mallocTrim'] as const
+
+const requireAddon = createRequire(import.meta.url)
+
+/**
+ * The directory whose package.json names this package, searched upwards from this file, so that
+ * the same code works from `src/` (tests) and from `dist/` (published build).
+ */
+function findPackageRoot(start: string): string | undefined {
+  for (let dir = start; ; dir = path.dirname(dir)) {
+    const manifest = path.join(dir, 'package.json')
+    try {
+      if ((JSON.parse(readFileSync(manifest, 'utf8')) as { name?: unknown }).name === PACKAGE_NAME) return dir
+    } catch {
+      // Missing or unreadable package.json: keep climbing.
+    }
+    if (path.dirname(dir) === dir) return undefined
+  }
+}
+
+function describe(err: unknown): string {
+  if (!(err instanceof Error)) return String(err)
+  const code = (err as NodeJS.ErrnoException).code
+  const message = err.message.split('\n', 1)[0] ?? ''
+  return code === undefined ? message : `${code}: ${message}`
+}
+
+/** Why `value` is not a {@link NativeBinding}, or `undefined` if it is one. */
+function whyNotBinding(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null) return `exports ${value === null ? 'null' : typeof value}, not an object`
+  const exports = value as Record<string, unknown>
+  const missing: string[] = FUNCTIONS.filter((name) => typeof exports[name] !== 'function')
+  if (typeof exports.platformSupported !== 'boolean') missing.push('platformSupported')
+  return missing.length === 0 ? undefined : `not the memory-pressure addon (missing ${missing.join(', ')})`
+}
+
+/**
+ * Loads the native addon from the first path that works.
+ *
+ * @throws MemoryPressureError with code `ERR_NATIVE_UNAVAILABLE` when no path works; its `.tried`
+ *   has one line per path, `<path>: <why it failed>`, and the message lists the same lines.
+ * @throws TypeError when `options.paths` is not an array of strings.
+ */
+export function loadNative(options: LoadNativeOptions = {}): NativeBinding {
+  const tried: string[] = []
+  let candidates: readonly string[]
+  if (options.paths !== undefined) {
+    if (!Array.isArray(options.paths) || !options.paths.every((p) => typeof p === 'string')) {
+      throw new TypeError(`options.paths must be an array of strings, received ${String(options.paths)}`)
+    }
+    candidates = options.paths.map((p) => path.resolve(p))
+  } else {
+    const here = path.dirname(fileURLToPath(import.meta.url))
+    const root = findPackageRoot(here)
+    if (root === undefined) {
+      tried.push(`${here}: no package.json named ${PACKAGE_NAME} in this directory or above`)
+    }
+    candidates = root === undefined ? [] : DEFAULT_LOCATIONS.map((location) => path.join(root, location))
+  }
+  for (const candidate of candidates) {
+    if (!existsSync(candidate)) {
+      tried.push(`${candidate}: not found`)
+      continue
+    }
+    let loaded: unknown
+    try {
+      loaded = requireAddon(candidate)
+    } catch (err) {
+      tried.push(`${candidate}: ${describe(err)}`)
+      continue
+    }
+    const problem = whyNotBinding(loaded)
+    if (problem === undefined) return loaded as NativeBinding
+    tried.push(`${candidate}: ${problem}`)
+  }
+  const listing = tried.length === 0 ? ' (no paths given)' : `; tried:\n${tried.map((line) => `  ${line}`).join('\n')}`
+  throw new MemoryPressureError('ERR_NATIVE_UNAVAILABLE', `the memory-pressure native addon could not be loaded${listing}`, {
+    tried,
+  })
+}
+
+let cached: NativeBinding | MemoryPressureError | undefined
+
+/**
+ * {@link loadNative} with the default paths, run once per thread; later calls return the same
+ * binding or the same error. Never throws, so backends can probe availability cheaply.
+ */
+export function tryLoadNative(): NativeBinding | MemoryPressureError {
+  if (cached === undefined) {
+    try {
+      cached = loadNative()
+    } catch (err) {
+      cached = err instanceof MemoryPressureError
+        ? err
+        : new MemoryPressureError('ERR_NATIVE_UNAVAILABLE', `the memory-pressure native addon could not be loaded: ${describe(err)}`, { cause: err, tried: [] })
+    }
+  }
+  return cached
+}
