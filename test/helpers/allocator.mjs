@@ -1,7 +1,8 @@
 // A child process for real-kernel tests: allocates and frees touched memory on command from stdin.
 // Commands, one a line: `alloc <bytes>`, `free` (the newest allocation), `freeall`, `exit`.
-// Each command is answered on stdout with `ok <total bytes held> <process.hrtime.bigint() when done>`
-// (CLOCK_MONOTONIC, the same clock in every process of the machine).
+// Each command is answered on stdout with `ok <total bytes held> <done ns> <start ns>`: when the
+// command finished and began, from process.hrtime.bigint() (CLOCK_MONOTONIC, the same clock in every
+// process of the machine).
 // Run with MALLOC_MMAP_THRESHOLD_=65536 so that every chunk is its own mapping and is returned to
 // the kernel as soon as it is freed.
 import { createInterface } from 'node:readline'
@@ -12,8 +13,10 @@ v8.setFlagsFromString('--expose-gc')
 const gc = vm.runInNewContext('gc')
 const held = []
 let total = 0
-const reply = () => process.stdout.write(`ok ${total} ${process.hrtime.bigint()}\n`)
+let start = 0n
+const reply = () => process.stdout.write(`ok ${total} ${process.hrtime.bigint()} ${start}\n`)
 createInterface({ input: process.stdin }).on('line', (line) => {
+  start = process.hrtime.bigint()
   const [cmd, arg] = line.trim().split(/\s+/)
   if (cmd === 'alloc') {
     const n = Number(arg)
