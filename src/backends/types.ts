@@ -5,7 +5,7 @@ import type { EventEmitter } from 'eventemitter3'
 import type { MemoryPressureError } from '../errors.js'
 
 /** The backends memory-pressure knows. */
-export type BackendName = 'cgroup-v1' | 'simulated'
+export type BackendName = 'cgroup-v2' | 'cgroup-v1' | 'process' | 'simulated'
 
 /** Which way usage moved across a threshold. */
 export type Direction = 'up' | 'down'
@@ -16,6 +16,12 @@ export type CrossingSignal =
   | 'eventfd'
   /** the simulated backend's virtual kernel */
   | 'simulated'
+  /** a change of cgroup v2 `memory.events` (POLLPRI), after which usage was read and compared */
+  | 'memory.events'
+  /** a PSI trigger on the cgroup's `memory.pressure` fired, after which usage was read and compared */
+  | 'psi'
+  /** an adaptive poll of the usage file (or of the process's resident set size) */
+  | 'poll'
 
 /** Memory of the watched cgroup (or virtual cgroup) at one moment. All sizes in bytes. */
 export interface MemorySnapshot {
@@ -39,14 +45,24 @@ export interface MemorySnapshot {
 
 /** How exactly a backend sees a threshold crossing. */
 export interface ThresholdPrecision {
-  /** `'kernel'`: the kernel compares usage itself; `'exact'`: a virtual cgroup compares on every change. */
-  kind: 'kernel' | 'exact'
+  /**
+   * `'kernel'`: the kernel compares usage itself; `'exact'`: a virtual cgroup compares on every
+   * change; `'polled'`: usage is read at an adaptive interval (and on any kernel wake-up there is).
+   */
+  kind: 'kernel' | 'exact' | 'polled'
   /**
    * How far past the threshold usage can be when the crossing is noticed, in bytes. For cgroup v1
    * the kernel checks thresholds every 128 page events per CPU (`memcontrol-v1.c`), so up to
    * 128 pages × CPUs.
    */
   bytes: number
+  /**
+   * For `'polled'`: the bounds of the polling interval in milliseconds. The interval shrinks
+   * toward `min` as usage nears a threshold or grows fast, and widens toward `max` far from one.
+   */
+  intervalMs?: { min: number; max: number }
+  /** For `'polled'`: what else wakes the backend between polls (`'memory.events'`, `'psi'`). */
+  signals?: CrossingSignal[]
 }
 
 /** One crossing of one threshold, as the backend saw it. */
@@ -92,6 +108,41 @@ export interface BackendEvents {
   close: (reason: BackendCloseReason) => void
   /** Something failed while watching; the backend goes on unless it also emits `'close'`. */
   error: (error: MemoryPressureError) => void
+  /** The kernel reported an OOM in the watched cgroup (v1 `memory.oom_control`, v2 `memory.events`). */
+  oom: (event: OomEvent) => void
+  /** A v1 `memory.pressure_level` notification registered with `watchPressureLevel`. */
+  'pressure-level': (event: PressureLevelEvent) => void
+}
+
+/** An out-of-memory situation in the watched cgroup. */
+export interface OomEvent {
+  /** Where the kernel said so. */
+  source: 'memory.oom_control' | 'memory.events'
+  /**
+   * v2: the growth of the `oom` counter since the last read (OOM situations); v1: the eventfd
+   * counter (notifications since the last read).
+   */
+  oom: number
+  /** Processes killed by the OOM killer since the last read (v2 `oom_kill`, v1 `oom_kill` of `memory.oom_control`); `null` when unknown. */
+  oomKill: number | null
+  /** `performance.now()` at delivery. */
+  time: number
+}
+
+/** v1 `memory.pressure_level` levels (cgroup-v1/memory.rst section 11). */
+export type PressureLevel = 'low' | 'medium' | 'critical'
+
+/** v1 `memory.pressure_level` propagation modes (cgroup-v1/memory.rst section 11). */
+export type PressureMode = 'default' | 'hierarchy' | 'local'
+
+/** One `memory.pressure_level` notification. */
+export interface PressureLevelEvent {
+  level: PressureLevel
+  mode: PressureMode
+  /** Notifications the eventfd counted since the last read. */
+  count: number
+  /** `performance.now()` at delivery. */
+  time: number
 }
 
 /** The interface every backend implements. */
