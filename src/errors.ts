@@ -27,6 +27,8 @@ export type MemoryPressureErrorCode =
   | 'ERR_HANDLER'
   /** The simulated cgroup was asked to go above its limit (the kernel would OOM-kill). */
   | 'ERR_SIMULATED_OOM'
+  /** A shrinker did not finish within its timeout (the abort reason of its `AbortSignal`). */
+  | 'ERR_TIMEOUT'
 
 /** Extra fields a {@link MemoryPressureError} can be built with. */
 export interface MemoryPressureErrorOptions {
