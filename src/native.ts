@@ -119,8 +119,10 @@ export const POLL_PRIORITIZED = 8
 export interface LoadNativeOptions {
   /**
    * Paths of `.node` files to try, in order (relative ones against the current working
-   * directory). Default: the compiled addon of this package,
-   * `<package root>/build/Release/memory_pressure.node` then `.../build/Debug/memory_pressure.node`.
+   * directory). Default: the file `node-gyp-build` picks for this package (a compiled
+   * `build/Release` addon if there is one, else the prebuild in `prebuilds/<platform>-<arch>/`
+   * matching this platform, architecture and C library), then
+   * `<package root>/build/Release/memory_pressure.node` and `.../build/Debug/memory_pressure.node`.
    */
   paths?: readonly string[]
 }
@@ -137,6 +139,12 @@ const FUNCTIONS = ['eventfd', 'readEventfd', 'watch', 'close', 'mallocTrim'] as 
 
 const requireAddon = createRequire(import.meta.url)
 
+/** The part of `node-gyp-build` (CommonJS, untyped) the loader uses. */
+interface NodeGypBuild {
+  /** The `.node` file that suits this process in `dir`; throws when there is none. */
+  path(dir: string): string
+}
+
 /**
  * The directory whose package.json names this package, searched upwards from this file, so that
  * the same code works from `src/` (tests) and from `dist/` (published build).
@@ -152,6 +160,29 @@ function findPackageRoot(start: string): string | undefined {
     if (path.dirname(dir) === dir) return undefined
   }
 }
+
+/**
+ * `node-gyp-build`'s choice first (the same lookup its install step used to decide between a
+ * prebuild and compiling), then the compiled locations, so that a compiled addon that fails to load
+ * is reported rather than skipped. A failed lookup is recorded in `tried`.
+ */
+function defaultCandidates(root: string, tried: string[]): string[] {
+  const candidates: string[] = []
+  try {
+    const finder = requireAddon('node-gyp-build') as NodeGypBuild
+    candidates.push(finder.path(root))
+  } catch (err) {
+    tried.push(`${path.join(root, 'prebuilds')}: ${describe(err)}`)
+  }
+  for (const location of DEFAULT_LOCATIONS) {
+    const candidate = path.join(root, location)
+    if (!candidates.includes(candidate)) candidates.push(candidate)
+  }
+  return candidates
+}
+
+/** The file each binding was loaded from, for {@link nativeStatus}. */
+const loadedFrom = new WeakMap<NativeBinding, string>()
 
 function describe(err: unknown): string {
   if (!(err instanceof Error)) return String(err)
@@ -190,7 +221,7 @@ export function loadNative(options: LoadNativeOptions = {}): NativeBinding {
     if (root === undefined) {
       tried.push(`${here}: no package.json named ${PACKAGE_NAME} in this directory or above`)
     }
-    candidates = root === undefined ? [] : DEFAULT_LOCATIONS.map((location) => path.join(root, location))
+    candidates = root === undefined ? [] : defaultCandidates(root, tried)
   }
   for (const candidate of candidates) {
     if (!existsSync(candidate)) {
@@ -205,7 +236,10 @@ export function loadNative(options: LoadNativeOptions = {}): NativeBinding {
       continue
     }
     const problem = whyNotBinding(loaded)
-    if (problem === undefined) return loaded as NativeBinding
+    if (problem === undefined) {
+      loadedFrom.set(loaded as NativeBinding, candidate)
+      return loaded as NativeBinding
+    }
     tried.push(`${candidate}: ${problem}`)
   }
   const listing = tried.length === 0 ? ' (no paths given)' : `; tried:\n${tried.map((line) => `  ${line}`).join('\n')}`
@@ -219,6 +253,10 @@ let cached: NativeBinding | MemoryPressureError | undefined
 /**
  * {@link loadNative} with the default paths, run once per thread; later calls return the same
  * binding or the same error. Never throws, so backends can probe availability cheaply.
+ *
+ * The first failure in a thread is also reported once as a process warning (`type`
+ * `MemoryPressureWarning`, `code` `ERR_NATIVE_UNAVAILABLE`): kernel backends cannot run, the
+ * simulated backend still can. Later calls stay silent.
  */
 export function tryLoadNative(): NativeBinding | MemoryPressureError {
   if (cached === undefined) {
@@ -228,7 +266,37 @@ export function tryLoadNative(): NativeBinding | MemoryPressureError {
       cached = err instanceof MemoryPressureError
         ? err
         : new MemoryPressureError('ERR_NATIVE_UNAVAILABLE', `the memory-pressure native addon could not be loaded: ${describe(err)}`, { cause: err, tried: [] })
+      process.emitWarning(`${cached.message}\nKernel backends are unavailable; the simulated backend still works.`, {
+        type: 'MemoryPressureWarning',
+        code: 'ERR_NATIVE_UNAVAILABLE',
+      })
     }
   }
   return cached
+}
+
+/** What {@link nativeStatus} reports. */
+export type NativeStatus =
+  | {
+      /** The addon loaded. */
+      loaded: true
+      /** Absolute path of the `.node` file: a prebuild under `prebuilds/` or a compiled one under `build/`. */
+      path: string
+      /** `false` for the stub built on platforms without eventfd (every call answers `-ENOSYS`). */
+      platformSupported: boolean
+    }
+  | {
+      loaded: false
+      /** Code `ERR_NATIVE_UNAVAILABLE`; `.tried` lists every path tried and why each failed. */
+      error: MemoryPressureError
+    }
+
+/**
+ * Whether the native addon loaded in this thread, and from where. Loads it on first use (so it may
+ * emit the one `ERR_NATIVE_UNAVAILABLE` warning described at {@link tryLoadNative}). Never throws.
+ */
+export function nativeStatus(): NativeStatus {
+  const binding = tryLoadNative()
+  if (binding instanceof MemoryPressureError) return { loaded: false, error: binding }
+  return { loaded: true, path: loadedFrom.get(binding) ?? '', platformSupported: binding.platformSupported }
 }
