@@ -36,4 +36,5 @@ export {
   type ThresholdWatch,
 } from './backends/index.js'
 export { MemoryPressureError, type MemoryPressureErrorCode, type MemoryPressureErrorOptions } from './errors.js'
+export { nativeStatus, type NativeStatus } from './native.js'
 export { formatBytes, parseThreshold, resolveThreshold, type ParsedThreshold, type Threshold } from './size.js'
