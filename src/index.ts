@@ -38,3 +38,12 @@ export {
 export { MemoryPressureError, type MemoryPressureErrorCode, type MemoryPressureErrorOptions } from './errors.js'
 export { nativeStatus, type NativeStatus } from './native.js'
 export { formatBytes, parseThreshold, resolveThreshold, type ParsedThreshold, type Threshold } from './size.js'
+export {
+  cgroupOfPid,
+  effectiveLimit,
+  findMemoryCgroup,
+  resolveCgroupPath,
+  type CgroupLocation,
+  type CgroupVersion,
+  type EffectiveLimit,
+} from './cgroup/index.js'
