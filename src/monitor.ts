@@ -16,6 +16,9 @@ import type {
 import type { SimulatedBackendOptions } from './backends/simulated.js'
 import { type ErrorEvents, SafeEmitter, handlerError } from './emitter.js'
 import { MemoryPressureError } from './errors.js'
+import { PolicyEngine, type PolicyOptions, type PressureEvent, type ReliefEvent } from './policy/engine.js'
+import type { PressureLevel } from './policy/levels.js'
+import type { ShrinkReport, Shrinker } from './policy/shrinker.js'
 import { type Threshold, describe, parseThreshold, resolveThreshold } from './size.js'
 
 /** Which crossings a threshold subscription wants. */
@@ -60,10 +63,21 @@ export interface MonitorEvents extends ErrorEvents {
   close: (event: CloseEvent) => void
   /** A handler threw, or the backend reported a failure. The monitor goes on. */
   error: (error: MemoryPressureError) => void
+  /** The pressure level changed (levels on: see {@link MemoryMonitorOptions.levels}). */
+  pressure: (event: PressureEvent) => void
+  /** A shrink cycle finished: what each shrinker reported, heap reduction, bytes freed as measured. */
+  shrink: (report: ShrinkReport) => void
+  /** The basis fell below moderate − hysteresis: caches may grow again. Follows the `'pressure'` event to `'normal'`. */
+  relief: (event: ReliefEvent) => void
 }
 
 /** What the async iterator of a monitor yields. */
-export type MonitorEvent = ({ type: 'threshold' } & ThresholdEvent) | ({ type: 'close' } & CloseEvent)
+export type MonitorEvent =
+  | ({ type: 'threshold' } & ThresholdEvent)
+  | ({ type: 'close' } & CloseEvent)
+  | ({ type: 'pressure' } & PressureEvent)
+  | ({ type: 'shrink' } & ShrinkReport)
+  | ({ type: 'relief' } & ReliefEvent)
 
 /** Options of one threshold subscription. */
 export interface ThresholdOptions {
@@ -78,8 +92,8 @@ export interface ThresholdSpec extends ThresholdOptions {
   threshold: Threshold
 }
 
-/** Options of {@link createMemoryMonitor}. */
-export interface MemoryMonitorOptions {
+/** Options of {@link createMemoryMonitor}; levels and shrinking are in {@link PolicyOptions}. */
+export interface MemoryMonitorOptions extends PolicyOptions {
   /**
    * Which backend: `'auto'` (default: the best one that can run here; throws
    * `ERR_BACKEND_UNAVAILABLE` with every reason when none can), a backend name, or a backend
@@ -126,6 +140,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
   #reasons: string[]
   #entries = new Set<Entry>()
   #closed = false
+  #policy: PolicyEngine
   #onBackendClose = (reason: BackendCloseReason): void => this.#finish(reason)
   #onBackendError = (error: MemoryPressureError): void => this.reportError(error)
 
@@ -145,6 +160,13 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
     this.#backend.on('close', this.#onBackendClose)
     this.#backend.on('error', this.#onBackendError)
     try {
+      this.#policy = new PolicyEngine(this.#backend, options, {
+        pressure: (e) => this.emit('pressure', e),
+        shrink: (r) => this.emit('shrink', r),
+        relief: (e) => this.emit('relief', e),
+        error: (err) => this.reportError(err),
+      })
+      if (options.levels !== undefined && options.levels !== false) this.#policy.enable()
       for (const spec of options.thresholds ?? []) {
         if (typeof spec === 'object' && spec !== null) this.addThreshold(spec.threshold, spec)
         else this.addThreshold(spec)
@@ -178,6 +200,39 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
   /** Why the backend was chosen and why others were skipped (for `'auto'`). */
   diagnostics(): { backend: BackendName; cgroup: string; reasons: string[] } {
     return { backend: this.#backend.name, cgroup: this.#backend.cgroup, reasons: [...this.#reasons] }
+  }
+
+  /**
+   * The pressure level: `'normal'`, `'moderate'`, `'high'` or `'critical'`, decided on the basis
+   * (working set by default) with hysteresis. Always `'normal'` while levels are off.
+   */
+  get level(): PressureLevel {
+    return this.#policy.level
+  }
+
+  /**
+   * Registers memory that can be given back. Shrinkers are asked in priority order (lower first)
+   * when the level rises to `'moderate'` or above, until what they report covers the bytes to free
+   * (at `'critical'` all of them); then the heap is reduced and the result measured and reported in
+   * a `'shrink'` event. Starts levels with the defaults if they are off.
+   *
+   * @returns a function that unregisters the shrinker (and a `Disposable`)
+   * @throws TypeError for a malformed shrinker; `ERR_NO_LIMIT` when levels start and there is no limit
+   */
+  register(shrinker: Shrinker): Unsubscribe {
+    this.#assertOpen()
+    const off = this.#policy.register(shrinker)
+    return Object.assign(() => off(), { [Symbol.dispose]: () => off() })
+  }
+
+  /**
+   * Resolves once the level is `level` or lower (at once if it already is): `await
+   * monitor.until('normal')`. Rejects with the signal's reason when `signal` aborts and with
+   * `ERR_CLOSED` when the monitor closes. Starts levels with the defaults if they are off.
+   */
+  until(level: PressureLevel, options: { signal?: AbortSignal } = {}): Promise<void> {
+    if (this.#closed) return Promise.reject(new MemoryPressureError('ERR_CLOSED', 'the monitor is closed'))
+    return this.#policy.until(level, options?.signal)
   }
 
   /** Reads usage, limit, working set and page cache now. */
@@ -241,6 +296,9 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
     let wake: (() => void) | null = null
     let done = this.#closed
     const onThreshold = (e: ThresholdEvent): void => push({ type: 'threshold', ...e })
+    const onPressure = (e: PressureEvent): void => push({ type: 'pressure', ...e })
+    const onShrink = (r: ShrinkReport): void => push({ type: 'shrink', ...r })
+    const onRelief = (e: ReliefEvent): void => push({ type: 'relief', ...e })
     const onClose = (e: CloseEvent): void => {
       push({ type: 'close', ...e })
       done = true
@@ -252,12 +310,18 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
     const stop = (): void => {
       done = true
       this.off('threshold', onThreshold)
+      this.off('pressure', onPressure)
+      this.off('shrink', onShrink)
+      this.off('relief', onRelief)
       this.off('close', onClose)
       options.signal?.removeEventListener('abort', stop)
       wake?.()
     }
     if (!done) {
       this.on('threshold', onThreshold)
+      this.on('pressure', onPressure)
+      this.on('shrink', onShrink)
+      this.on('relief', onRelief)
       this.on('close', onClose)
       if (options.signal?.aborted) stop()
       else options.signal?.addEventListener('abort', stop, { once: true })
@@ -358,6 +422,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
   #finish(reason: BackendCloseReason, emit = true): void {
     if (this.#closed) return
     this.#closed = true
+    this.#policy?.close()
     for (const entry of this.#entries) entry.watch.close()
     this.#entries.clear()
     this.#backend.off('close', this.#onBackendClose)

@@ -130,7 +130,7 @@ describe('createMemoryMonitor on the simulated backend', () => {
     const monitor = createMemoryMonitor({ backend: sim, thresholds: [{ threshold: '10M', direction: 'both' }] })
     const seen: Array<[string, string?]> = []
     const done = (async () => {
-      for await (const e of monitor) seen.push(e.type === 'threshold' ? [e.type, e.direction] : [e.type, e.reason])
+      for await (const e of monitor) seen.push(e.type === 'threshold' ? [e.type, e.direction] : e.type === 'close' ? [e.type, e.reason] : [e.type])
     })()
     sim.setUsage(20 * MiB)
     sim.setUsage(5 * MiB)

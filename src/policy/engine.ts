@@ -1,0 +1,526 @@
+// The policy engine behind a monitor's levels: it keeps kernel thresholds armed where the basis
+// would change level, decides the level after each wake-up, and runs shrink cycles one at a time.
+//
+// Why the thresholds move. Levels are decided on the basis (working set by default), read from
+// memory.stat after a wake-up, but the kernel compares thresholds with usage, page cache included
+// (memory.usage_in_bytes, cgroup-v1/memory.rst §5.5 and §9). A fixed kernel threshold at a level's
+// byte value would fire for page cache alone and, worse, stay crossed while cache holds usage above
+// it, so the basis reaching the level later would never wake anyone. After every wake-up the
+// engine therefore drops its watches and registers new ones at usage = point + (usage − basis) for
+// the two points that matter from the current level (the next level's threshold, and the current
+// level's exit point, threshold − hysteresis), plus a drift point a little below usage that fires
+// when page cache is dropped (which moves both points down). When cache is reclaimed to make room
+// (usage pinned at the limit, basis rising underneath), no usage threshold moves: a slow re-check
+// on the clock (`recheckMs`) reads memory.stat while there is cache on top of the basis, and only
+// then; with no cache every basis rise is a usage rise and the watches alone are exact.
+
+import type { MemoryBackend, MemorySnapshot, ThresholdWatch } from '../backends/types.js'
+import { MemoryPressureError } from '../errors.js'
+import { type Threshold, describe } from '../size.js'
+import { type Clock, isClock, systemClock } from './clock.js'
+import { type HeapReduction, type ReduceHeapOptions, reduceHeap, validateReduceHeapOptions } from './heap.js'
+import {
+  type LevelThresholds,
+  PRESSURE_LEVELS,
+  type PressureBasis,
+  type PressureLevel,
+  type ResolvedLevels,
+  basisOf,
+  bytesToFree,
+  levelFor,
+  levelRank,
+  resolveLevels,
+  watchPoints,
+} from './levels.js'
+import {
+  DEFAULT_FRACTIONS,
+  type ShrinkReport,
+  type Shrinker,
+  type ShrinkerResult,
+  validateShrinker,
+} from './shrinker.js'
+
+/** Options of a monitor's levels and shrink cycles (part of `MemoryMonitorOptions`). */
+export interface PolicyOptions {
+  /**
+   * Turns pressure levels on: `true` for the defaults (`moderate` 70%, `high` 85%, `critical` 95%
+   * of the effective limit) or thresholds per level (bytes, `'512MiB'`, `'80%'`), resolved against
+   * the limit when levels start. Default: off until the first `register()` or `until()`, which
+   * start them with the defaults. Percentages need a limit (`ERR_NO_LIMIT`).
+   */
+  levels?: LevelThresholds | boolean
+  /**
+   * How far below a level's threshold the basis must fall before the level is left, so usage
+   * hovering at a threshold does not flap: bytes, a size string or a percentage of the limit.
+   * Default `'5%'`; `0` for none.
+   */
+  hysteresis?: Threshold
+  /** What levels are decided on. Default `'workingSet'` (usage minus inactive page cache). */
+  basis?: PressureBasis
+  /**
+   * Milliseconds after a shrink cycle before the next one, when the level is still `'moderate'`
+   * or above (a rise in level starts one at once). Default 1000.
+   */
+  cooldownMs?: number
+  /** Milliseconds a shrinker may take before its signal aborts and the cycle goes on. Default 5000. */
+  shrinkTimeoutMs?: number
+  /**
+   * Milliseconds between re-reads of memory.stat while page cache sits on top of the basis (see
+   * the file header: cache reclaimed at the limit moves no usage threshold). Default 1000.
+   */
+  recheckMs?: number
+  /**
+   * The heap reduction run after the shrinkers of each cycle: options of `reduceHeap()` (default
+   * `{ gc: 'v8-major', mallocTrim: true }`), or `false` for none.
+   */
+  reduceHeap?: ReduceHeapOptions | false
+  /** Time and timers (cool-down, timeouts, re-checks). Default: `performance.now()` and unref'd timers. */
+  clock?: Clock
+}
+
+/** A level change (the `'pressure'` event). */
+export interface PressureEvent {
+  /** The new level. */
+  level: PressureLevel
+  /** The level before. */
+  previous: PressureLevel
+  /** What the level is decided on. */
+  basis: PressureBasis
+  /** The basis in bytes at the change. */
+  bytes: number
+  /** The snapshot the decision was made on. */
+  snapshot: MemorySnapshot
+  /** Clock time of the change (milliseconds). */
+  time: number
+}
+
+/** Memory came back (the `'relief'` event): the basis fell below moderate − hysteresis. */
+export interface ReliefEvent {
+  /** The level left. */
+  previous: PressureLevel
+  /** The basis in bytes. */
+  bytes: number
+  /** The snapshot the decision was made on. */
+  snapshot: MemorySnapshot
+  /** Clock time (milliseconds). */
+  time: number
+}
+
+/** Where the engine sends what it observes (the monitor). */
+export interface PolicyHost {
+  pressure(event: PressureEvent): void
+  shrink(report: ShrinkReport): void
+  relief(event: ReliefEvent): void
+  error(error: MemoryPressureError): void
+}
+
+interface Registered {
+  shrinker: Shrinker
+  priority: number
+  seq: number
+}
+
+interface Cycle {
+  n: number
+  level: PressureLevel
+  requested: number
+  reported: number
+  updates: number
+  abort: AbortController | null
+}
+
+interface Waiter {
+  rank: number
+  resolve: () => void
+  reject: (err: unknown) => void
+}
+
+function checkMs(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw new RangeError(`${name} must be a number of milliseconds of 0 or more (received ${describe(value)})`)
+  }
+  return value
+}
+
+const MiB = 2 ** 20
+
+/** Levels, shrinkers and shrink cycles for one backend. Used by `MemoryMonitor`. */
+export class PolicyEngine {
+  #backend: MemoryBackend
+  #host: PolicyHost
+  #options: PolicyOptions
+  #clock: Clock
+  #cooldownMs: number
+  #timeoutMs: number
+  #recheckMs: number
+  #heap: ReduceHeapOptions | false
+  #levels: ResolvedLevels | null = null
+  #level: PressureLevel = 'normal'
+  #watches: ThresholdWatch[] = []
+  #armedOffset = 0
+  #recheckTimer: unknown = null
+  #cooldownTimer: unknown = null
+  #evaluateQueued = false
+  #shrinkers = new Set<Registered>()
+  #seq = 0
+  #cursor = 0
+  #cycles = 0
+  #cycle: Cycle | null = null
+  #waiters = new Set<Waiter>()
+  #closed = false
+
+  constructor(backend: MemoryBackend, options: PolicyOptions, host: PolicyHost) {
+    this.#backend = backend
+    this.#host = host
+    this.#options = options
+    if (options.levels !== undefined && typeof options.levels !== 'boolean' && (options.levels === null || typeof options.levels !== 'object')) {
+      throw new TypeError(`levels must be a boolean or an object { moderate, high, critical } (received ${describe(options.levels)})`)
+    }
+    if (options.clock !== undefined && !isClock(options.clock)) {
+      throw new TypeError(`clock must be an object with now(), setTimeout() and clearTimeout() (received ${describe(options.clock)})`)
+    }
+    this.#clock = options.clock ?? systemClock
+    this.#cooldownMs = checkMs('cooldownMs', options.cooldownMs, 1000)
+    this.#timeoutMs = checkMs('shrinkTimeoutMs', options.shrinkTimeoutMs, 5000)
+    this.#recheckMs = checkMs('recheckMs', options.recheckMs, 1000)
+    if (options.reduceHeap !== undefined && options.reduceHeap !== false) validateReduceHeapOptions(options.reduceHeap)
+    this.#heap = options.reduceHeap ?? {}
+  }
+
+  /** True once levels are being tracked. */
+  get enabled(): boolean {
+    return this.#levels !== null
+  }
+
+  /** The current level (`'normal'` while levels are off). */
+  get level(): PressureLevel {
+    return this.#level
+  }
+
+  /** The thresholds in bytes, or `null` while levels are off. */
+  get thresholds(): ResolvedLevels | null {
+    return this.#levels
+  }
+
+  /**
+   * Starts tracking levels: resolves them against the current limit, decides the initial level
+   * and arms the watches. The initial `'pressure'` event (when above `'normal'`) and its shrink
+   * cycle follow in a microtask, so listeners added right after construction see them.
+   */
+  enable(): void {
+    if (this.#levels !== null || this.#closed) return
+    const levels = this.#options.levels
+    const snapshot = this.#backend.snapshot()
+    this.#levels = resolveLevels(
+      typeof levels === 'object' ? levels : true,
+      this.#options.hysteresis,
+      this.#options.basis,
+      snapshot.limit,
+    )
+    const bytes = basisOf(snapshot, this.#levels.basis)
+    const level = levelFor(this.#levels, bytes, 'normal')
+    this.#level = level
+    this.#arm(snapshot)
+    if (level !== 'normal') {
+      queueMicrotask(() => {
+        if (this.#closed) return
+        this.#host.pressure({ level, previous: 'normal', basis: this.#levels?.basis ?? 'workingSet', bytes, snapshot, time: this.#clock.now() })
+        this.#startCycle()
+      })
+    }
+  }
+
+  /** See `MemoryMonitor.register`. */
+  register(shrinker: Shrinker): () => void {
+    validateShrinker(shrinker)
+    const entry: Registered = { shrinker, priority: shrinker.priority ?? 0, seq: this.#seq++ }
+    this.#shrinkers.add(entry)
+    this.enable()
+    return () => {
+      this.#shrinkers.delete(entry)
+    }
+  }
+
+  /** See `MemoryMonitor.until`. */
+  until(level: PressureLevel, signal?: AbortSignal): Promise<void> {
+    if (!PRESSURE_LEVELS.includes(level)) {
+      return Promise.reject(new TypeError(`level must be one of ${PRESSURE_LEVELS.join(', ')} (received ${describe(level)})`))
+    }
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      return Promise.reject(new TypeError(`signal must be an AbortSignal (received ${describe(signal)})`))
+    }
+    if (this.#closed) return Promise.reject(new MemoryPressureError('ERR_CLOSED', 'the monitor is closed'))
+    if (signal?.aborted) return Promise.reject(signal.reason)
+    try {
+      this.enable()
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    const rank = levelRank(level)
+    if (levelRank(this.#level) <= rank) return Promise.resolve()
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => {
+        this.#waiters.delete(waiter)
+        reject(signal?.reason)
+      }
+      const waiter: Waiter = {
+        rank,
+        resolve: () => {
+          signal?.removeEventListener('abort', onAbort)
+          resolve()
+        },
+        reject: (err) => {
+          signal?.removeEventListener('abort', onAbort)
+          reject(err)
+        },
+      }
+      this.#waiters.add(waiter)
+      signal?.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  /** Stops watches and timers, aborts a running shrinker, rejects `until()` waiters. Idempotent. */
+  close(): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.#disarm()
+    if (this.#cooldownTimer !== null) this.#clock.clearTimeout(this.#cooldownTimer)
+    this.#cooldownTimer = null
+    this.#cycle?.abort?.abort(new MemoryPressureError('ERR_CLOSED', 'the monitor closed during a shrink cycle'))
+    const closed = new MemoryPressureError('ERR_CLOSED', 'the monitor closed')
+    for (const w of this.#waiters) w.reject(closed)
+    this.#waiters.clear()
+  }
+
+  #snapshot(): MemorySnapshot | null {
+    try {
+      return this.#backend.snapshot()
+    } catch (err) {
+      if (!this.#closed && !this.#backend.closed) {
+        this.#host.error(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_SYSCALL', String(err), { cause: err }))
+      }
+      return null
+    }
+  }
+
+  #disarm(): void {
+    for (const w of this.#watches) w.close()
+    this.#watches = []
+    if (this.#recheckTimer !== null) this.#clock.clearTimeout(this.#recheckTimer)
+    this.#recheckTimer = null
+  }
+
+  /** Drops every watch and registers the ones that matter from `snapshot` at the current level. */
+  #arm(snapshot: MemorySnapshot): void {
+    const levels = this.#levels
+    if (levels === null || this.#closed) return
+    this.#disarm()
+    const step = Math.max(levels.hysteresis / 2, MiB)
+    const points = watchPoints(levels, snapshot, this.#level, step)
+    this.#armedOffset = points.offset
+    const values = new Set<number>()
+    for (const v of [points.up, points.down, points.drift]) if (v !== null && v > 0) values.add(v)
+    try {
+      for (const v of values) this.#watches.push(this.#backend.watchThreshold(v, () => this.#wake()))
+    } catch (err) {
+      if (!this.#backend.closed) this.#host.error(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_SYSCALL', String(err), { cause: err }))
+    }
+    this.#scheduleRecheck(points.offset)
+  }
+
+  // Only page cache on top of the basis can move the basis without moving usage the same way.
+  #scheduleRecheck(offset: number): void {
+    if (this.#recheckTimer !== null || offset <= 0 || this.#levels?.basis === 'usage' || this.#closed) return
+    this.#recheckTimer = this.#clock.setTimeout(() => {
+      this.#recheckTimer = null
+      this.#evaluate(false)
+    }, this.#recheckMs)
+  }
+
+  /** A kernel threshold fired: several in one turn of the loop are one evaluation. */
+  #wake(): void {
+    if (this.#evaluateQueued || this.#closed) return
+    this.#evaluateQueued = true
+    queueMicrotask(() => {
+      this.#evaluateQueued = false
+      this.#evaluate(true)
+    })
+  }
+
+  /**
+   * Reads the snapshot, moves the level, emits, feeds a running cycle or starts one, re-arms.
+   * `crossed`: a watch fired (usage passed a point, so every point must move).
+   */
+  #evaluate(crossed: boolean): void {
+    const levels = this.#levels
+    if (levels === null || this.#closed) return
+    const snapshot = this.#snapshot()
+    if (snapshot === null) return
+    const bytes = basisOf(snapshot, levels.basis)
+    const previous = this.#level
+    const level = levelFor(levels, bytes, previous)
+    const rose = levelRank(level) > levelRank(previous)
+    this.#level = level
+    const offset = Math.max(0, snapshot.usage - bytes)
+    const step = Math.max(levels.hysteresis / 2, MiB)
+    if (crossed || level !== previous || Math.abs(offset - this.#armedOffset) >= step / 2) this.#arm(snapshot)
+    else this.#scheduleRecheck(offset)
+    if (level !== previous) {
+      const time = this.#clock.now()
+      this.#host.pressure({ level, previous, basis: levels.basis, bytes, snapshot, time })
+      if (level === 'normal') this.#host.relief({ previous, bytes, snapshot, time })
+      for (const w of this.#waiters) {
+        if (levelRank(level) <= w.rank) {
+          this.#waiters.delete(w)
+          w.resolve()
+        }
+      }
+    }
+    const cycle = this.#cycle
+    if (cycle !== null && levelRank(level) > 0) {
+      if (levelRank(level) > levelRank(cycle.level) || bytesToFree(levels, bytes, level) > cycle.requested) {
+        cycle.level = levelRank(level) > levelRank(cycle.level) ? level : cycle.level
+        cycle.requested = Math.max(cycle.requested, bytesToFree(levels, bytes, cycle.level))
+        cycle.updates++
+      }
+    } else if (rose && levelRank(level) > 0) {
+      this.#startCycle()
+    }
+  }
+
+  #ordered(): Registered[] {
+    return [...this.#shrinkers].sort((a, b) => a.priority - b.priority || a.seq - b.seq)
+  }
+
+  #startCycle(): void {
+    if (this.#cycle !== null || this.#closed || levelRank(this.#level) === 0) return
+    if (this.#cooldownTimer !== null) this.#clock.clearTimeout(this.#cooldownTimer)
+    this.#cooldownTimer = null
+    void this.#runCycle().catch((err: unknown) => {
+      this.#cycle = null
+      this.#host.error(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_HANDLER', `the shrink cycle failed: ${String(err)}`, { cause: err }))
+    })
+  }
+
+  async #runCycle(): Promise<void> {
+    const levels = this.#levels
+    const before = this.#snapshot()
+    if (levels === null || before === null) return
+    const n = ++this.#cycles
+    const startBytes = basisOf(before, levels.basis)
+    // The cycle's level: the current one, or the one the snapshot just read says if it is higher.
+    const level = levelRank(levelFor(levels, startBytes, this.#level)) > levelRank(this.#level) ? levelFor(levels, startBytes, this.#level) : this.#level
+    const cycle: Cycle = { n, level, requested: bytesToFree(levels, startBytes, level), reported: 0, updates: 0, abort: null }
+    this.#cycle = cycle
+    const start = this.#clock.now()
+    const ordered = this.#ordered()
+    const from = ordered.length === 0 ? 0 : this.#cursor % ordered.length
+    const order = [...ordered.slice(from), ...ordered.slice(0, from)]
+    const results: ShrinkerResult[] = []
+    let asked = 0
+    for (const entry of order) {
+      if (this.#closed) return
+      if (cycle.level !== 'critical' && cycle.reported >= cycle.requested) break
+      if (!this.#shrinkers.has(entry)) continue
+      asked++
+      const result = await this.#ask(entry, cycle)
+      results.push(result)
+      if (result.reported !== null) cycle.reported += result.reported
+    }
+    if (this.#closed) return
+    // Next cycle at this level goes on with the next priorities; a critical one asked everyone.
+    this.#cursor = cycle.level === 'critical' || ordered.length === 0 ? 0 : (from + asked) % ordered.length
+    let heap: HeapReduction | null = null
+    let heapError: unknown
+    if (this.#heap !== false) {
+      try {
+        heap = await reduceHeap(this.#heap)
+      } catch (err) {
+        heapError = err
+      }
+    }
+    if (this.#closed) return
+    const after = this.#snapshot()
+    if (after === null) {
+      this.#cycle = null
+      return
+    }
+    const afterBytes = basisOf(after, levels.basis)
+    const levelAfter = levelFor(levels, afterBytes, this.#level)
+    const report: ShrinkReport = {
+      cycle: n,
+      level: cycle.level,
+      levelAfter,
+      basis: levels.basis,
+      requestedBytes: cycle.requested,
+      reportedBytes: cycle.reported,
+      freedBytes: startBytes - afterBytes,
+      shrinkers: results,
+      heap,
+      before,
+      after,
+      updates: cycle.updates,
+      time: start,
+      durationMs: this.#clock.now() - start,
+    }
+    if (heapError !== undefined) report.heapError = heapError
+    this.#cycle = null
+    this.#host.shrink(report)
+    // The level as the fresh snapshot says (may emit 'pressure' down and 'relief').
+    this.#evaluate(true)
+    if (!this.#closed && levelRank(this.#level) > 0 && this.#cycle === null) {
+      this.#cooldownTimer = this.#clock.setTimeout(() => {
+        this.#cooldownTimer = null
+        this.#evaluate(false)
+        if (levelRank(this.#level) > 0) this.#startCycle()
+      }, this.#cooldownMs)
+    }
+  }
+
+  async #ask(entry: Registered, cycle: Cycle): Promise<ShrinkerResult> {
+    const { shrinker, priority } = entry
+    const remaining = Math.max(0, cycle.requested - cycle.reported)
+    let size: number | undefined
+    try {
+      const s = shrinker.size?.()
+      if (typeof s === 'number' && Number.isFinite(s) && s >= 0) size = s
+    } catch {
+      size = undefined
+    }
+    const fraction = size !== undefined && size > 0 ? Math.min(1, remaining / size) : DEFAULT_FRACTIONS[cycle.level]
+    const abort = new AbortController()
+    cycle.abort = abort
+    const t0 = this.#clock.now()
+    const result: ShrinkerResult = { name: shrinker.name, priority, requestedBytes: remaining, reported: null, ms: 0 }
+    const timer = this.#clock.setTimeout(() => {
+      abort.abort(new MemoryPressureError('ERR_TIMEOUT', `shrinker ${JSON.stringify(shrinker.name)} did not finish within ${this.#timeoutMs} ms`))
+    }, this.#timeoutMs)
+    let onAbort: (() => void) | undefined
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(abort.signal.reason)
+      abort.signal.addEventListener('abort', onAbort, { once: true })
+    })
+    try {
+      const value = await Promise.race([
+        (async () => shrinker.shrink({ level: cycle.level, targetBytes: remaining, fraction, signal: abort.signal, cycle: cycle.n }))(),
+        aborted,
+      ])
+      if (typeof value === 'number' && Number.isFinite(value)) result.reported = Math.max(0, value)
+    } catch (err) {
+      if (abort.signal.aborted && err === abort.signal.reason) {
+        if (err instanceof MemoryPressureError && err.code === 'ERR_TIMEOUT') result.timedOut = true
+        else result.error = err
+      } else {
+        result.error = err
+      }
+    } finally {
+      this.#clock.clearTimeout(timer)
+      if (onAbort !== undefined) abort.signal.removeEventListener('abort', onAbort)
+      aborted.catch(() => undefined)
+      cycle.abort = null
+    }
+    result.ms = this.#clock.now() - t0
+    return result
+  }
+}

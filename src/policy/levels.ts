@@ -1,0 +1,172 @@
+// Pressure levels: thresholds on a basis (working set by default) with a hysteresis band, and the
+// arithmetic that maps a snapshot to a level and a level to the usage values worth watching.
+
+import type { MemorySnapshot } from '../backends/types.js'
+import { type Threshold, describe, parseThreshold, resolveThreshold } from '../size.js'
+
+/** Pressure levels, from none to the last moment before an OOM kill. */
+export type PressureLevel = 'normal' | 'moderate' | 'high' | 'critical'
+
+/** The levels in increasing order. */
+export const PRESSURE_LEVELS: readonly PressureLevel[] = ['normal', 'moderate', 'high', 'critical']
+
+/** The rank of a level: 0 for `'normal'` to 3 for `'critical'`. */
+export function levelRank(level: PressureLevel): number {
+  return PRESSURE_LEVELS.indexOf(level)
+}
+
+/**
+ * Which figure of a snapshot levels are decided on:
+ * - `'workingSet'` (default): usage minus inactive page cache, what the kernel cannot simply drop
+ *   (kubelet's working set). Page cache charged to the cgroup is reclaimable and is not the
+ *   application's memory, so it must not trigger shrinking.
+ * - `'usage'`: everything charged to the cgroup, page cache included.
+ * - `'rss'`: anonymous memory only (heap, stacks, Buffers).
+ */
+export type PressureBasis = 'workingSet' | 'usage' | 'rss'
+
+const bases: readonly PressureBasis[] = ['workingSet', 'usage', 'rss']
+
+/** Thresholds of the levels above `'normal'`: bytes, size strings or percentages of the limit. */
+export interface LevelThresholds {
+  /** Entering `'moderate'`. Default `'70%'`. */
+  moderate?: Threshold
+  /** Entering `'high'`. Default `'85%'`. */
+  high?: Threshold
+  /** Entering `'critical'`. Default `'95%'`. */
+  critical?: Threshold
+}
+
+/** Defaults of {@link LevelThresholds}. */
+export const DEFAULT_LEVELS: Required<LevelThresholds> = { moderate: '70%', high: '85%', critical: '95%' }
+/** Default hysteresis: 5% of the limit. */
+export const DEFAULT_HYSTERESIS: Threshold = '5%'
+
+/** Levels resolved to bytes against one limit. */
+export interface ResolvedLevels {
+  /** Entry thresholds in bytes, indexed by rank (index 0, `'normal'`, is 0). */
+  readonly enter: readonly [0, number, number, number]
+  /** Bytes the basis must fall below a level's threshold before the level is left. */
+  readonly hysteresis: number
+  readonly basis: PressureBasis
+  /** The limit the percentages were taken of (`Infinity` when none). */
+  readonly limit: number
+}
+
+/**
+ * Resolves level thresholds and the hysteresis against `limit`. Percentages need a finite limit
+ * (`ERR_NO_LIMIT`). Throws `ERR_INVALID_THRESHOLD` when the thresholds are not strictly increasing
+ * or one is above the limit, `TypeError` for a basis or option of the wrong kind.
+ */
+export function resolveLevels(
+  levels: LevelThresholds | true,
+  hysteresis: Threshold | undefined,
+  basis: PressureBasis | undefined,
+  limit: number,
+): ResolvedLevels {
+  if (levels !== true && (levels === null || typeof levels !== 'object')) {
+    throw new TypeError(`levels must be true or an object { moderate, high, critical } (received ${describe(levels)})`)
+  }
+  const b = basis ?? 'workingSet'
+  if (!bases.includes(b)) throw new TypeError(`basis must be 'workingSet', 'usage' or 'rss' (received ${describe(basis)})`)
+  const given = levels === true ? {} : levels
+  const bytes = (['moderate', 'high', 'critical'] as const).map((name) =>
+    resolveThreshold(parseThreshold(given[name] ?? DEFAULT_LEVELS[name], `levels.${name}`), limit, `levels.${name}`),
+  ) as [number, number, number]
+  if (!(bytes[0] < bytes[1] && bytes[1] < bytes[2])) {
+    throw new RangeError(`levels must increase: moderate < high < critical (received ${bytes.join(' < ')} bytes)`)
+  }
+  let h = 0
+  const hValue = hysteresis ?? DEFAULT_HYSTERESIS
+  if (hValue !== 0) {
+    h = resolveThreshold(parseThreshold(hValue, 'hysteresis'), limit, 'hysteresis')
+  }
+  if (h >= bytes[0]) {
+    throw new RangeError(`hysteresis must be smaller than the moderate threshold of ${bytes[0]} bytes (received ${h} bytes)`)
+  }
+  return { enter: [0, bytes[0], bytes[1], bytes[2]], hysteresis: h, basis: b, limit }
+}
+
+/** The figure of `snapshot` levels are decided on. */
+export function basisOf(snapshot: MemorySnapshot, basis: PressureBasis): number {
+  switch (basis) {
+    case 'usage':
+      return snapshot.usage
+    case 'rss':
+      return Math.min(snapshot.rss, snapshot.usage)
+    default:
+      return Math.max(0, Math.min(snapshot.workingSet, snapshot.usage))
+  }
+}
+
+/** The basis value below which level `rank` (1..3) is left: its threshold minus the hysteresis. */
+export function exitPoint(levels: ResolvedLevels, rank: number): number {
+  return (levels.enter[rank] ?? 0) - levels.hysteresis
+}
+
+/**
+ * The level for `basis` bytes when the current level is `current`: up at a threshold, down only
+ * below threshold − hysteresis, several levels at once if the basis jumped.
+ */
+export function levelFor(levels: ResolvedLevels, basis: number, current: PressureLevel): PressureLevel {
+  let rank = levelRank(current)
+  const start = rank
+  while (rank < 3 && basis >= (levels.enter[rank + 1] ?? Infinity)) rank++
+  if (rank === start) {
+    while (rank > 0 && basis < exitPoint(levels, rank)) rank--
+  }
+  return PRESSURE_LEVELS[rank] ?? 'normal'
+}
+
+/**
+ * Bytes a shrink cycle at `level` should free: from the basis down to the point where the level is
+ * left (its threshold minus the hysteresis). 0 at `'normal'`.
+ */
+export function bytesToFree(levels: ResolvedLevels, basis: number, level: PressureLevel): number {
+  const rank = levelRank(level)
+  if (rank === 0) return 0
+  return Math.max(0, Math.ceil(basis - exitPoint(levels, rank)))
+}
+
+/** Usage values (bytes) to register as kernel thresholds after a wake-up; see {@link watchPoints}. */
+export interface WatchPoints {
+  /** Usage at which the basis would reach the next level up, or `null` (at `'critical'`, or above the limit). */
+  up: number | null
+  /** Usage at which the basis would fall below the current level's exit point, or `null` at `'normal'`. */
+  down: number | null
+  /**
+   * A usage value a little below the current usage, or `null`: page cache being dropped lowers
+   * usage and the offset between usage and basis together, and the other two points move with it.
+   */
+  drift: number | null
+  /** `usage − basis` at the snapshot: the page cache (or cache and more, for `'rss'`) on top of the basis. */
+  offset: number
+}
+
+/**
+ * Kernel thresholds are on usage, levels on the basis. With `offset = usage − basis` as of the
+ * snapshot, the basis reaches `x` when usage reaches `x + offset` unless the page cache changes
+ * meanwhile. Cache growth only makes these points fire early (a harmless wake-up and re-arm); cache
+ * loss moves them down, which the drift point catches when usage falls, and the periodic re-check
+ * catches when cache is reclaimed to make room for new memory (usage then stays at the limit).
+ *
+ * @param step - how far below usage the drift point sits (bytes)
+ */
+export function watchPoints(levels: ResolvedLevels, snapshot: MemorySnapshot, level: PressureLevel, step: number): WatchPoints {
+  const basis = basisOf(snapshot, levels.basis)
+  const offset = Math.max(0, snapshot.usage - basis)
+  const rank = levelRank(level)
+  const limit = Number.isFinite(snapshot.limit) ? snapshot.limit : Infinity
+  let up: number | null = null
+  if (rank < 3) {
+    const u = Math.ceil((levels.enter[rank + 1] ?? Infinity) + offset)
+    if (u <= limit && Number.isSafeInteger(u)) up = u
+  }
+  let down: number | null = null
+  if (rank > 0) {
+    const d = Math.floor(exitPoint(levels, rank) + offset)
+    if (d > 0) down = d
+  }
+  const drift = offset > 0 && snapshot.usage - step > 0 ? Math.floor(snapshot.usage - step) : null
+  return { up, down, drift, offset }
+}
