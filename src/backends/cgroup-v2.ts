@@ -1,0 +1,354 @@
+// cgroup v2 has no byte thresholds: they are emulated from three signals, `memory.events` changes
+// (POLLPRI), a PSI trigger on `memory.pressure`, and adaptive polling of `memory.current`.
+
+import { EventEmitter } from 'eventemitter3'
+import fs from 'node:fs'
+import { performance } from 'node:perf_hooks'
+import path from 'node:path'
+import { type CgroupLocation, findMemoryCgroup, resolveCgroupPath } from '../cgroup/discover.js'
+import { isWithin } from '../cgroup/files.js'
+import { effectiveLimit } from '../cgroup/limit.js'
+import { readFigures } from '../cgroup/stat.js'
+import { MemoryPressureError, isErrnoException, syscallError } from '../errors.js'
+import { type NativeBinding, type PollWatcher, tryLoadNative } from '../native.js'
+import { describe } from '../size.js'
+import type { ProbeResult } from './cgroup-v1.js'
+import { type PollClock, type PollOptions, ThresholdPoller, resolvePollOptions } from './poll.js'
+import { PsiTrigger, type PsiTriggerOptions } from './psi.js'
+import type {
+  BackendCloseReason,
+  BackendEvents,
+  Crossing,
+  CrossingSignal,
+  MemoryBackend,
+  MemorySnapshot,
+  ThresholdPrecision,
+  ThresholdWatch,
+} from './types.js'
+
+/** Options of {@link CgroupV2Backend.open}. */
+export interface CgroupV2Options {
+  /**
+   * Filesystem path of the cgroup to watch. Default: the cgroup holding the effective limit of the
+   * process's own memory cgroup, else the process's own cgroup.
+   */
+  cgroup?: string
+  /**
+   * The directory the cgroup v2 hierarchy is mounted on, when `cgroup` is below it. Given, the
+   * mount table is not read: ancestors are walked up to `root`, and `root` may be any directory
+   * laid out as a cgroup v2 tree (a guest's `/sys/fs/cgroup`, or a test fixture). Requires `cgroup`.
+   */
+  root?: string
+  /** Adaptive polling of `memory.current`; see {@link PollOptions}. */
+  poll?: PollOptions
+  /**
+   * The PSI trigger armed on the cgroup's `memory.pressure` to read usage as soon as the cgroup
+   * stalls, or `false` for none. Default `{ kind: 'some', stallUs: 100000, windowUs: 2000000 }`.
+   */
+  psi?: PsiTriggerOptions | false
+  /** @internal Timers for tests. */
+  clock?: PollClock
+}
+
+/** What the probe found. */
+export interface V2Target {
+  location: CgroupLocation
+  native: NativeBinding | null
+}
+
+/** `memory.events` counters by name (`low`, `high`, `max`, `oom`, `oom_kill`, `oom_group_kill`). */
+export type MemoryEvents = Map<string, number>
+
+/**
+ * Parses cgroup v2 `memory.events` (or `memory.events.local`): one `name count` pair a line.
+ *
+ * @throws MemoryPressureError `ERR_PARSE` for a malformed line
+ */
+export function parseMemoryEvents(text: string, source?: string): MemoryEvents {
+  const out: MemoryEvents = new Map()
+  for (const line of text.split('\n')) {
+    if (line === '') continue
+    const m = /^([a-z_]+) (\d+)$/.exec(line)
+    if (m === null) {
+      throw new MemoryPressureError('ERR_PARSE', `not a memory.events line: ${JSON.stringify(line)}`, source === undefined ? {} : { path: source })
+    }
+    out.set(m[1] as string, Number(m[2]))
+  }
+  return out
+}
+
+function locate(options: CgroupV2Options, reasons: string[]): CgroupLocation {
+  if (options.root !== undefined) {
+    if (options.cgroup === undefined) throw new TypeError('root requires cgroup (the cgroup v2 directory below root to watch)')
+    const root = fs.realpathSync(options.root)
+    let dir: string
+    try {
+      dir = fs.realpathSync(options.cgroup)
+    } catch (err) {
+      throw isErrnoException(err) ? syscallError(err, 'realpath', options.cgroup) : err
+    }
+    if (!isWithin(root, dir)) {
+      throw new MemoryPressureError('ERR_NO_CGROUP', `${options.cgroup} is not below root ${options.root}`, { path: options.cgroup })
+    }
+    const rel = dir.slice(root.length)
+    return { version: 2, path: dir, mountPoint: root, relativePath: rel === '' ? '/' : rel }
+  }
+  if (options.cgroup !== undefined) return resolveCgroupPath(options.cgroup)
+  const own = findMemoryCgroup()
+  if (own.version !== 2) {
+    throw new MemoryPressureError('ERR_NO_CGROUP', `the process's memory cgroup is cgroup v${own.version}, not v2 (${own.path})`, { path: own.path })
+  }
+  const limit = effectiveLimit(own)
+  reasons.push(limit.holder !== null ? `the effective limit is held by ${limit.holder}` : `no visible cgroup holds a limit; watching the process's own cgroup`)
+  return limit.holder !== null ? resolveCgroupPath(limit.holder) : own
+}
+
+const message = (err: unknown): string => (err instanceof Error ? err.message : String(err))
+
+/**
+ * Byte thresholds on a cgroup v2 memory cgroup, emulated: usage (`memory.current`) is read on an
+ * adaptive timer, on every change of `memory.events` and whenever the cgroup's PSI trigger fires.
+ * Each crossing names the signal that led to it. Also emits `'oom'` when `memory.events` shows an
+ * OOM (`oom`, `oom_kill`).
+ */
+export class CgroupV2Backend extends EventEmitter<BackendEvents> implements MemoryBackend {
+  readonly name = 'cgroup-v2' as const
+  readonly cgroup: string
+  readonly location: CgroupLocation
+  readonly precision: ThresholdPrecision
+  /** What is watched and what could not be, in words (also in the monitor's diagnostics). */
+  readonly notes: string[] = []
+  #poller: ThresholdPoller
+  #events: PollWatcher | null = null
+  #eventsFd = -1
+  #counters: MemoryEvents
+  #psi: PsiTrigger | null = null
+  #closed = false
+  #buffer = Buffer.alloc(512)
+
+  /** Says whether the v2 backend can run here and on which cgroup. Never throws. */
+  static probe(options: CgroupV2Options = {}): ProbeResult<V2Target> {
+    const reasons: string[] = []
+    let location: CgroupLocation
+    try {
+      location = locate(options, reasons)
+    } catch (err) {
+      return { available: false, reasons: [...reasons, message(err)] }
+    }
+    if (location.version !== 2) return { available: false, reasons: [`${location.path} is a cgroup v${location.version} cgroup, not v2`] }
+    const current = path.join(location.path, 'memory.current')
+    try {
+      fs.accessSync(current, fs.constants.R_OK)
+    } catch (err) {
+      return { available: false, reasons: [...reasons, message(isErrnoException(err) ? syscallError(err, 'access', current) : err)] }
+    }
+    const native = tryLoadNative()
+    if (native instanceof MemoryPressureError || !native.platformSupported) {
+      const why = native instanceof MemoryPressureError ? native.message : `not supported on ${process.platform}`
+      reasons.push(`native addon unavailable (${why}): memory.events and PSI cannot be watched, usage is only polled`)
+      return { available: true, value: { location, native: null }, reasons }
+    }
+    return { available: true, value: { location, native }, reasons }
+  }
+
+  /**
+   * Opens the backend, or throws `ERR_BACKEND_UNAVAILABLE` with the probe's reasons.
+   *
+   * @throws TypeError / RangeError for malformed options (naming the option)
+   */
+  static open(options: CgroupV2Options = {}): CgroupV2Backend {
+    if (options === null || typeof options !== 'object') throw new TypeError(`options must be an object (received ${describe(options)})`)
+    for (const key of ['cgroup', 'root'] as const) {
+      if (options[key] !== undefined && typeof options[key] !== 'string') {
+        throw new TypeError(`${key} must be a filesystem path string (received ${describe(options[key])})`)
+      }
+    }
+    if (options.psi !== undefined && options.psi !== false && (options.psi === null || typeof options.psi !== 'object')) {
+      throw new TypeError(`psi must be an object or false (received ${describe(options.psi)})`)
+    }
+    if (options.root !== undefined && options.cgroup === undefined) {
+      throw new TypeError('root requires cgroup (the cgroup v2 directory below root to watch)')
+    }
+    resolvePollOptions(options.poll)
+    const probe = CgroupV2Backend.probe(options)
+    if (!probe.available) {
+      throw new MemoryPressureError('ERR_BACKEND_UNAVAILABLE', `the cgroup-v2 backend cannot run here: ${probe.reasons.join('; ')}`, {
+        reasons: probe.reasons,
+      })
+    }
+    return new CgroupV2Backend(probe.value, options, probe.reasons)
+  }
+
+  private constructor(target: V2Target, options: CgroupV2Options, reasons: string[]) {
+    super()
+    this.location = target.location
+    this.cgroup = target.location.path
+    this.notes.push(...reasons)
+    this.#poller = new ThresholdPoller(() => this.readUsage(), (err) => this.#readFailed(err), options.poll, options.clock,
+      () => this.#tick())
+    const signals: CrossingSignal[] = []
+    const eventsFile = path.join(this.cgroup, 'memory.events')
+    this.#counters = this.#readEvents()
+    const native = target.native
+    if (native !== null) {
+      // cgroup-v2.rst: a change of memory.events "generates a file modified event"; kernfs reports
+      // it as POLLPRI, and only a read through the same fd re-arms it.
+      try {
+        const fd = fs.openSync(eventsFile, 'r')
+        const watcher = native.watch(fd, 'priority', (status) => this.#eventsChanged(status))
+        if (typeof watcher === 'number') {
+          fs.closeSync(fd)
+          this.notes.push(`memory.events cannot be watched for POLLPRI (${message(syscallError(watcher, 'epoll_ctl', eventsFile))}); it is read at each poll`)
+        } else {
+          this.#events = watcher
+          this.#eventsFd = fd
+          this.#readEventsFd()
+          signals.push('memory.events')
+          this.notes.push('memory.events is watched for changes (POLLPRI)')
+        }
+      } catch (err) {
+        this.notes.push(`memory.events cannot be opened (${message(isErrnoException(err) ? syscallError(err, 'open', eventsFile) : err)}); OOM is not reported`)
+      }
+      if (options.psi !== false) {
+        const file = path.join(this.cgroup, 'memory.pressure')
+        try {
+          const psi = PsiTrigger.open(file, options.psi ?? {}, native)
+          psi.on('stall', () => this.#poller.check('psi'))
+          psi.on('close', (reason) => {
+            if (reason === 'removed' && this.#gone()) this.#end('removed')
+          })
+          this.#psi = psi
+          signals.push('psi')
+          this.notes.push(`PSI trigger armed on ${file}: ${psi.kind} ${psi.stallUs} us per ${psi.windowUs} us window`, ...psi.notes)
+        } catch (err) {
+          this.notes.push(`no PSI trigger on ${file} (${message(err)})`)
+        }
+      }
+    }
+    const p = this.#poller.options
+    this.notes.push(`thresholds are emulated: memory.current is polled every ${p.minIntervalMs} to ${p.maxIntervalMs} ms depending on the distance to the nearest threshold and the growth rate`)
+    this.precision = { kind: 'polled', bytes: p.guardBytes, intervalMs: { min: p.minIntervalMs, max: p.maxIntervalMs }, signals }
+  }
+
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /** Usage in bytes from `memory.current` (page cache included). */
+  readUsage(): number {
+    const file = path.join(this.cgroup, 'memory.current')
+    let text: string
+    try {
+      text = fs.readFileSync(file, 'latin1').trim()
+    } catch (err) {
+      throw isErrnoException(err) ? syscallError(err, 'read', file) : err
+    }
+    if (!/^\d+$/.test(text)) throw new MemoryPressureError('ERR_PARSE', `memory.current holds ${describe(text)}, not a number`, { path: file })
+    return Number(text)
+  }
+
+  /** The `memory.events` counters as last read. */
+  memoryEvents(): MemoryEvents {
+    return new Map(this.#counters)
+  }
+
+  snapshot(): MemorySnapshot {
+    this.#assertOpen()
+    const figures = readFigures(this.location)
+    const limit = effectiveLimit(this.location)
+    return { ...figures, limit: limit.limit, limitHolder: limit.holder, time: performance.now() }
+  }
+
+  watchThreshold(bytes: number, onCrossing: (crossing: Crossing) => void): ThresholdWatch {
+    this.#assertOpen()
+    if (!Number.isSafeInteger(bytes) || bytes <= 0) {
+      throw new RangeError(`threshold must be a whole number of bytes above zero (received ${describe(bytes)})`)
+    }
+    if (typeof onCrossing !== 'function') throw new TypeError(`onCrossing must be a function (received ${describe(onCrossing)})`)
+    return this.#poller.add(bytes, this.readUsage(), onCrossing)
+  }
+
+  close(): void {
+    this.#end('closed')
+  }
+
+  #gone(): boolean {
+    return !fs.existsSync(path.join(this.cgroup, 'memory.current'))
+  }
+
+  #readFailed(err: unknown): void {
+    if (this.#closed) return
+    if (this.#gone()) {
+      this.#end('removed')
+      return
+    }
+    this.emit('error', err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_SYSCALL', message(err), { cause: err }))
+    this.#end('error')
+  }
+
+  /** Each timed poll also reads memory.events when no POLLPRI watch tells of its changes. */
+  #tick(): void {
+    if (this.#events === null && !this.#closed) this.#compareEvents(this.#readEvents(), false)
+  }
+
+  #readEvents(): MemoryEvents {
+    const file = path.join(this.cgroup, 'memory.events')
+    try {
+      return parseMemoryEvents(fs.readFileSync(file, 'latin1'), file)
+    } catch {
+      return this.#counters ?? new Map()
+    }
+  }
+
+  #readEventsFd(): MemoryEvents | null {
+    try {
+      const n = fs.readSync(this.#eventsFd, this.#buffer, 0, this.#buffer.length, 0)
+      return parseMemoryEvents(this.#buffer.toString('latin1', 0, n))
+    } catch {
+      return null
+    }
+  }
+
+  #eventsChanged(status: number): void {
+    if (this.#closed) return
+    const counters = status < 0 ? null : this.#readEventsFd()
+    if (counters === null) {
+      if (this.#gone()) {
+        this.#end('removed')
+        return
+      }
+      // POLLERR on a live cgroup: stop watching (libuv already stopped) and fall back to polling.
+      this.#events?.close()
+      this.#events = null
+      this.notes.push('memory.events watch stopped (POLLERR); it is read at each poll')
+      return
+    }
+    this.#compareEvents(counters, true)
+  }
+
+  #compareEvents(counters: MemoryEvents, woke: boolean): void {
+    const before = this.#counters
+    this.#counters = counters
+    const delta = (key: string): number => (counters.get(key) ?? 0) - (before.get(key) ?? 0)
+    const oom = delta('oom')
+    const oomKill = delta('oom_kill')
+    if (oom > 0 || oomKill > 0) this.emit('oom', { source: 'memory.events', oom, oomKill, time: performance.now() })
+    if (woke && this.#poller.size > 0) this.#poller.check('memory.events')
+  }
+
+  #end(reason: BackendCloseReason): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.#poller.close()
+    this.#events?.close()
+    this.#events = null
+    this.#psi?.removeAllListeners()
+    this.#psi?.close()
+    this.#psi = null
+    this.emit('close', reason)
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new MemoryPressureError('ERR_CLOSED', `the cgroup-v2 backend for ${this.cgroup} is closed`)
+  }
+}

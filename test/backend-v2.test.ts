@@ -1,0 +1,154 @@
+// The cgroup v2 backend on fake v2 trees (test/fixtures/v2): limits over ancestors, memory.events,
+// polled thresholds and removal. The real v2 kernel runs live in the VM tests.
+
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterEach, describe, expect, it } from 'vitest'
+import { CgroupV2Backend, parseMemoryEvents } from '../src/backends/cgroup-v2.js'
+import type { BackendCloseReason, Crossing, OomEvent } from '../src/backends/types.js'
+import { MemoryPressureError } from '../src/errors.js'
+import { Collector, turns } from './helpers/collect.js'
+
+const MiB = 2 ** 20
+const fixture = fileURLToPath(new URL('./fixtures/v2/k8s-pod', import.meta.url))
+
+/** A copy of the k8s-pod tree in a temp dir; `container` is the cgroup to watch. */
+export function copyV2Tree(): { root: string; pod: string; container: string; remove(): void } {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'mp-v2-'))
+  fs.cpSync(fixture, root, { recursive: true })
+  const pod = path.join(root, 'kubepods.slice', 'pod-a.slice')
+  return { root, pod, container: path.join(pod, 'container'), remove: () => fs.rmSync(root, { recursive: true, force: true }) }
+}
+
+const fast = { minIntervalMs: 2, maxIntervalMs: 20 }
+
+describe('parseMemoryEvents', () => {
+  it('reads counters by name', () => {
+    const e = parseMemoryEvents('low 0\nhigh 12\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n')
+    expect([e.get('high'), e.get('max'), e.get('oom'), e.get('oom_kill')]).toEqual([12, 3, 1, 1])
+  })
+  it('rejects a malformed line with ERR_PARSE and the path', () => {
+    let err: unknown
+    try {
+      parseMemoryEvents('high twelve\n', '/cg/memory.events')
+    } catch (e) {
+      err = e
+    }
+    expect((err as MemoryPressureError).code).toBe('ERR_PARSE')
+    expect((err as MemoryPressureError).path).toBe('/cg/memory.events')
+  })
+})
+
+describe('CgroupV2Backend on a fake tree', () => {
+  let tree: ReturnType<typeof copyV2Tree> | undefined
+  let backend: CgroupV2Backend | undefined
+  afterEach(() => {
+    backend?.close()
+    backend = undefined
+    tree?.remove()
+    tree = undefined
+  })
+  const open = () => {
+    tree = copyV2Tree()
+    backend = CgroupV2Backend.open({ cgroup: tree.container, root: tree.root, poll: fast })
+    return { tree, backend }
+  }
+  const setCurrent = (dir: string, bytes: number) => fs.writeFileSync(path.join(dir, 'memory.current'), `${bytes}\n`)
+
+  it('reads usage, working set and cache; the effective limit is the pod memory.high', () => {
+    const { tree, backend } = open()
+    const s = backend.snapshot()
+    expect([s.usage, s.rss, s.cache, s.inactiveFile, s.workingSet]).toEqual([100 * MiB, 64 * MiB, 32 * MiB, 16 * MiB, 84 * MiB])
+    expect(s.limit).toBe(240 * MiB)
+    expect(s.limitHolder).toBe(fs.realpathSync(tree.pod))
+  })
+
+  it('says how thresholds are delivered: polled, with the bounds, and why memory.events and PSI are not watched', () => {
+    const { backend } = open()
+    expect(backend.precision.kind).toBe('polled')
+    expect(backend.precision.intervalMs).toEqual({ min: 2, max: 20 })
+    // Regular files cannot be watched by epoll (EPERM): neither signal is available on a fake tree.
+    expect(backend.precision.signals).toEqual([])
+    expect(backend.notes.some((n) => n.includes('memory.events') && n.includes('EPERM'))).toBe(true)
+    expect(backend.notes.some((n) => n.includes('PSI'))).toBe(true)
+  })
+
+  it('delivers crossings up and down in order, each from a poll', async () => {
+    const { tree, backend } = open()
+    const got = new Collector<Crossing>()
+    backend.watchThreshold(150 * MiB, got.push)
+    backend.watchThreshold(200 * MiB, got.push)
+    setCurrent(tree.container, 210 * MiB)
+    await got.count(2)
+    setCurrent(tree.container, 120 * MiB)
+    await got.count(4)
+    await turns()
+    expect(got.items.map((c) => [c.threshold / MiB, c.direction, c.usage / MiB, c.signal])).toEqual([
+      [150, 'up', 210, 'poll'],
+      [200, 'up', 210, 'poll'],
+      [200, 'down', 120, 'poll'],
+      [150, 'down', 120, 'poll'],
+    ])
+  })
+
+  it("reports 'oom' when memory.events counts an OOM kill", async () => {
+    const { tree, backend } = open()
+    const ooms = new Collector<OomEvent>()
+    backend.on('oom', ooms.push)
+    backend.watchThreshold(200 * MiB, () => {})
+    fs.writeFileSync(path.join(tree.container, 'memory.events'), 'low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n')
+    await ooms.count(1)
+    expect(ooms.items.map((e) => [e.source, e.oom, e.oomKill])).toEqual([['memory.events', 1, 1]])
+    expect(backend.memoryEvents().get('max')).toBe(4)
+  })
+
+  it("closes with 'removed' when the cgroup directory goes away, reporting no crossing", async () => {
+    const { tree, backend } = open()
+    const got = new Collector<Crossing>()
+    const closes = new Collector<BackendCloseReason>()
+    backend.on('close', closes.push)
+    backend.watchThreshold(50 * MiB, got.push)
+    fs.rmSync(tree.container, { recursive: true })
+    await closes.count(1)
+    expect(closes.items).toEqual(['removed'])
+    expect(got.items).toEqual([])
+    expect(backend.closed).toBe(true)
+  })
+
+  it('walks the limit up to root and not beyond: the pod tree without limits is unlimited', () => {
+    tree = copyV2Tree()
+    for (const dir of [tree.pod, path.dirname(tree.pod)]) {
+      fs.writeFileSync(path.join(dir, 'memory.max'), 'max\n')
+      fs.writeFileSync(path.join(dir, 'memory.high'), 'max\n')
+    }
+    backend = CgroupV2Backend.open({ cgroup: tree.container, root: tree.root, poll: fast, psi: false })
+    const s = backend.snapshot()
+    expect([s.limit, s.limitHolder]).toEqual([Infinity, null])
+  })
+
+  it('refuses bad options and cgroups outside root with typed errors', () => {
+    tree = copyV2Tree()
+    expect(() => CgroupV2Backend.open({ root: tree?.root })).toThrow(TypeError)
+    expect(() => CgroupV2Backend.open({ cgroup: tree?.container, root: tree?.root, poll: { minIntervalMs: -1 } })).toThrow(/minIntervalMs/)
+    expect(() => CgroupV2Backend.open({ cgroup: 7 as unknown as string })).toThrow(/cgroup/)
+    let err: unknown
+    try {
+      CgroupV2Backend.open({ cgroup: os.tmpdir(), root: tree.root })
+    } catch (e) {
+      err = e
+    }
+    expect((err as MemoryPressureError).code).toBe('ERR_BACKEND_UNAVAILABLE')
+    expect((err as MemoryPressureError).reasons?.length).toBe(1)
+    const probe = CgroupV2Backend.probe({ cgroup: tree.root, root: tree.root })
+    // The root of a v2 hierarchy has no memory.current: nothing to watch there.
+    expect(probe.available).toBe(false)
+  })
+
+  it('after close(), watching throws ERR_CLOSED', () => {
+    const { backend } = open()
+    backend.close()
+    expect(() => backend.watchThreshold(MiB, () => {})).toThrow(expect.objectContaining({ code: 'ERR_CLOSED' }))
+  })
+})
