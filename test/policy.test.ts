@@ -1,0 +1,524 @@
+// The policy engine on the simulated backend with a hand-moved clock: levels and hysteresis, the
+// working-set basis against page cache, shrink cycles (order, arithmetic, timeouts, errors,
+// coalescing), relief, until(), heap reduction.
+
+import { describe, expect, it } from 'vitest'
+import { SimulatedBackend } from '../src/backends/simulated.js'
+import { MemoryPressureError } from '../src/errors.js'
+import { type MonitorEvent, createMemoryMonitor } from '../src/monitor.js'
+import { ManualClock } from '../src/policy/clock.js'
+import type { PressureEvent, ReliefEvent } from '../src/policy/engine.js'
+import { reduceHeap } from '../src/policy/heap.js'
+import { bytesToFree, levelFor, resolveLevels } from '../src/policy/levels.js'
+import type { ShrinkReport, ShrinkRequest, Shrinker } from '../src/policy/shrinker.js'
+import { Collector, turns } from './helpers/collect.js'
+
+const MiB = 2 ** 20
+const noHeap = { gc: 'none', mallocTrim: false } as const
+
+function setup(options: { usage?: number; cache?: number; inactiveFile?: number; cooldownMs?: number; shrinkTimeoutMs?: number; recheckMs?: number } = {}) {
+  const sim = new SimulatedBackend({ limit: 100 * MiB, usage: options.usage ?? 10 * MiB, cache: options.cache ?? 0, inactiveFile: options.inactiveFile ?? 0 })
+  const clock = new ManualClock()
+  const monitor = createMemoryMonitor({
+    backend: sim,
+    levels: true,
+    clock,
+    reduceHeap: noHeap,
+    cooldownMs: options.cooldownMs ?? 1000,
+    shrinkTimeoutMs: options.shrinkTimeoutMs ?? 5000,
+    recheckMs: options.recheckMs ?? 1000,
+  })
+  const pressure = new Collector<PressureEvent>()
+  const shrink = new Collector<ShrinkReport>()
+  const relief = new Collector<ReliefEvent>()
+  const errors = new Collector<MemoryPressureError>()
+  monitor.on('pressure', pressure.push)
+  monitor.on('shrink', shrink.push)
+  monitor.on('relief', relief.push)
+  monitor.on('error', errors.push)
+  return { sim, clock, monitor, pressure, shrink, relief, errors }
+}
+
+/** A shrinker that frees `bytes` from the simulated cgroup each time and records its requests. */
+function freeing(sim: SimulatedBackend, name: string, priority: number, bytes: number, log: string[] = []): Shrinker & { requests: ShrinkRequest[] } {
+  const requests: ShrinkRequest[] = []
+  return {
+    name,
+    priority,
+    requests,
+    shrink(req) {
+      requests.push(req)
+      log.push(name)
+      sim.free(bytes)
+      return bytes
+    },
+  }
+}
+
+function deferred<T = void>() {
+  let resolve!: (v: T) => void
+  const promise = new Promise<T>((r) => (resolve = r))
+  return { promise, resolve }
+}
+
+describe('level arithmetic', () => {
+  const levels = resolveLevels(true, undefined, undefined, 100 * MiB)
+
+  it('resolves the defaults to 70/85/95% with 5% hysteresis', () => {
+    expect(levels.enter).toEqual([0, 70 * MiB, 85 * MiB, 95 * MiB])
+    expect(levels.hysteresis).toBe(5 * MiB)
+    expect(levels.basis).toBe('workingSet')
+  })
+
+  it('goes up at a threshold, down only below threshold − hysteresis, and jumps levels', () => {
+    expect(levelFor(levels, 70 * MiB - 1, 'normal')).toBe('normal')
+    expect(levelFor(levels, 70 * MiB, 'normal')).toBe('moderate')
+    expect(levelFor(levels, 66 * MiB, 'moderate')).toBe('moderate')
+    expect(levelFor(levels, 65 * MiB - 1, 'moderate')).toBe('normal')
+    expect(levelFor(levels, 96 * MiB, 'normal')).toBe('critical')
+    expect(levelFor(levels, 82 * MiB, 'critical')).toBe('high')
+    expect(levelFor(levels, 79 * MiB, 'critical')).toBe('moderate')
+    expect(levelFor(levels, 10 * MiB, 'critical')).toBe('normal')
+  })
+
+  it('bytes to free go from the basis to the level threshold − hysteresis', () => {
+    expect(bytesToFree(levels, 90 * MiB, 'high')).toBe(10 * MiB)
+    expect(bytesToFree(levels, 72 * MiB, 'moderate')).toBe(7 * MiB)
+    expect(bytesToFree(levels, 97 * MiB, 'critical')).toBe(7 * MiB)
+    expect(bytesToFree(levels, 50 * MiB, 'normal')).toBe(0)
+  })
+
+  it('rejects levels that do not increase, a hysteresis as large as moderate, a bad basis, percentages without a limit', () => {
+    expect(() => resolveLevels({ moderate: '80%', high: '70%' }, undefined, undefined, 100 * MiB)).toThrow(RangeError)
+    expect(() => resolveLevels(true, '70%', undefined, 100 * MiB)).toThrow(RangeError)
+    expect(() => resolveLevels(true, undefined, 'heap' as never, 100 * MiB)).toThrow(TypeError)
+    let code = ''
+    try {
+      resolveLevels(true, undefined, undefined, Infinity)
+    } catch (err) {
+      code = (err as MemoryPressureError).code
+    }
+    expect(code).toBe('ERR_NO_LIMIT')
+    expect(resolveLevels({ moderate: 10 * MiB, high: '20MiB', critical: 30 * MiB }, 0, 'usage', Infinity).enter).toEqual([0, 10 * MiB, 20 * MiB, 30 * MiB])
+  })
+})
+
+describe('levels on the simulated backend', () => {
+  it('emits pressure up at thresholds, holds inside the hysteresis band, then relief', async () => {
+    const { sim, monitor, pressure, relief } = setup()
+    expect(monitor.level).toBe('normal')
+    sim.setUsage(72 * MiB)
+    await pressure.count(1)
+    sim.setUsage(68 * MiB)
+    sim.setUsage(71 * MiB)
+    sim.setUsage(66 * MiB)
+    await turns()
+    expect(monitor.level).toBe('moderate')
+    sim.setUsage(64 * MiB)
+    await relief.count(1)
+    sim.setUsage(96 * MiB)
+    await pressure.count(3)
+    expect(pressure.items.map((e) => [e.previous, e.level])).toEqual([
+      ['normal', 'moderate'],
+      ['moderate', 'normal'],
+      ['normal', 'critical'],
+    ])
+    expect(pressure.items[0]).toMatchObject({ basis: 'workingSet', bytes: 72 * MiB })
+    expect(relief.items[0]).toMatchObject({ previous: 'moderate', bytes: 64 * MiB })
+    expect(monitor.level).toBe('critical')
+    await monitor.close()
+  })
+
+  it('a crossing made of page cache alone changes no level and starts no cycle', async () => {
+    const { sim, monitor, pressure, shrink } = setup({ usage: 20 * MiB })
+    const calls: ShrinkRequest[] = []
+    monitor.register({ name: 'cache', shrink: (r) => void calls.push(r) })
+    const usageCrossings = new Collector<number>()
+    monitor.addThreshold('70%', { handler: (e) => usageCrossings.push(e.usage) })
+    sim.setCache(75 * MiB) // usage 95 MiB, working set 20 MiB
+    await usageCrossings.count(1)
+    await turns()
+    expect(monitor.level).toBe('normal')
+    expect(pressure.items).toEqual([])
+    expect(shrink.items).toEqual([])
+    expect(calls).toEqual([])
+    // The kernel reclaims the cache; anonymous memory then grows into the room it left: the
+    // watches armed with the old cache offset would sit above the limit, the drift watch re-arms.
+    sim.setCache(5 * MiB)
+    await turns()
+    sim.allocate(52 * MiB) // working set 72 MiB, usage 77 MiB
+    await pressure.count(1)
+    expect(pressure.items[0]).toMatchObject({ level: 'moderate', bytes: 72 * MiB })
+    await shrink.count(1)
+    expect(calls.map((c) => c.level)).toEqual(['moderate'])
+    await monitor.close()
+  })
+
+  it('page cache turning active moves the working set with usage unchanged: the re-check finds it', async () => {
+    const { sim, clock, monitor, pressure } = setup({ usage: 80 * MiB, cache: 60 * MiB, inactiveFile: 60 * MiB })
+    expect(monitor.level).toBe('normal')
+    sim.setCache(60 * MiB, 0) // working set 20 → 80 MiB, usage stays 80 MiB
+    await turns()
+    expect(pressure.items).toEqual([])
+    clock.advance(999)
+    await turns()
+    expect(pressure.items).toEqual([])
+    clock.advance(1)
+    await pressure.count(1)
+    expect(pressure.items[0]).toMatchObject({ previous: 'normal', level: 'moderate', bytes: 80 * MiB })
+    await monitor.close()
+  })
+
+  it('keeps exactly its own watches armed: re-arming drops the old ones', async () => {
+    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 30 * MiB, cache: 20 * MiB, inactiveFile: 20 * MiB })
+    let open = 0
+    const watch = sim.watchThreshold.bind(sim)
+    sim.watchThreshold = (bytes, cb) => {
+      const w = watch(bytes, cb)
+      open++
+      return { threshold: w.threshold, close: () => (open--, w.close()) }
+    }
+    const clock = new ManualClock()
+    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock, reduceHeap: noHeap })
+    expect(open).toBe(2) // up at 70% + 20 MiB cache, drift below usage
+    for (let i = 0; i < 20; i++) {
+      sim.setCache((i % 2) * 10 * MiB + 5 * MiB)
+      await turns(2)
+      clock.advance(1000)
+    }
+    expect(open).toBeLessThanOrEqual(3)
+    await monitor.close()
+    expect(open).toBe(0)
+    expect(clock.pending).toBe(0)
+  })
+
+  it('starts at the level the cgroup is already at, after listeners are attached', async () => {
+    const { monitor, pressure, shrink } = setup({ usage: 90 * MiB })
+    expect(monitor.level).toBe('high')
+    await pressure.count(1)
+    expect(pressure.items[0]).toMatchObject({ previous: 'normal', level: 'high' })
+    await shrink.count(1)
+    await monitor.close()
+  })
+
+  it('levels stay off until asked for: no watches, level normal', async () => {
+    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 90 * MiB })
+    const monitor = createMemoryMonitor({ backend: sim })
+    const pressure = new Collector<PressureEvent>()
+    monitor.on('pressure', pressure.push)
+    await turns()
+    expect(monitor.level).toBe('normal')
+    expect(pressure.items).toEqual([])
+    monitor.register({ name: 'x', shrink: () => 0 })
+    expect(monitor.level).toBe('high')
+    await pressure.count(1)
+    await monitor.close()
+  })
+})
+
+describe('shrink cycles', () => {
+  it('asks for basis − (level threshold − hysteresis), in priority order, until the reports cover it', async () => {
+    const { sim, monitor, shrink } = setup({ cooldownMs: 1000 })
+    const log: string[] = []
+    const a = freeing(sim, 'a', 10, 4 * MiB, log)
+    const b = freeing(sim, 'b', 0, 4 * MiB, log)
+    const c = freeing(sim, 'c', 5, 4 * MiB, log)
+    monitor.register(a)
+    monitor.register(b)
+    monitor.register(c)
+    sim.setUsage(90 * MiB) // high: free 90 − (85 − 5) = 10 MiB
+    const [report] = await shrink.count(1)
+    expect(log).toEqual(['b', 'c', 'a'])
+    expect(b.requests[0]).toMatchObject({ level: 'high', targetBytes: 10 * MiB, fraction: 0.5, cycle: 1 })
+    expect(c.requests[0]?.targetBytes).toBe(6 * MiB)
+    expect(a.requests[0]?.targetBytes).toBe(2 * MiB)
+    expect(report).toMatchObject({
+      cycle: 1,
+      level: 'high',
+      levelAfter: 'moderate',
+      basis: 'workingSet',
+      requestedBytes: 10 * MiB,
+      reportedBytes: 12 * MiB,
+      freedBytes: 12 * MiB,
+      heap: { gc: 'none', mallocTrim: 'skipped' },
+      updates: 0,
+    })
+    expect(report?.shrinkers.map((s) => [s.name, s.priority, s.requestedBytes, s.reported])).toEqual([
+      ['b', 0, 10 * MiB, 4 * MiB],
+      ['c', 5, 6 * MiB, 4 * MiB],
+      ['a', 10, 2 * MiB, 4 * MiB],
+    ])
+    expect(report?.before.usage).toBe(90 * MiB)
+    expect(report?.after.usage).toBe(78 * MiB)
+    expect(monitor.level).toBe('moderate')
+    await monitor.close()
+  })
+
+  it('stops asking once covered; after the cool-down, still under pressure, asks the next priorities', async () => {
+    const { sim, clock, monitor, shrink } = setup({ cooldownMs: 2000 })
+    const log: string[] = []
+    monitor.register(freeing(sim, 'first', 0, 1 * MiB, log))
+    monitor.register({ name: 'liar', priority: 1, shrink: () => void log.push('liar') || 50 * MiB })
+    monitor.register(freeing(sim, 'third', 2, 1 * MiB, log))
+    sim.setUsage(80 * MiB) // moderate: free 80 − 65 = 15 MiB
+    await shrink.count(1)
+    expect(log).toEqual(['first', 'liar'])
+    expect(shrink.items[0]).toMatchObject({ requestedBytes: 15 * MiB, reportedBytes: 51 * MiB, freedBytes: 1 * MiB, levelAfter: 'moderate' })
+    clock.advance(1999)
+    await turns()
+    expect(shrink.items.length).toBe(1)
+    clock.advance(1)
+    await shrink.count(2)
+    expect(log).toEqual(['first', 'liar', 'third', 'first', 'liar'])
+    expect(shrink.items[1]).toMatchObject({ cycle: 2, level: 'moderate', requestedBytes: 14 * MiB })
+    await monitor.close()
+  })
+
+  it('at critical asks every shrinker even when the first covers the target', async () => {
+    const { sim, monitor, shrink } = setup()
+    const log: string[] = []
+    monitor.register(freeing(sim, 'big', 0, 35 * MiB, log))
+    monitor.register(freeing(sim, 'small', 1, 1 * MiB, log))
+    sim.setUsage(97 * MiB)
+    const [report] = await shrink.count(1)
+    expect(log).toEqual(['big', 'small'])
+    expect(report).toMatchObject({ level: 'critical', requestedBytes: 7 * MiB, freedBytes: 36 * MiB, levelAfter: 'normal' })
+    await monitor.close()
+  })
+
+  it('a shrinker that throws is reported and skipped; the cycle goes on', async () => {
+    const { sim, monitor, shrink, errors } = setup()
+    const boom = new Error('boom')
+    monitor.register({ name: 'broken', priority: 0, shrink: () => { throw boom } })
+    monitor.register({ name: 'rejects', priority: 1, shrink: async () => Promise.reject(boom) })
+    monitor.register(freeing(sim, 'works', 2, 10 * MiB))
+    sim.setUsage(75 * MiB)
+    const [report] = await shrink.count(1)
+    expect(report?.shrinkers.map((s) => [s.name, s.reported, s.error])).toEqual([
+      ['broken', null, boom],
+      ['rejects', null, boom],
+      ['works', 10 * MiB, undefined],
+    ])
+    expect(report?.freedBytes).toBe(10 * MiB)
+    expect(errors.items).toEqual([])
+    await monitor.close()
+  })
+
+  it('a shrinker still running at its timeout is aborted (ERR_TIMEOUT), reported, and the cycle goes on', async () => {
+    const { sim, clock, monitor, shrink } = setup({ shrinkTimeoutMs: 300 })
+    const started = new Collector<AbortSignal>()
+    monitor.register({ name: 'hangs', priority: 0, shrink: (r) => (started.push(r.signal), new Promise(() => {})) })
+    monitor.register(freeing(sim, 'next', 1, 12 * MiB))
+    sim.setUsage(75 * MiB)
+    const [signal] = await started.count(1)
+    await turns()
+    expect(shrink.items).toEqual([])
+    clock.advance(300)
+    const [report] = await shrink.count(1)
+    expect(signal?.aborted).toBe(true)
+    expect((signal?.reason as MemoryPressureError).code).toBe('ERR_TIMEOUT')
+    expect(report?.shrinkers.map((s) => [s.name, s.timedOut, s.reported, s.ms])).toEqual([
+      ['hangs', true, null, 300],
+      ['next', undefined, 12 * MiB, 0],
+    ])
+    expect(report?.durationMs).toBe(300)
+    await monitor.close()
+  })
+
+  it('notifications during a cycle raise its level and target instead of starting another', async () => {
+    const { sim, monitor, shrink, pressure } = setup()
+    const gate = deferred()
+    const entered = new Collector<ShrinkRequest>()
+    monitor.register({ name: 'slow', priority: 0, shrink: async (r) => (entered.push(r), await gate.promise, 0) })
+    const later = freeing(sim, 'later', 1, 40 * MiB)
+    monitor.register(later)
+    sim.setUsage(72 * MiB) // moderate: 7 MiB
+    await entered.count(1)
+    sim.setUsage(88 * MiB) // high while the first shrinker runs
+    await pressure.count(2)
+    sim.setUsage(97 * MiB) // critical
+    await pressure.count(3)
+    await turns()
+    expect(shrink.items).toEqual([])
+    gate.resolve()
+    const [report] = await shrink.count(1)
+    await turns()
+    expect(shrink.items.length).toBe(1)
+    expect(entered.items[0]).toMatchObject({ level: 'moderate', targetBytes: 7 * MiB })
+    // The target only grows: moderate 72 − 65 = 7, high 88 − 80 = 8, critical 97 − 90 = 7 MiB.
+    expect(later.requests[0]).toMatchObject({ level: 'critical', targetBytes: 8 * MiB })
+    expect(report).toMatchObject({ level: 'critical', requestedBytes: 8 * MiB, updates: 2 })
+    // Measured from the snapshot at the start (72 MiB) to the end (97 − 40 = 57 MiB).
+    expect(report?.freedBytes).toBe(15 * MiB)
+    await monitor.close()
+  })
+
+  it('reduces the heap after the shrinkers with the method given, once per cycle', async () => {
+    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 10 * MiB })
+    const log: string[] = []
+    const monitor = createMemoryMonitor({
+      backend: sim,
+      levels: true,
+      clock: new ManualClock(),
+      reduceHeap: { gc: () => void log.push('gc'), mallocTrim: false },
+    })
+    const shrink = new Collector<ShrinkReport>()
+    monitor.on('shrink', shrink.push)
+    monitor.register(freeing(sim, 's', 0, 20 * MiB, log))
+    sim.setUsage(75 * MiB)
+    const [report] = await shrink.count(1)
+    expect(log).toEqual(['s', 'gc'])
+    expect(report?.heap).toMatchObject({ gc: 'custom', mallocTrim: 'skipped' })
+    await monitor.close()
+  })
+
+  it('a failing heap reduction is reported in the cycle', async () => {
+    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 10 * MiB })
+    const boom = new Error('gc failed')
+    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), reduceHeap: { gc: () => { throw boom }, mallocTrim: false } })
+    const shrink = new Collector<ShrinkReport>()
+    monitor.on('shrink', shrink.push)
+    sim.setUsage(75 * MiB)
+    const [report] = await shrink.count(1)
+    expect(report?.heap).toBeNull()
+    expect(report?.heapError).toBe(boom)
+    await monitor.close()
+  })
+
+  it('closing during a cycle aborts the running shrinker (ERR_CLOSED) and reports nothing', async () => {
+    const { sim, monitor, shrink } = setup()
+    const started = new Collector<AbortSignal>()
+    monitor.register({ name: 'hangs', shrink: (r) => (started.push(r.signal), new Promise(() => {})) })
+    sim.setUsage(75 * MiB)
+    const [signal] = await started.count(1)
+    await monitor.close()
+    await turns()
+    expect((signal?.reason as MemoryPressureError).code).toBe('ERR_CLOSED')
+    expect(shrink.items).toEqual([])
+  })
+
+  it('an unregistered shrinker is not asked', async () => {
+    const { sim, monitor, shrink } = setup()
+    const log: string[] = []
+    const off = monitor.register(freeing(sim, 'gone', 0, 10 * MiB, log))
+    monitor.register(freeing(sim, 'kept', 1, 10 * MiB, log))
+    off()
+    sim.setUsage(75 * MiB)
+    await shrink.count(1)
+    expect(log).toEqual(['kept'])
+    await monitor.close()
+  })
+})
+
+describe('until() and the iterator', () => {
+  it('until resolves once the level is at or below the one asked for', async () => {
+    const { sim, monitor, pressure } = setup()
+    sim.setUsage(90 * MiB)
+    await pressure.count(1)
+    let resolved = ''
+    void monitor.until('moderate').then(() => (resolved += 'moderate '))
+    void monitor.until('normal').then(() => (resolved += 'normal'))
+    await turns()
+    expect(resolved).toBe('')
+    sim.setUsage(78 * MiB)
+    await pressure.count(2)
+    await turns()
+    expect(resolved).toBe('moderate ')
+    sim.setUsage(60 * MiB)
+    await pressure.count(3)
+    await turns()
+    expect(resolved).toBe('moderate normal')
+    await monitor.until('normal')
+    await monitor.close()
+  })
+
+  it('until rejects with the abort reason, with ERR_CLOSED on close, TypeError for a bad level', async () => {
+    const { sim, monitor, pressure } = setup()
+    sim.setUsage(90 * MiB)
+    await pressure.count(1)
+    const ac = new AbortController()
+    const aborted = monitor.until('normal', { signal: ac.signal })
+    const reason = new Error('stop')
+    ac.abort(reason)
+    await expect(aborted).rejects.toBe(reason)
+    const pending = monitor.until('normal')
+    await monitor.close()
+    await expect(pending).rejects.toMatchObject({ code: 'ERR_CLOSED' })
+    await expect(monitor.until('normal')).rejects.toMatchObject({ code: 'ERR_CLOSED' })
+    const { monitor: other } = setup()
+    await expect(other.until('extreme' as never)).rejects.toBeInstanceOf(TypeError)
+    await other.close()
+  })
+
+  it('the async iterator yields pressure, shrink and relief in order', async () => {
+    const { sim, monitor } = setup()
+    monitor.register(freeing(sim, 's', 0, 20 * MiB))
+    const seen: string[] = []
+    const done = (async () => {
+      for await (const e of monitor.events()) {
+        seen.push(e.type === 'pressure' ? `pressure:${e.level}` : e.type)
+        if (e.type === 'relief') break
+      }
+    })()
+    sim.setUsage(75 * MiB)
+    await done
+    expect(seen).toEqual(['pressure:moderate', 'shrink', 'pressure:normal', 'relief'])
+    const types: MonitorEvent['type'][] = ['pressure', 'shrink', 'relief']
+    expect(types.length).toBe(3)
+    await monitor.close()
+  })
+})
+
+describe('validation', () => {
+  function code(fn: () => unknown): string {
+    try {
+      fn()
+    } catch (err) {
+      if (err instanceof MemoryPressureError) return err.code
+      return (err as Error).constructor.name
+    }
+    return 'no error'
+  }
+
+  it('names the bad option and leaves nothing open', () => {
+    const sim = new SimulatedBackend({ limit: 100 * MiB })
+    expect(code(() => createMemoryMonitor({ backend: sim, levels: { moderate: '90%', high: '80%' } }))).toBe('RangeError')
+    expect(code(() => createMemoryMonitor({ backend: sim, levels: 'yes' as never }))).toBe('TypeError')
+    expect(code(() => createMemoryMonitor({ backend: sim, levels: true, cooldownMs: -1 }))).toBe('RangeError')
+    expect(code(() => createMemoryMonitor({ backend: sim, levels: true, clock: {} as never }))).toBe('TypeError')
+    expect(code(() => createMemoryMonitor({ backend: sim, levels: true, reduceHeap: { gc: 'full' as never } }))).toBe('TypeError')
+    expect(code(() => createMemoryMonitor({ backend: sim, levels: { moderate: '120%' } }))).toBe('ERR_INVALID_THRESHOLD')
+    expect(code(() => createMemoryMonitor({ backend: 'simulated', simulated: { limit: Infinity }, levels: true }))).toBe('ERR_NO_LIMIT')
+    expect(sim.listenerCount('close')).toBe(0)
+    const monitor = createMemoryMonitor({ backend: sim })
+    expect(code(() => monitor.register(null as never))).toBe('TypeError')
+    expect(code(() => monitor.register({ name: '', shrink: () => 0 }))).toBe('TypeError')
+    expect(code(() => monitor.register({ name: 'x', priority: Number.NaN, shrink: () => 0 }))).toBe('TypeError')
+    expect(code(() => monitor.register({ name: 'x' } as never))).toBe('TypeError')
+    expect(code(() => monitor.register({ name: 'x', shrink: () => 0, size: 5 } as never))).toBe('TypeError')
+    void monitor.close()
+    expect(code(() => monitor.register({ name: 'x', shrink: () => 0 }))).toBe('ERR_CLOSED')
+  })
+})
+
+describe('reduceHeap', () => {
+  it('runs a full V8 collection without --expose-gc and malloc_trim through the addon', async () => {
+    let target: object | null = { big: new Array(1000).fill(1) }
+    const ref = new WeakRef(target)
+    target = null
+    await turns(1) // a WeakRef target stays alive until the end of the job that created it
+    const r = await reduceHeap()
+    expect(ref.deref()).toBeUndefined()
+    expect(r.gc).toBe('v8-major')
+    expect(['released', 'nothing']).toContain(r.mallocTrim)
+    expect(r.gcMs).toBeGreaterThanOrEqual(0)
+    expect(r.ms).toBeGreaterThanOrEqual(r.gcMs)
+  })
+
+  it('can skip both steps, and rejects bad options with TypeError', async () => {
+    const r = await reduceHeap({ gc: 'none', mallocTrim: false })
+    expect(r).toMatchObject({ gc: 'none', gcMs: 0, mallocTrim: 'skipped', mallocTrimMs: 0 })
+    await expect(reduceHeap({ gc: 'fast' as never })).rejects.toBeInstanceOf(TypeError)
+    await expect(reduceHeap({ mallocTrim: 1 as never })).rejects.toBeInstanceOf(TypeError)
+  })
+})
