@@ -258,7 +258,7 @@ describe('shrink cycles', () => {
     const { sim, clock, monitor, shrink } = setup({ cooldownMs: 2000 })
     const log: string[] = []
     monitor.register(freeing(sim, 'first', 0, 1 * MiB, log))
-    monitor.register({ name: 'liar', priority: 1, shrink: () => void log.push('liar') || 50 * MiB })
+    monitor.register({ name: 'liar', priority: 1, shrink: () => (log.push('liar'), 50 * MiB) })
     monitor.register(freeing(sim, 'third', 2, 1 * MiB, log))
     sim.setUsage(80 * MiB) // moderate: free 80 − 65 = 15 MiB
     await shrink.count(1)
