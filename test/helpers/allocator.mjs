@@ -1,10 +1,13 @@
 // A child process for real-kernel tests: allocates and frees touched memory on command from stdin.
-// Commands, one a line: `alloc <bytes>`, `free` (the newest allocation), `freeall`, `exit`.
+// Commands, one a line: `alloc <bytes>`, `free` (the newest allocation), `freeall`, `exit`,
+// `cache <bytes> <file>` (writes and reads back a file: page cache charged to this cgroup, which
+// stays charged after the process exits).
 // Each command is answered on stdout with `ok <total bytes held> <done ns> <start ns>`: when the
 // command finished and began, from process.hrtime.bigint() (CLOCK_MONOTONIC, the same clock in every
 // process of the machine).
 // Run with MALLOC_MMAP_THRESHOLD_=65536 so that every chunk is its own mapping and is returned to
 // the kernel as soon as it is freed.
+import fs from 'node:fs'
 import { createInterface } from 'node:readline'
 import v8 from 'node:v8'
 import vm from 'node:vm'
@@ -31,6 +34,10 @@ createInterface({ input: process.stdin }).on('line', (line) => {
     held.length = 0
     total = 0
     gc()
+  } else if (cmd === 'cache') {
+    const file = line.trim().split(/\s+/)[2]
+    fs.writeFileSync(file, Buffer.alloc(Number(arg), 7))
+    fs.readFileSync(file)
   } else if (cmd === 'exit') {
     process.exit(0)
   }
