@@ -1,0 +1,113 @@
+// Benchmark 4, the CRAMM sweep: the same workload at several memory limits with each cache strategy;
+// the oracle is the best fixed cache size in hindsight at each limit (the fastest run not OOM-killed).
+
+import { MiB, makeCgroup } from './lib/cgroup.mjs'
+import { fmt, machineLine, mib, table } from './lib/report.mjs'
+import { lineChart } from './lib/svg.mjs'
+import { runWorkload } from './lib/workload.mjs'
+
+export function settings(quick) {
+  return quick
+    ? { limits: [128, 256], grid: [32, 64, 128, 192], warmup: 5, seconds: 5, pollRssMib: 256, repeats: 1 }
+    : { limits: [128, 192, 256, 384, 512], grid: [32, 64, 96, 128, 192, 256, 320, 384], warmup: 8, seconds: 10, pollRssMib: 256, repeats: 2 }
+}
+
+const label = (r) => (r.strategy === 'fixed' ? `fixed ${r.cacheMib} MiB` : r.strategy === 'poll' ? 'poll 1 s, fixed rss threshold' : r.strategy)
+
+export async function run({ quick, machine }) {
+  const s = settings(quick)
+  const runs = []
+  const one = async (limitMib, args) => {
+    const cg = makeCgroup({ limit: limitMib * MiB, tag: 'cramm' })
+    try {
+      const r = await runWorkload(cg, { warmup: s.warmup, seconds: s.seconds, ...args })
+      const { progress, ...rest } = r
+      const row = { limitMib, cacheMib: args['cache-mib'] ?? null, ...rest }
+      row.label = label(row)
+      console.error(`   ${limitMib} MiB ${row.label}: ${fmt(row.throughput, 0)} req/s, hit ${fmt(row.hitRatio, 3)}, peak ${mib(row.peakUsage)} MiB${row.killed ? ', OOM-KILLED' : ''}`)
+      runs.push(row)
+      return row
+    } finally {
+      await cg.remove()
+    }
+  }
+  for (let rep = 0; rep < s.repeats; rep++) {
+    for (const limitMib of s.limits) {
+      // rep 0 runs every strategy; later repetitions only memory-pressure and the fixed sizes
+      // that came closest to the limit without dying (the oracle's candidates), to give a spread
+      const fixed = s.grid.filter((g) => g < limitMib)
+      const candidates = rep === 0 ? fixed : bestFixed(runs, limitMib, 2)
+      await one(limitMib, { strategy: 'memory-pressure' })
+      for (const size of candidates) await one(limitMib, { strategy: 'fixed', 'cache-mib': size })
+      if (rep === 0) {
+        await one(limitMib, { strategy: 'unbounded' })
+        await one(limitMib, { strategy: 'poll', 'poll-rss-mib': s.pollRssMib })
+      }
+    }
+  }
+  const perLimit = s.limits.map((limitMib) => {
+    const here = runs.filter((r) => r.limitMib === limitMib)
+    const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length
+    // one row per strategy label: mean over repetitions, with the range
+    const labels = [...new Set(here.map((r) => r.label))]
+    const rows = labels.map((l) => {
+      const rs = here.filter((r) => r.label === l)
+      const t = rs.map((r) => r.throughput)
+      return {
+        label: l, strategy: rs[0].strategy, cacheMib: rs[0].cacheMib, n: rs.length,
+        throughput: mean(t), throughputRange: [Math.min(...t), Math.max(...t)],
+        hitRatio: mean(rs.map((r) => r.hitRatio ?? 0)),
+        p99Ms: rs.every((r) => r.p99Ms !== null) ? Math.max(...rs.map((r) => r.p99Ms)) : null,
+        peakUsage: Math.max(...rs.map((r) => r.peakUsage)),
+        oomKills: rs.reduce((a, r) => a + r.oomKills, 0),
+        shrinks: mean(rs.map((r) => r.shrinks ?? 0)),
+      }
+    })
+    const safeFixed = rows.filter((r) => r.strategy === 'fixed' && r.oomKills === 0)
+    const oracle = safeFixed.reduce((b, r) => (b === null || r.throughput > b.throughput ? r : b), null)
+    for (const r of rows) r.ratio = oracle ? r.throughput / oracle.throughput : null
+    return { limitMib, oracle: oracle?.label ?? null, oracleThroughput: oracle?.throughput ?? null, rows }
+  })
+  const mp = perLimit.map((l) => l.rows.find((r) => r.strategy === 'memory-pressure'))
+  const met = perLimit.map((l, i) => ({ limitMib: l.limitMib, ratio: mp[i]?.ratio ?? null, oomKills: mp[i]?.oomKills ?? null, met: (mp[i]?.ratio ?? 0) >= 0.95 && mp[i]?.oomKills === 0 }))
+  const json = { bench: 'cramm', machine, settings: s, workload: { keys: 16384, zipf: 0.8, valueKiB: 64, pbkdf2Iterations: 2000 }, perLimit, target: met, runs }
+  const md = `# 4. CRAMM sweep: throughput at each memory limit against the best fixed cache size in hindsight
+
+${machineLine(machine)}. One run of the sweep; each cell is one ${s.warmup} s warm-up + ${s.seconds} s measured run in its own cgroup, with ${s.repeats > 1 ? `memory-pressure and the two best fixed sizes run ${s.repeats} times (mean, range in brackets)` : 'one repetition'}. Workload: 16384 keys, zipf s = 0.8, values of 64 KiB costing 2000 PBKDF2-SHA256 iterations (about 0.6 ms) to compute. Oracle = the fixed size with the highest throughput and no OOM kill at that limit (sizes tried: ${s.grid.join(', ')} MiB below the limit). "poll" trims its cache to 75% when \`process.memoryUsage.rss()\` read once a second exceeds a fixed ${s.pollRssMib} MiB. memory-pressure: \`onMemoryThreshold('85%')\` trims the cache to 70% of its size, then a full GC and \`malloc_trim\`.
+
+Target for memory-pressure: at least 0.95 of the oracle with no OOM kill at every limit: ${met.map((m) => `${m.limitMib} MiB ${m.met ? 'met' : 'MISSED'} (${fmt(m.ratio, 3)}${m.oomKills ? `, ${m.oomKills} OOM kills` : ''})`).join('; ')}.
+
+${perLimit.map((l) => `### Limit ${l.limitMib} MiB (oracle: ${l.oracle ?? 'none survived'})
+
+${table(['strategy', 'runs', 'req/s', 'ratio to oracle', 'hit ratio', 'p99 ms', 'peak usage MiB', 'OOM kills', 'shrinks'], l.rows.map((r) => [
+  r.label, String(r.n), r.n > 1 ? `${fmt(r.throughput, 0)} [${fmt(r.throughputRange[0], 0)}–${fmt(r.throughputRange[1], 0)}]` : fmt(r.throughput, 0), fmt(r.ratio, 3), fmt(r.hitRatio, 3), fmt(r.p99Ms, 2), mib(r.peakUsage), String(r.oomKills), fmt(r.shrinks, 0),
+]))}`).join('\n\n')}
+`
+  const strategies = ['memory-pressure', 'unbounded', 'poll 1 s, fixed rss threshold', ...s.grid.map((g) => `fixed ${g} MiB`)]
+  const series = strategies.map((name) => ({
+    name,
+    points: perLimit.map((l) => {
+      const r = l.rows.find((x) => x.label === name)
+      return [l.limitMib, r ? (r.oomKills > 0 ? 0 : r.ratio) : NaN]
+    }).filter((p) => Number.isFinite(p[1])),
+    dots: true,
+    width: name === 'memory-pressure' ? 3.5 : 1.5,
+    dash: name.startsWith('fixed') ? '4 3' : undefined,
+  })).filter((x) => x.points.length > 0)
+  const charts = {
+    'cramm-ratio': lineChart({
+      title: 'Throughput relative to the best fixed cache size in hindsight (OOM-killed runs drawn at 0)',
+      xLabel: 'memory limit (MiB)', yLabel: 'ratio to oracle', series, yMin: 0, yMax: 1.2,
+      hlines: [{ y: 0.95, label: 'target 0.95', color: '#2ca02c' }, { y: 1, label: '' }],
+    }),
+  }
+  return { name: 'cramm', json, md, charts }
+}
+
+function bestFixed(runs, limitMib, k) {
+  return runs
+    .filter((r) => r.limitMib === limitMib && r.strategy === 'fixed' && !r.killed)
+    .sort((a, b) => b.throughput - a.throughput)
+    .slice(0, k)
+    .map((r) => r.cacheMib)
+}

@@ -1,0 +1,142 @@
+// Benchmark 1, notification latency: a child in a limited cgroup crosses a threshold in 1 MiB steps,
+// up and back down, while one watcher process per strategy watches the same cgroup at the same time.
+// Latency is from the end of the step that crossed (timestamped in the child) to the watcher's
+// handler, both on CLOCK_MONOTONIC; overshoot is the usage the watcher saw minus the threshold.
+
+import os from 'node:os'
+import { fileURLToPath } from 'node:url'
+import { MiB, makeCgroup, spawnNode } from './lib/cgroup.mjs'
+import { fmt, machineLine, mib, sleep, summary, table } from './lib/report.mjs'
+import { lineChart } from './lib/svg.mjs'
+
+const allocator = fileURLToPath(new URL('../test/helpers/allocator.mjs', import.meta.url))
+const watcherScript = fileURLToPath(new URL('./watcher.mjs', import.meta.url))
+
+export const STRATEGIES = [
+  { name: 'memory-pressure (eventfd)', args: ['memory-pressure'] },
+  { name: 'poll 10 ms', args: ['poll', '--interval', '10'] },
+  { name: 'poll 100 ms', args: ['poll', '--interval', '100'] },
+  { name: 'poll 1 s', args: ['poll', '--interval', '1000'] },
+  { name: 'PSI some 150ms/2s', args: ['psi'] },
+]
+
+/** Starts one watcher process per strategy on `cg`; events land in `w.events`. */
+export async function startWatchers(cg, threshold, strategies = STRATEGIES) {
+  const watchers = []
+  for (const s of strategies) {
+    const w = { ...s, events: [], errors: [] }
+    w.child = spawnNode([watcherScript, ...s.args, '--cgroup', cg.dir, '--v2', cg.v2 ?? '', '--threshold', String(threshold)], {
+      onLine: (line) => {
+        const [kind, ns, usage, direction] = line.split(' ')
+        if (kind === 'event') w.events.push({ ns: BigInt(ns), usage: Number(usage), direction })
+        else if (kind === 'error') w.errors.push(ns)
+      },
+    })
+    await w.child.waitLine((l) => l === 'ready')
+    watchers.push(w)
+  }
+  return watchers
+}
+
+export async function stopWatchers(watchers) {
+  for (const w of watchers) {
+    w.child.proc.stdin.end()
+    await Promise.race([w.child.exited, sleep(2000)])
+    try { w.child.proc.kill('SIGKILL') } catch { /* gone */ }
+  }
+}
+
+export async function run({ quick, machine }) {
+  const rounds = quick ? 6 : 30
+  const stepBytes = MiB
+  const stepPauseMs = 20
+  const holdMs = 1150
+  const cg = makeCgroup({ limit: 512 * MiB, v2: true, tag: 'lat' })
+  let watchers = []
+  try {
+    const child = cg.spawn([allocator], { env: { MALLOC_MMAP_THRESHOLD_: '65536' } })
+    await child.waitLine((l) => l === 'ready')
+    await sleep(300)
+    const base = cg.usage()
+    const threshold = Math.ceil((base + 16 * MiB) / 4096) * 4096
+    watchers = await startWatchers(cg, threshold)
+    const t0 = process.hrtime.bigint()
+    const trace = []
+    const phases = []
+    const step = async (cmd) => {
+      const reply = child.waitLine((l) => l.startsWith('ok '))
+      child.send(cmd)
+      const { line } = await reply
+      const [, held, doneNs, startNs] = line.split(' ')
+      const usage = cg.usage()
+      const s = { held: Number(held), doneNs: BigInt(doneNs), startNs: BigInt(startNs), usage }
+      trace.push([Number(s.doneNs - t0) / 1e9, usage / MiB])
+      await sleep(stepPauseMs)
+      return s
+    }
+    for (let r = 0; r < rounds; r++) {
+      for (const direction of ['up', 'down']) {
+        const phase = { direction, startNs: process.hrtime.bigint(), steps: [] }
+        if (direction === 'up') while (phase.steps.length === 0 || phase.steps.at(-1).held < 24 * MiB) phase.steps.push(await step(`alloc ${stepBytes}`))
+        else while (phase.steps.length === 0 || phase.steps.at(-1).held > 0) phase.steps.push(await step('free'))
+        await sleep(holdMs)
+        phase.endNs = process.hrtime.bigint()
+        phases.push(phase)
+      }
+    }
+    const results = watchers.map((w) => {
+      const lat = { up: [], down: [] }
+      const fromStart = { up: [], down: [] }
+      const overshoot = []
+      let seen = 0
+      for (const p of phases) {
+        const crossing = p.steps.find((s) => (p.direction === 'up' ? s.usage >= threshold : s.usage < threshold))
+        const ev = w.events.find((e) => e.direction === p.direction && e.ns >= p.startNs && e.ns <= p.endNs)
+        if (!ev || !crossing) continue
+        seen++
+        lat[p.direction].push(Number(ev.ns - crossing.doneNs) / 1e6)
+        fromStart[p.direction].push(Number(ev.ns - crossing.startNs) / 1e6)
+        if (p.direction === 'up') overshoot.push(ev.usage - threshold)
+      }
+      return {
+        strategy: w.name,
+        crossings: phases.length,
+        seen,
+        errors: w.errors,
+        latencyFromStepEndMs: { up: summary(lat.up), down: summary(lat.down), all: summary([...lat.up, ...lat.down]) },
+        latencyFromStepStartMs: summary([...fromStart.up, ...fromStart.down]),
+        overshootBytes: summary(overshoot),
+        events: w.events.map((e) => [Number(e.ns - t0) / 1e9, e.usage / MiB, e.direction]),
+      }
+    })
+    const granularity = 128 * 4096 * os.availableParallelism()
+    const json = { bench: 'latency', machine, rounds, stepBytes, stepPauseMs, threshold, baseUsage: base, kernelGranularityBytes: granularity, results, trace }
+    const md = `# 1. Notification latency
+
+${machineLine(machine)}. One run: ${rounds} rounds of 1 MiB steps (${stepPauseMs} ms apart) from ${mib(base)} MiB to 24 MiB above it and back, threshold ${mib(threshold)} MiB; ${phases.length} crossings. All strategies watched the same crossings at the same time, each in its own process.
+
+Latency is from the end of the step that crossed (as the parent read usage after it) to the watcher's handler; it can be negative when the handler ran while the step was still filling its buffer (the kernel noticed the crossing inside the step). Overshoot is the usage the watcher reported minus the threshold; the kernel checks thresholds every 128 pages per CPU (${mib(granularity)} MiB on ${os.availableParallelism()} CPUs).
+
+${table(['strategy', 'crossings seen', 'latency p50 ms', 'p99 ms', 'max ms', 'from step start p50 ms', 'overshoot (up) p50 / max MiB'], results.map((r) => [
+  r.strategy, `${r.seen} of ${r.crossings}`, fmt(r.latencyFromStepEndMs.all.p50, 3), fmt(r.latencyFromStepEndMs.all.p99, 3), fmt(r.latencyFromStepEndMs.all.max, 3),
+  fmt(r.latencyFromStepStartMs.p50, 3), `${mib(r.overshootBytes.p50, 2)} / ${mib(r.overshootBytes.max, 2)}`,
+]))}
+`
+    const until = Math.min(trace.at(-1)?.[0] ?? 0, (trace.at(-1)?.[0] ?? 0) * (2 / rounds) + 0.2)
+    const charts = {
+      'latency-trace': lineChart({
+        title: 'Usage of the child cgroup and when each strategy reported a crossing (first two rounds)',
+        xLabel: 'seconds', yLabel: 'usage (MiB)',
+        series: [
+          { name: 'usage after each step', points: trace.filter((p) => p[0] <= until), color: '#999', width: 1.5 },
+          ...results.map((r) => ({ name: r.strategy, points: r.events.filter((e) => e[0] <= until).map((e) => [e[0], e[1]]), dotsOnly: true, r: 5 })),
+        ],
+        hlines: [{ y: threshold / MiB, label: 'threshold' }],
+      }),
+    }
+    return { name: 'latency', json, md, charts }
+  } finally {
+    await stopWatchers(watchers)
+    await cg.remove()
+  }
+}

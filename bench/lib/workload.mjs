@@ -1,0 +1,54 @@
+// Runs bench/workload.mjs in a cgroup and turns its output into one result, also when the OOM killer
+// ended it (throughput then counts only the requests served before the kill).
+
+import { fileURLToPath } from 'node:url'
+
+const script = fileURLToPath(new URL('../workload.mjs', import.meta.url))
+
+/** `args`: workload options as an object ({ strategy: 'fixed', 'cache-mib': 64, ... }). */
+export async function runWorkload(cg, args, { onProgress } = {}) {
+  const argv = [script]
+  for (const [k, v] of Object.entries(args)) {
+    if (v === true) argv.push(`--${k}`)
+    else if (v !== false && v !== undefined) argv.push(`--${k}`, String(v))
+  }
+  const progress = []
+  let result = null
+  const errors = []
+  const child = cg.spawn(argv, {
+    onLine: (line, ns) => {
+      if (line.startsWith('progress ')) {
+        const [tMs, requests, hits, cacheBytes, entries, rss, shrinks] = line.split(' ').slice(1).map(Number)
+        const p = { tMs, requests, hits, cacheBytes, entries, rss, shrinks, usage: safeUsage(cg), ns }
+        progress.push(p)
+        onProgress?.(p)
+      } else if (line.startsWith('result ')) result = JSON.parse(line.slice(7))
+      else if (line.startsWith('error ')) errors.push(line.slice(6))
+    },
+  })
+  const exit = await child.exited
+  const oomKills = cg.oomKills()
+  const peak = cg.peak()
+  if (!result) {
+    // killed: requests served between the end of the warm-up and the kill, over the whole window
+    const warm = Number(args.warmup) * 1000
+    const before = progress.filter((p) => p.tMs <= warm).at(-1) ?? { requests: 0, hits: 0 }
+    const last = progress.at(-1) ?? before
+    const served = Math.max(0, last.requests - before.requests)
+    result = {
+      strategy: args.strategy, requests: served, throughput: served / Number(args.seconds),
+      hitRatio: served > 0 ? (last.hits - before.hits) / served : null, p50Ms: null, p99Ms: null,
+      cacheBytes: last.cacheBytes ?? null, peakCacheBytes: Math.max(0, ...progress.map((p) => p.cacheBytes)), shrinks: last.shrinks ?? 0,
+    }
+  }
+  if (exit.code !== 0 && exit.signal !== 'SIGKILL') throw new Error(`workload failed (${exit.code ?? exit.signal}): ${child.stderr().slice(-3000)}`)
+  return { ...result, killed: exit.signal === 'SIGKILL', oomKills, peakUsage: peak, errors, progress }
+}
+
+function safeUsage(cg) {
+  try {
+    return cg.usage()
+  } catch {
+    return null
+  }
+}

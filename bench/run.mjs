@@ -1,0 +1,50 @@
+// Runs the benches and writes their results: `node bench/run.mjs [--quick] [--only a,b] [--out dir]`.
+// Each bench writes <out>/<name>.json (with the machine), <name>.md and SVG charts; the Markdown
+// files are also joined into <out>/README.md. Needs root and a writable cgroup v1 memory hierarchy.
+
+import fs from 'node:fs'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import { removeAll } from './lib/cgroup.mjs'
+import { machine as describeMachine, write } from './lib/report.mjs'
+
+const ALL = ['latency', 'idle', 'lead-time', 'cramm', 'overhead', 'phase', 'reclaim']
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    only: { type: 'string' },
+    out: { type: 'string' },
+  },
+})
+const quick = values.quick
+const only = values.only ? values.only.split(',') : ALL
+for (const name of only) if (!ALL.includes(name)) throw new RangeError(`--only: unknown bench ${JSON.stringify(name)} (known: ${ALL.join(', ')})`)
+const out = values.out ?? path.join('bench', 'results', quick ? 'quick' : 'full')
+
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    removeAll().finally(() => process.exit(130))
+  })
+}
+
+const machine = describeMachine()
+const started = Date.now()
+const done = []
+try {
+  for (const name of only) {
+    const t = Date.now()
+    console.error(`== ${name}${quick ? ' (quick)' : ''}`)
+    const mod = await import(`./${name}.mjs`)
+    const r = await mod.run({ quick, machine, out })
+    write(out, r.name, { ...r.json, mode: quick ? 'quick' : 'full' }, r.md)
+    for (const [file, svg] of Object.entries(r.charts ?? {})) fs.writeFileSync(path.join(out, `${file}.svg`), svg)
+    console.log(r.md)
+    console.error(`== ${name} took ${((Date.now() - t) / 1000).toFixed(0)} s`)
+    done.push(r.name)
+  }
+} finally {
+  await removeAll()
+}
+const parts = ALL.filter((n) => fs.existsSync(path.join(out, `${n}.md`))).map((n) => fs.readFileSync(path.join(out, `${n}.md`), 'utf8'))
+const charts = fs.readdirSync(out).filter((f) => f.endsWith('.svg')).sort()
+fs.writeFileSync(path.join(out, 'README.md'), `# Bench results (${quick ? 'quick' : 'full'} run)\n\nWritten by \`node bench/run.mjs${quick ? ' --quick' : ''}\`; the last run took ${((Date.now() - started) / 60000).toFixed(1)} min (${done.join(', ')}).\n\n${parts.map((p) => p.replace(/^# /m, '## ')).join('\n\n')}\n\n## Charts\n\n${charts.map((c) => `![${c}](${c})`).join('\n\n')}\n`)

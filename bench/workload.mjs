@@ -1,0 +1,165 @@
+// The CRAMM-style workload child: a request loop over a zipf-skewed key space whose values cost CPU
+// to compute (PBKDF2) and memory to cache (a touched Buffer each), with one cache strategy a user
+// could pick. Prints `progress ...` lines while it runs and `result <json>` at the end.
+//
+//   node bench/workload.mjs --strategy unbounded|fixed|poll|memory-pressure [options]
+//   fixed: lru-cache with maxSize --cache-mib; poll: @fastify/under-pressure style, rss read every
+//   second against a fixed --poll-rss-mib, trimming the cache to 75% above it; memory-pressure: the
+//   SDK watches the container's limit and the cache shrinks when told (--attach-mp adds the SDK to any
+//   strategy, for the overhead bench).
+
+import { pbkdf2Sync } from 'node:crypto'
+import { createHistogram, performance } from 'node:perf_hooks'
+import { parseArgs } from 'node:util'
+import v8 from 'node:v8'
+import vm from 'node:vm'
+import { LRUCache } from 'lru-cache'
+
+const { values: o } = parseArgs({
+  options: {
+    strategy: { type: 'string', default: 'fixed' },
+    'cache-mib': { type: 'string', default: '64' },
+    seconds: { type: 'string', default: '10' },
+    warmup: { type: 'string', default: '5' },
+    keys: { type: 'string', default: '16384' },
+    zipf: { type: 'string', default: '0.8' },
+    'value-kib': { type: 'string', default: '64' },
+    cost: { type: 'string', default: '2000' },
+    'report-ms': { type: 'string', default: '500' },
+    seed: { type: 'string', default: '1' },
+    'poll-rss-mib': { type: 'string', default: '256' },
+    'mp-level': { type: 'string', default: '85%' },
+    'attach-mp': { type: 'boolean', default: false },
+  },
+})
+const MiB = 2 ** 20
+const strategy = o.strategy
+const valueBytes = Number(o['value-kib']) * 1024
+const keys = Number(o.keys)
+const cost = Number(o.cost)
+
+// xorshift32: the same key sequence in every run with the same seed
+let state = Number(o.seed) >>> 0 || 1
+const random = () => {
+  state ^= state << 13
+  state >>>= 0
+  state ^= state >>> 17
+  state ^= state << 5
+  state >>>= 0
+  return state / 4294967296
+}
+const cdf = new Float64Array(keys)
+{
+  let sum = 0
+  for (let i = 0; i < keys; i++) cdf[i] = sum += 1 / (i + 1) ** Number(o.zipf)
+  for (let i = 0; i < keys; i++) cdf[i] /= sum
+}
+const nextKey = () => {
+  const u = random()
+  let lo = 0
+  let hi = keys - 1
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1
+    if (cdf[mid] < u) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+const compute = (key) => Buffer.alloc(valueBytes, pbkdf2Sync(`key-${key}`, 'salt', cost, 32, 'sha256'))
+
+let cache
+const sizeOf = () => (cache instanceof Map ? cache.size * valueBytes : cache.calculatedSize)
+if (strategy === 'unbounded') cache = new Map()
+else if (strategy === 'fixed') cache = new LRUCache({ maxSize: Number(o['cache-mib']) * MiB, sizeCalculation: (v) => v.length })
+else if (strategy === 'poll' || strategy === 'memory-pressure') cache = new LRUCache({ maxSize: 2 ** 40, sizeCalculation: (v) => v.length })
+else throw new RangeError(`--strategy: unknown ${JSON.stringify(strategy)}`)
+
+let shrinks = 0
+const trimTo = (bytes) => {
+  while (cache.calculatedSize > bytes && cache.size > 0) cache.pop()
+}
+if (strategy === 'poll') {
+  // what a user of @fastify/under-pressure-style polling does: a fixed number, checked once a second
+  const limit = Number(o['poll-rss-mib']) * MiB
+  setInterval(() => {
+    if (process.memoryUsage.rss() > limit) {
+      shrinks++
+      trimTo(cache.calculatedSize * 0.75)
+    }
+  }, 1000).unref()
+}
+let monitorInfo = null
+if (strategy === 'memory-pressure' || o['attach-mp']) {
+  const mp = await import('memory-pressure')
+  // A memory-reducing full GC without the command-line flag (KERNEL.md); freed Buffers only leave
+  // the process after a GC and, for the C heap, malloc_trim.
+  v8.setFlagsFromString('--expose-gc')
+  const gc = vm.runInNewContext('gc')
+  const { tryLoadNative } = await import('../dist/native.js')
+  const native = tryLoadNative()
+  const shrink = () => {
+    if (strategy !== 'memory-pressure') return
+    shrinks++
+    trimTo(cache.calculatedSize * 0.7)
+    gc()
+    if (!(native instanceof Error)) native.mallocTrim()
+  }
+  const stop = mp.onMemoryThreshold(o['mp-level'], shrink, { onError: (e) => process.stdout.write(`error ${e.code}\n`) })
+  monitorInfo = { level: o['mp-level'], plugin: false }
+  process.on('exit', () => stop())
+}
+
+const hist = createHistogram()
+const start = performance.now()
+const warmupEnd = start + Number(o.warmup) * 1000
+const end = warmupEnd + Number(o.seconds) * 1000
+let requests = 0
+let hits = 0
+let wRequests = 0
+let wHits = 0
+let peakCache = 0
+const report = () => {
+  const size = sizeOf()
+  if (size > peakCache) peakCache = size
+  process.stdout.write(`progress ${Math.round(performance.now() - start)} ${requests} ${hits} ${size} ${cache.size} ${process.memoryUsage.rss()} ${shrinks}\n`)
+}
+const timer = setInterval(report, Number(o['report-ms']))
+
+const slice = () => {
+  const sliceEnd = performance.now() + 5
+  let now
+  do {
+    const t = process.hrtime.bigint()
+    const key = nextKey()
+    let v = cache.get(key)
+    const hit = v !== undefined
+    if (!hit) {
+      v = compute(key)
+      cache.set(key, v)
+    }
+    if (v[0] === undefined) throw new Error('empty value')
+    requests++
+    if (hit) hits++
+    now = performance.now()
+    if (now >= warmupEnd) {
+      wRequests++
+      if (hit) wHits++
+      hist.record(Number(process.hrtime.bigint() - t) || 1)
+    }
+  } while (now < sliceEnd)
+  if (now < end) setImmediate(slice)
+  else finish()
+}
+const finish = () => {
+  clearInterval(timer)
+  report()
+  const seconds = Number(o.seconds)
+  process.stdout.write(`result ${JSON.stringify({
+    strategy, requests: wRequests, throughput: wRequests / seconds, hitRatio: wHits / wRequests,
+    p50Ms: hist.percentile(50) / 1e6, p99Ms: hist.percentile(99) / 1e6, cacheBytes: sizeOf(), peakCacheBytes: peakCache, shrinks, monitor: monitorInfo,
+  })}\n`)
+  process.exit(0)
+}
+process.stdout.write('ready\n')
+setImmediate(slice)
