@@ -2,7 +2,12 @@
 // is skipped with the reason in the test's name.
 
 import { afterEach, describe, expect, it } from 'vitest'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { CgroupV2Backend } from '../src/backends/cgroup-v2.js'
+import { ProcessBackend } from '../src/backends/process.js'
 import { CgroupV1Backend } from '../src/backends/cgroup-v1.js'
 import { SimulatedBackend } from '../src/backends/simulated.js'
 import type { Crossing, MemoryBackend, BackendCloseReason } from '../src/backends/types.js'
@@ -92,7 +97,121 @@ const cgroupV1: Driver = {
   },
 }
 
-describe.each([simulated, cgroupV1])('MemoryBackend contract: $name', (driver) => {
+const cgroupV1Polled: Driver = {
+  name: 'cgroup-v1 (polled)',
+  skip: v1Skip,
+  async rig() {
+    if (!('dir' in own)) throw new Error('unreachable')
+    const cg: TestCgroup = createTestCgroup(own.dir, { limit: 256 * MiB })
+    let child: CgroupChild | undefined
+    let backend: CgroupV1Backend | undefined
+    try {
+      child = await spawnInCgroup(cg, allocator)
+      backend = CgroupV1Backend.open({ cgroup: cg.path, thresholds: 'poll', poll: { minIntervalMs: 2, maxIntervalMs: 50 } })
+    } catch (err) {
+      backend?.close()
+      await cg.remove()
+      throw err
+    }
+    const b = backend
+    const c = child
+    if (!b.polling || b.precision.kind !== 'polled') throw new Error('the polled driver must poll')
+    return {
+      backend: b,
+      usage: () => b.readUsage(),
+      raiseAbove: async (bytes) => {
+        while (b.readUsage() < bytes + MiB) await c.send(`alloc ${MiB}`)
+      },
+      lowerBelow: async (bytes) => {
+        while (b.readUsage() > bytes - MiB) {
+          const { held } = await c.send('free')
+          if (held === 0) throw new Error(`cannot go below ${bytes}: nothing left to free at usage ${b.readUsage()}`)
+        }
+      },
+      removeCgroup: async () => cg.remove(),
+      teardown: async () => {
+        b.close()
+        await cg.remove()
+      },
+    }
+  },
+}
+
+const v2Fixture = fileURLToPath(new URL('./fixtures/v2/k8s-pod', import.meta.url))
+
+/** cgroup v2 on a copy of a fake tree: usage is what the test writes to memory.current. */
+const cgroupV2Tree: Driver = {
+  name: 'cgroup-v2 (fake tree, polled)',
+  skip: null,
+  async rig() {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'mp-v2-contract-'))
+    fs.cpSync(v2Fixture, root, { recursive: true })
+    const pod = path.join(root, 'kubepods.slice', 'pod-a.slice')
+    const dir = path.join(pod, 'container')
+    for (const f of ['memory.max', 'memory.high']) fs.writeFileSync(path.join(pod, f), 'max\n')
+    fs.writeFileSync(path.join(dir, 'memory.max'), `${256 * MiB}\n`)
+    const backend = CgroupV2Backend.open({ cgroup: dir, root, poll: { minIntervalMs: 2, maxIntervalMs: 50 } })
+    let usage = backend.readUsage()
+    const set = (bytes: number): void => {
+      usage = bytes
+      fs.writeFileSync(path.join(dir, 'memory.current'), `${bytes}\n`)
+    }
+    return {
+      backend,
+      usage: () => usage,
+      raiseAbove: async (bytes) => set(Math.max(usage, bytes + MiB)),
+      lowerBelow: async (bytes) => set(Math.min(usage, bytes - MiB)),
+      removeCgroup: async () => fs.rmSync(dir, { recursive: true }),
+      teardown: async () => {
+        backend.close()
+        fs.rmSync(root, { recursive: true, force: true })
+      },
+    }
+  },
+}
+
+/** The process backend watching a child's RSS by pid (the child is 'removed' when it exits). */
+const processRss: Driver = {
+  name: 'process (a child by pid, polled)',
+  skip: process.platform === 'linux' ? null : `reading another process's RSS needs /proc (${process.platform})`,
+  async rig() {
+    // The child only needs a `cgroup.procs` file to write its pid into: a plain temp file will do.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mp-proc-contract-'))
+    const fake: TestCgroup = {
+      path: dir,
+      pids: new Set(),
+      remove: async () => {
+        for (const pid of fake.pids) process.kill(pid, 'SIGKILL')
+        await child.exited
+      },
+    }
+    const child = await spawnInCgroup(fake, allocator)
+    const pid = child.proc.pid as number
+    const backend = ProcessBackend.open({ pid, budget: 256 * MiB, poll: { minIntervalMs: 2, maxIntervalMs: 50 } })
+    return {
+      backend,
+      usage: () => backend.readUsage(),
+      raiseAbove: async (bytes) => {
+        while (backend.readUsage() < bytes + MiB) await child.send(`alloc ${MiB}`)
+      },
+      lowerBelow: async (bytes) => {
+        while (backend.readUsage() > bytes - MiB) {
+          const { held } = await child.send('free')
+          if (held === 0) throw new Error(`cannot go below ${bytes}: nothing left to free at RSS ${backend.readUsage()}`)
+        }
+      },
+      removeCgroup: async () => fake.remove(),
+      teardown: async () => {
+        backend.close()
+        if (child.proc.exitCode === null && child.proc.signalCode === null) child.proc.kill('SIGKILL')
+        await child.exited
+        fs.rmSync(dir, { recursive: true, force: true })
+      },
+    }
+  },
+}
+
+describe.each([simulated, cgroupV1, cgroupV1Polled, cgroupV2Tree, processRss])('MemoryBackend contract: $name', (driver) => {
   const test = driver.skip === null ? it : it.skip
   const suffix = driver.skip === null ? '' : ` (skipped: ${driver.skip})`
   let rig: Rig | undefined

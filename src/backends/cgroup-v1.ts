@@ -12,12 +12,16 @@ import { readFigures } from '../cgroup/stat.js'
 import { MemoryPressureError, isErrnoException, syscallError } from '../errors.js'
 import { type NativeBinding, type PollWatcher, tryLoadNative } from '../native.js'
 import { describe } from '../size.js'
+import { type PollClock, type PollOptions, ThresholdPoller, resolvePollOptions } from './poll.js'
 import type {
   BackendCloseReason,
   BackendEvents,
   Crossing,
   MemoryBackend,
   MemorySnapshot,
+  PressureLevel,
+  PressureLevelEvent,
+  PressureMode,
   ThresholdPrecision,
   ThresholdWatch,
 } from './types.js'
@@ -30,23 +34,58 @@ export interface CgroupV1Options {
    * the process's own memory cgroup, or the process's own cgroup when no visible cgroup holds it.
    */
   cgroup?: string
+  /**
+   * How thresholds are delivered. `'auto'` (default): the kernel's own thresholds through
+   * `cgroup.event_control` when it can be written, else (read-only cgroupfs: EROFS; not root:
+   * EACCES; PREEMPT_RT: EOPNOTSUPP) adaptive polling of `memory.usage_in_bytes`, said in `notes`.
+   * `'poll'`: always poll.
+   */
+  thresholds?: 'auto' | 'poll'
+  /** Adaptive polling, when thresholds are polled; see {@link PollOptions}. */
+  poll?: PollOptions
+  /**
+   * Report OOM in the cgroup as `'oom'` events (`memory.oom_control` notifications; when polling,
+   * its `oom_kill` count read at each poll). Default `true`. Not available on a hierarchy's root.
+   */
+  oom?: boolean
+  /** @internal Timers for tests. */
+  clock?: PollClock
 }
+
+/** Errors of `cgroup.event_control` that polling works around (memory.rst; PREEMPT_RT kernels). */
+const fallbackErrnos = new Set([os.constants.errno.EROFS, os.constants.errno.EACCES, os.constants.errno.EPERM, os.constants.errno.EOPNOTSUPP])
 
 /** The answer of a backend's availability probe. */
 export type ProbeResult<T> = { available: true; value: T; reasons: string[] } | { available: false; reasons: string[] }
 
 interface V1Target {
   location: CgroupLocation
-  native: NativeBinding
+  native: NativeBinding | null
+  /** Why thresholds are polled; `null` when the kernel's thresholds can be registered. */
+  pollReason: string | null
 }
 
-/** Kernel-exact thresholds on a cgroup v1 memory controller. */
+/**
+ * Thresholds on a cgroup v1 memory controller: kernel-exact through `cgroup.event_control` where it
+ * can be written, else polled (and said so in `notes`). Also `'oom'` (`memory.oom_control`),
+ * `'pressure-level'` ({@link CgroupV1Backend.watchPressureLevel}) and memory+swap thresholds
+ * ({@link CgroupV1Backend.watchMemswThreshold}).
+ */
 export class CgroupV1Backend extends EventEmitter<BackendEvents> implements MemoryBackend {
   readonly name = 'cgroup-v1' as const
   readonly cgroup: string
-  readonly precision: ThresholdPrecision
   readonly location: CgroupLocation
-  #native: NativeBinding
+  /** How thresholds are delivered and anything that was not possible, in words. */
+  readonly notes: string[] = []
+  #native: NativeBinding | null
+  #pollReason: string | null
+  #pollOptions: PollOptions | undefined
+  #clock: PollClock | undefined
+  #poller: ThresholdPoller | null = null
+  #memswPoller: ThresholdPoller | null = null
+  #oom: V1Event | null = null
+  #oomKills = 0
+  #events = new Set<V1Event>()
   #usageFd: number
   #watches = new Set<V1Watch>()
   #closed = false
@@ -58,13 +97,12 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
    */
   static probe(options: CgroupV1Options = {}): ProbeResult<V1Target> {
     const reasons: string[] = []
-    const native = tryLoadNative()
-    if (native instanceof MemoryPressureError) {
-      return { available: false, reasons: [`native addon: ${native.message}`] }
-    }
-    if (!native.platformSupported) {
-      return { available: false, reasons: [`native addon: eventfd is not available on ${process.platform}`] }
-    }
+    const loaded = tryLoadNative()
+    let native: NativeBinding | null = null
+    let pollReason: string | null = null
+    if (loaded instanceof MemoryPressureError) pollReason = `native addon: ${loaded.message}`
+    else if (!loaded.platformSupported) pollReason = `native addon: eventfd is not available on ${process.platform}`
+    else native = loaded
     let location: CgroupLocation
     try {
       if (options.cgroup !== undefined) {
@@ -84,14 +122,29 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
     if (location.version !== 1) {
       return { available: false, reasons: [`${location.path} is a cgroup v${location.version} cgroup, not v1`] }
     }
-    const control = path.join(location.path, 'cgroup.event_control')
+    const usage = path.join(location.path, 'memory.usage_in_bytes')
     try {
-      fs.accessSync(control, fs.constants.W_OK)
+      fs.accessSync(usage, fs.constants.R_OK)
     } catch (err) {
-      const e = isErrnoException(err) ? syscallError(err, 'access', control) : err
-      return { available: false, reasons: [...reasons, `cannot write ${control}: ${e instanceof Error ? e.message : String(e)}`] }
+      const e = isErrnoException(err) ? syscallError(err, 'access', usage) : err
+      return { available: false, reasons: [...reasons, `cannot read ${usage}: ${e instanceof Error ? e.message : String(e)}`] }
     }
-    return { available: true, value: { location, native }, reasons }
+    const control = path.join(location.path, 'cgroup.event_control')
+    if (options.thresholds === 'poll') {
+      pollReason ??= 'thresholds: \'poll\' was asked for'
+    } else if (pollReason === null) {
+      try {
+        // access(2) answers EROFS for a read-only mount and EACCES for a user without write permission.
+        fs.accessSync(control, fs.constants.W_OK)
+      } catch (err) {
+        const e = isErrnoException(err) ? syscallError(err, 'access', control) : err
+        pollReason = `cannot write ${control} (${e instanceof Error ? e.message : String(e)})`
+      }
+    }
+    if (pollReason !== null) {
+      reasons.push(`${pollReason}: thresholds are polled from memory.usage_in_bytes instead of the kernel's eventfd notifications`)
+    }
+    return { available: true, value: { location, native, pollReason }, reasons }
   }
 
   /** Opens the backend, or throws `ERR_BACKEND_UNAVAILABLE` with the probe's reasons. */
@@ -102,28 +155,53 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
     if (options.cgroup !== undefined && typeof options.cgroup !== 'string') {
       throw new TypeError(`cgroup must be a filesystem path string (received ${describe(options.cgroup)})`)
     }
+    if (options.thresholds !== undefined && options.thresholds !== 'auto' && options.thresholds !== 'poll') {
+      throw new TypeError(`thresholds must be 'auto' or 'poll' (received ${describe(options.thresholds)})`)
+    }
+    if (options.oom !== undefined && typeof options.oom !== 'boolean') {
+      throw new TypeError(`oom must be a boolean (received ${describe(options.oom)})`)
+    }
+    resolvePollOptions(options.poll)
     const probe = CgroupV1Backend.probe(options)
     if (!probe.available) {
       throw new MemoryPressureError('ERR_BACKEND_UNAVAILABLE', `the cgroup-v1 backend cannot run here: ${probe.reasons.join('; ')}`, {
         reasons: probe.reasons,
       })
     }
-    return new CgroupV1Backend(probe.value.location, probe.value.native)
+    return new CgroupV1Backend(probe.value, options, probe.reasons)
   }
 
-  private constructor(location: CgroupLocation, native: NativeBinding) {
+  private constructor(target: V1Target, options: CgroupV1Options, reasons: string[]) {
     super()
-    this.location = location
-    this.cgroup = location.path
-    this.#native = native
-    // memcontrol-v1.c: thresholds are checked once per 128 page events per CPU.
-    this.precision = { kind: 'kernel', bytes: 128 * pageSize() * os.availableParallelism() }
-    const usagePath = path.join(location.path, 'memory.usage_in_bytes')
+    this.location = target.location
+    this.cgroup = target.location.path
+    this.#native = target.native
+    this.#pollReason = target.pollReason
+    this.#pollOptions = options.poll
+    this.#clock = options.clock
+    this.notes.push(...reasons)
+    const usagePath = path.join(this.cgroup, 'memory.usage_in_bytes')
     try {
       this.#usageFd = fs.openSync(usagePath, 'r')
     } catch (err) {
       throw isErrnoException(err) ? syscallError(err, 'open', usagePath) : err
     }
+    if (options.oom !== false) this.#watchOom()
+  }
+
+  /** How thresholds are delivered: by the kernel, or polled since the kernel's could not be registered. */
+  get precision(): ThresholdPrecision {
+    if (this.#pollReason === null) {
+      // memcontrol-v1.c: thresholds are checked once per 128 page events per CPU.
+      return { kind: 'kernel', bytes: 128 * pageSize() * os.availableParallelism() }
+    }
+    const p = resolvePollOptions(this.#pollOptions)
+    return { kind: 'polled', bytes: p.guardBytes, intervalMs: { min: p.minIntervalMs, max: p.maxIntervalMs }, signals: [] }
+  }
+
+  /** `true` when thresholds are polled rather than the kernel's (see `notes` for why). */
+  get polling(): boolean {
+    return this.#pollReason !== null
   }
 
   get closed(): boolean {
@@ -147,6 +225,19 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
     return Number(text)
   }
 
+  /** Memory+swap usage in bytes (`memory.memsw.usage_in_bytes`); throws `ERR_NO_CGROUP` when the kernel has no swap accounting. */
+  readMemswUsage(): number {
+    const file = path.join(this.cgroup, 'memory.memsw.usage_in_bytes')
+    let text: string
+    try {
+      text = fs.readFileSync(file, 'latin1').trim()
+    } catch (err) {
+      throw isErrnoException(err) ? syscallError(err, 'read', file) : err
+    }
+    if (!/^\d+$/.test(text)) throw new MemoryPressureError('ERR_PARSE', `memory.memsw.usage_in_bytes holds ${describe(text)}`, { path: file })
+    return Number(text)
+  }
+
   snapshot(): MemorySnapshot {
     this.#assertOpen()
     const figures = readFigures(this.location)
@@ -159,18 +250,139 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
     if (!Number.isSafeInteger(bytes) || bytes <= 0) {
       throw new RangeError(`threshold must be a whole number of bytes above zero (received ${describe(bytes)})`)
     }
-    const watch = new V1Watch(this, this.#native, bytes, onCrossing)
-    this.#watches.add(watch)
-    return watch
+    if (typeof onCrossing !== 'function') throw new TypeError(`onCrossing must be a function (received ${describe(onCrossing)})`)
+    return this.#watch('memory.usage_in_bytes', bytes, onCrossing)
+  }
+
+  /**
+   * Watches a threshold on memory+swap usage (`memory.memsw.usage_in_bytes`), as
+   * {@link CgroupV1Backend.watchThreshold} does for memory. The file exists only with swap
+   * accounting (`swapaccount=1`); without swap it equals memory usage.
+   *
+   * @throws MemoryPressureError `ERR_NO_CGROUP` (with `.path`) when the file does not exist
+   */
+  watchMemswThreshold(bytes: number, onCrossing: (crossing: Crossing) => void): ThresholdWatch {
+    this.#assertOpen()
+    if (!Number.isSafeInteger(bytes) || bytes <= 0) {
+      throw new RangeError(`threshold must be a whole number of bytes above zero (received ${describe(bytes)})`)
+    }
+    if (typeof onCrossing !== 'function') throw new TypeError(`onCrossing must be a function (received ${describe(onCrossing)})`)
+    this.readMemswUsage()
+    return this.#watch('memory.memsw.usage_in_bytes', bytes, onCrossing)
+  }
+
+  /**
+   * Registers for `memory.pressure_level` notifications at `level` (cgroup-v1/memory.rst section
+   * 11), delivered as `'pressure-level'` events. Without swap, `medium` and `critical` were seen
+   * only at the moment of an OOM (KERNEL.md): they are no early warning for heap growth.
+   *
+   * @param level `'low'`, `'medium'` or `'critical'`
+   * @param mode `'default'` (default), `'hierarchy'` or `'local'`
+   * @throws MemoryPressureError `ERR_PERMISSION` when `cgroup.event_control` cannot be written
+   *   (there is no polled substitute for reclaim pressure)
+   */
+  watchPressureLevel(level: PressureLevel, mode: PressureMode = 'default'): ThresholdWatch & { level: PressureLevel; mode: PressureMode } {
+    this.#assertOpen()
+    if (level !== 'low' && level !== 'medium' && level !== 'critical') {
+      throw new TypeError(`level must be 'low', 'medium' or 'critical' (received ${describe(level)})`)
+    }
+    if (mode !== 'default' && mode !== 'hierarchy' && mode !== 'local') {
+      throw new TypeError(`mode must be 'default', 'hierarchy' or 'local' (received ${describe(mode)})`)
+    }
+    if (this.#native === null || this.#pollReason !== null) {
+      throw new MemoryPressureError('ERR_PERMISSION', `memory.pressure_level cannot be registered: ${this.#pollReason ?? 'no native addon'}`, {
+        path: path.join(this.cgroup, 'cgroup.event_control'),
+      })
+    }
+    const event = new V1Event(this, this.#native, 'memory.pressure_level', `${level},${mode}`, (count) => {
+      const e: PressureLevelEvent = { level, mode, count, time: performance.now() }
+      this.emit('pressure-level', e)
+    })
+    this.#events.add(event)
+    return { threshold: 0, level, mode, close: () => event.close() }
   }
 
   close(): void {
     this.#end('closed')
   }
 
+  #watch(file: 'memory.usage_in_bytes' | 'memory.memsw.usage_in_bytes', bytes: number, onCrossing: (crossing: Crossing) => void): ThresholdWatch {
+    if (this.#pollReason === null && this.#native !== null) {
+      try {
+        const watch = new V1Watch(this, this.#native, file, bytes, onCrossing)
+        this.#watches.add(watch)
+        return watch
+      } catch (err) {
+        // PREEMPT_RT answers EOPNOTSUPP only when the threshold is written; a remount read-only or a
+        // dropped privilege shows up here too. Switch to polling and say so.
+        if (!(err instanceof MemoryPressureError) || err.syscall !== 'write' && err.syscall !== 'open' ||
+          !fallbackErrnos.has(err.errno ?? 0)) throw err
+        this.#pollReason = `registering a threshold failed (${err.message})`
+        this.notes.push(`${this.#pollReason}: thresholds are now polled from memory.usage_in_bytes`)
+      }
+    }
+    const memsw = file === 'memory.memsw.usage_in_bytes'
+    const poller = memsw ? (this.#memswPoller ??= this.#newPoller(() => this.readMemswUsage())) : (this.#poller ??= this.#newPoller(() => this.readUsage()))
+    return poller.add(bytes, memsw ? this.readMemswUsage() : this.readUsage(), onCrossing)
+  }
+
+  #newPoller(read: () => number): ThresholdPoller {
+    return new ThresholdPoller(read, (err) => this.#pollFailed(err), this.#pollOptions, this.#clock, () => this.#pollOom())
+  }
+
+  #pollFailed(err: unknown): void {
+    if (this.#closed) return
+    if (this.cgroupGone()) {
+      this.removed()
+      return
+    }
+    this.fail(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_SYSCALL', String(err), { cause: err }), true)
+  }
+
+  #readOomKills(): number | null {
+    try {
+      const text = fs.readFileSync(path.join(this.cgroup, 'memory.oom_control'), 'latin1')
+      const m = /^oom_kill (\d+)$/m.exec(text)
+      return m === null ? null : Number(m[1])
+    } catch {
+      return null
+    }
+  }
+
+  #watchOom(): void {
+    if (this.location.path === this.location.mountPoint) {
+      this.notes.push('no OOM notifications: memory.oom_control cannot be registered on the root cgroup')
+      return
+    }
+    this.#oomKills = this.#readOomKills() ?? 0
+    if (this.#native === null || this.#pollReason !== null) {
+      this.notes.push('OOM kills are read from memory.oom_control at each poll')
+      return
+    }
+    try {
+      // memory.rst section 10: "<event_fd> <fd of memory.oom_control>", notified on OOM.
+      this.#oom = new V1Event(this, this.#native, 'memory.oom_control', null, (count) => this.#reportOom(count))
+    } catch (err) {
+      this.notes.push(`no OOM notifications (${err instanceof Error ? err.message : String(err)})`)
+    }
+  }
+
+  #reportOom(count: number): void {
+    const kills = this.#readOomKills()
+    const oomKill = kills === null ? null : Math.max(0, kills - this.#oomKills)
+    if (kills !== null) this.#oomKills = kills
+    if (count === 0 && (oomKill ?? 0) === 0) return
+    this.emit('oom', { source: 'memory.oom_control', oom: count, oomKill, time: performance.now() })
+  }
+
+  #pollOom(): void {
+    if (this.#oom === null && !this.#closed && this.location.path !== this.location.mountPoint) this.#reportOom(0)
+  }
+
   /** @internal */
-  forget(watch: V1Watch): void {
-    this.#watches.delete(watch)
+  forget(watch: V1Watch | V1Event): void {
+    if (watch instanceof V1Watch) this.#watches.delete(watch)
+    else this.#events.delete(watch)
   }
 
   /** @internal The kernel signals every eventfd once when the cgroup is removed (memory.rst). */
@@ -194,6 +406,11 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
     this.#closed = true
     for (const watch of this.#watches) watch.close()
     this.#watches.clear()
+    for (const event of this.#events) event.close()
+    this.#events.clear()
+    this.#oom?.close()
+    this.#poller?.close()
+    this.#memswPoller?.close()
     try {
       fs.closeSync(this.#usageFd)
     } catch {
@@ -218,8 +435,12 @@ class V1Watch implements ThresholdWatch {
   #side: ThresholdSide = { above: false, pending: 0 }
   #closed = false
 
-  constructor(backend: CgroupV1Backend, native: NativeBinding, threshold: number, onCrossing: (c: Crossing) => void) {
+  #file: 'memory.usage_in_bytes' | 'memory.memsw.usage_in_bytes'
+
+  constructor(backend: CgroupV1Backend, native: NativeBinding, file: 'memory.usage_in_bytes' | 'memory.memsw.usage_in_bytes', threshold: number,
+    onCrossing: (c: Crossing) => void) {
     this.threshold = threshold
+    this.#file = file
     this.#backend = backend
     this.#native = native
     this.#onCrossing = onCrossing
@@ -227,7 +448,7 @@ class V1Watch implements ThresholdWatch {
     const efd = native.eventfd()
     if (efd < 0) throw syscallError(efd, 'eventfd')
     this.#efd = efd
-    const usagePath = path.join(cgroup, 'memory.usage_in_bytes')
+    const usagePath = path.join(cgroup, file)
     const controlPath = path.join(cgroup, 'cgroup.event_control')
     let ufd = -1
     let cfd = -1
@@ -241,7 +462,7 @@ class V1Watch implements ThresholdWatch {
       fs.writeSync(cfd, `${efd} ${ufd} ${threshold}`)
       // The kernel placed the threshold against usage read during the write; if usage crossed it
       // since, classifyWakeup reconciles when the kernel reports the next crossing.
-      this.#side.above = backend.readUsage() >= threshold
+      this.#side.above = this.#read() >= threshold
       step = ['uv_poll_start']
       const poller = native.watch(efd, 'readable', (status) => this.#wake(status))
       if (typeof poller === 'number') throw syscallError(poller, 'uv_poll_start')
@@ -264,6 +485,10 @@ class V1Watch implements ThresholdWatch {
     this.#poller?.close()
   }
 
+  #read(): number {
+    return this.#file === 'memory.usage_in_bytes' ? this.#backend.readUsage() : this.#backend.readMemswUsage()
+  }
+
   #wake(status: number): void {
     if (this.#closed) return
     if (status < 0) {
@@ -284,7 +509,7 @@ class V1Watch implements ThresholdWatch {
     }
     let usage: number
     try {
-      usage = this.#backend.readUsage()
+      usage = this.#read()
     } catch (err) {
       if (this.#backend.cgroupGone()) {
         this.#backend.removed()
@@ -300,5 +525,70 @@ class V1Watch implements ThresholdWatch {
       if (this.#closed) return
       this.#onCrossing({ threshold: this.threshold, direction, usage, coalesced, signal: 'eventfd', time })
     }
+  }
+}
+
+/**
+ * A notification registered through `cgroup.event_control` that is not a threshold:
+ * `memory.oom_control` (no argument) or `memory.pressure_level` (`<level>,<mode>`).
+ */
+class V1Event {
+  #backend: CgroupV1Backend
+  #native: NativeBinding
+  #efd: number
+  #poller: PollWatcher
+  #closed = false
+
+  constructor(backend: CgroupV1Backend, native: NativeBinding, file: 'memory.oom_control' | 'memory.pressure_level', argument: string | null,
+    onEvent: (count: number) => void) {
+    this.#backend = backend
+    this.#native = native
+    const efd = native.eventfd()
+    if (efd < 0) throw syscallError(efd, 'eventfd')
+    this.#efd = efd
+    const target = path.join(backend.cgroup, file)
+    const controlPath = path.join(backend.cgroup, 'cgroup.event_control')
+    let tfd = -1
+    let cfd = -1
+    let step: [string, string?] = ['open', target]
+    try {
+      tfd = fs.openSync(target, 'r')
+      step = ['open', controlPath]
+      cfd = fs.openSync(controlPath, fs.constants.O_WRONLY)
+      step = ['write', controlPath]
+      fs.writeSync(cfd, argument === null ? `${efd} ${tfd}` : `${efd} ${tfd} ${argument}`)
+      step = ['uv_poll_start']
+      const poller = native.watch(efd, 'readable', (status) => {
+        if (this.#closed) return
+        const count = status < 0 ? status : this.#native.readEventfd(this.#efd)
+        if (count === 0) return
+        // Every registered eventfd is signalled once when the cgroup is removed (memory.rst).
+        if (this.#backend.cgroupGone()) {
+          this.#backend.removed()
+          return
+        }
+        if (count < 0) {
+          this.close()
+          this.#backend.fail(syscallError(count, status < 0 ? 'poll' : 'read'), false)
+          return
+        }
+        onEvent(count)
+      })
+      if (typeof poller === 'number') throw syscallError(poller, 'uv_poll_start')
+      this.#poller = poller
+    } catch (err) {
+      native.close(efd)
+      throw isErrnoException(err) ? syscallError(err, step[0], step[1]) : err
+    } finally {
+      if (tfd >= 0) fs.closeSync(tfd)
+      if (cfd >= 0) fs.closeSync(cfd)
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.#backend.forget(this)
+    this.#poller.close()
   }
 }
