@@ -36,6 +36,28 @@ export {
   type ThresholdWatch,
 } from './backends/index.js'
 export { MemoryPressureError, type MemoryPressureErrorCode, type MemoryPressureErrorOptions } from './errors.js'
+export {
+  DEFAULT_LEVELS,
+  ManualClock,
+  PRESSURE_LEVELS,
+  levelRank,
+  reduceHeap,
+  type Clock,
+  type GcMethod,
+  type HeapReduction,
+  type LevelThresholds,
+  type MallocTrimResult,
+  type PolicyOptions,
+  type PressureBasis,
+  type PressureEvent,
+  type PressureLevel,
+  type ReduceHeapOptions,
+  type ReliefEvent,
+  type ShrinkReport,
+  type ShrinkRequest,
+  type Shrinker,
+  type ShrinkerResult,
+} from './policy/index.js'
 export { nativeStatus, type NativeStatus } from './native.js'
 export { formatBytes, parseThreshold, resolveThreshold, type ParsedThreshold, type Threshold } from './size.js'
 export {
