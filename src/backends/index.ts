@@ -5,10 +5,16 @@ import { resolveCgroupPath } from '../cgroup/discover.js'
 import { MemoryPressureError } from '../errors.js'
 import { describe } from '../size.js'
 import { CgroupV1Backend } from './cgroup-v1.js'
+import { CgroupV2Backend } from './cgroup-v2.js'
+import { ProcessBackend, type ProcessBackendOptions } from './process.js'
 import { SimulatedBackend, type SimulatedBackendOptions } from './simulated.js'
 import type { BackendName, MemoryBackend } from './types.js'
 
 export { CgroupV1Backend, type CgroupV1Options, type ProbeResult } from './cgroup-v1.js'
+export { CgroupV2Backend, parseMemoryEvents, type CgroupV2Options, type MemoryEvents } from './cgroup-v2.js'
+export { ProcessBackend, defaultBudget, type ProcessBackendOptions } from './process.js'
+export { PsiTrigger, parsePressure, type PsiEvent, type PsiKind, type PsiReading, type PsiTriggerOptions } from './psi.js'
+export { ThresholdPoller, nextIntervalMs, type PollOptions } from './poll.js'
 export { SimulatedBackend, type SimulatedBackendOptions } from './simulated.js'
 export type * from './types.js'
 
@@ -21,6 +27,8 @@ export interface OpenBackendOptions {
   cgroup?: string
   /** Options of the simulated backend, when it is chosen by name. */
   simulated?: SimulatedBackendOptions
+  /** Options of the process backend (budget, polling), when it is chosen. */
+  process?: Omit<ProcessBackendOptions, 'clock'>
 }
 
 /** A backend opened by {@link openBackend}, with the reasons collected while choosing it. */
@@ -33,9 +41,9 @@ export interface OpenedBackend {
 }
 
 /** Backends `'auto'` tries, in order. The simulated backend is never chosen automatically. */
-export const autoOrder: readonly BackendName[] = ['cgroup-v1']
+export const autoOrder: readonly BackendName[] = ['cgroup-v2', 'cgroup-v1', 'process']
 
-const names: readonly BackendName[] = ['cgroup-v1', 'simulated']
+const names: readonly BackendName[] = ['cgroup-v2', 'cgroup-v1', 'process', 'simulated']
 
 /** Opens the backend `choice` names. Throws `ERR_BACKEND_UNAVAILABLE` (with `.reasons`) when it cannot. */
 export function openBackend(choice: BackendChoice = 'auto', options: OpenBackendOptions = {}): OpenedBackend {
@@ -59,13 +67,24 @@ export function openBackend(choice: BackendChoice = 'auto', options: OpenBackend
     return { backend: new SimulatedBackend(options.simulated), owned: true, reasons: [] }
   }
   const reasons: string[] = []
+  const opened = (backend: MemoryBackend & { notes: readonly string[] }): OpenedBackend =>
+    ({ backend, owned: true, reasons: [...reasons, ...backend.notes.map((r) => `${backend.name}: ${r}`)] })
   for (const name of choice === 'auto' ? autoOrder : [choice]) {
-    if (name === 'cgroup-v1') {
+    if (name === 'cgroup-v2') {
+      const probe = CgroupV2Backend.probe({ cgroup: options.cgroup })
+      if (probe.available) return opened(CgroupV2Backend.open({ cgroup: options.cgroup }))
+      reasons.push(...probe.reasons.map((r) => `cgroup-v2: ${r}`))
+    } else if (name === 'cgroup-v1') {
       const probe = CgroupV1Backend.probe({ cgroup: options.cgroup })
-      if (probe.available) {
-        return { backend: CgroupV1Backend.open({ cgroup: options.cgroup }), owned: true, reasons: [...reasons, ...probe.reasons.map((r) => `cgroup-v1: ${r}`)] }
-      }
+      if (probe.available) return opened(CgroupV1Backend.open({ cgroup: options.cgroup }))
       reasons.push(...probe.reasons.map((r) => `cgroup-v1: ${r}`))
+    } else if (name === 'process') {
+      // The process backend watches this process, not a cgroup: it cannot stand in for a named one.
+      if (options.cgroup !== undefined) {
+        reasons.push(`process: watches this process's resident set size, not the cgroup ${options.cgroup}`)
+        continue
+      }
+      return opened(ProcessBackend.open(options.process))
     }
   }
   const which = choice === 'auto' ? 'no backend' : `the ${choice} backend`
