@@ -11,6 +11,8 @@ import type {
   Direction,
   MemoryBackend,
   MemorySnapshot,
+  OomEvent,
+  PressureLevelEvent,
   ThresholdWatch,
 } from './backends/types.js'
 import type { SimulatedBackendOptions } from './backends/simulated.js'
@@ -63,6 +65,10 @@ export interface MonitorEvents extends ErrorEvents {
   close: (event: CloseEvent) => void
   /** A handler threw, or the backend reported a failure. The monitor goes on. */
   error: (error: MemoryPressureError) => void
+  /** The kernel reported an OOM in the watched cgroup (cgroup v1 `memory.oom_control`, v2 `memory.events`). */
+  oom: (event: OomEvent) => void
+  /** A v1 `memory.pressure_level` notification (registered on the backend with `watchPressureLevel`). */
+  'pressure-level': (event: PressureLevelEvent) => void
   /** The pressure level changed (levels on: see {@link MemoryMonitorOptions.levels}). */
   pressure: (event: PressureEvent) => void
   /** A shrink cycle finished: what each shrinker reported, heap reduction, bytes freed as measured. */
@@ -143,6 +149,8 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
   #policy: PolicyEngine
   #onBackendClose = (reason: BackendCloseReason): void => this.#finish(reason)
   #onBackendError = (error: MemoryPressureError): void => this.reportError(error)
+  #onBackendOom = (event: OomEvent): void => void this.emit('oom', event)
+  #onBackendPressureLevel = (event: PressureLevelEvent): void => void this.emit('pressure-level', event)
 
   /** Use {@link createMemoryMonitor}. */
   constructor(options: MemoryMonitorOptions = {}) {
@@ -159,6 +167,8 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
     this.#reasons = opened.reasons
     this.#backend.on('close', this.#onBackendClose)
     this.#backend.on('error', this.#onBackendError)
+    this.#backend.on('oom', this.#onBackendOom)
+    this.#backend.on('pressure-level', this.#onBackendPressureLevel)
     try {
       this.#policy = new PolicyEngine(this.#backend, options, {
         pressure: (e) => this.emit('pressure', e),
@@ -197,9 +207,14 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
     return this.#backend.precision
   }
 
-  /** Why the backend was chosen and why others were skipped (for `'auto'`). */
+  /**
+   * Why the backend was chosen and why others were skipped (for `'auto'`), then what the backend
+   * noted since (e.g. a switch to polling when the kernel refused a threshold).
+   */
   diagnostics(): { backend: BackendName; cgroup: string; reasons: string[] } {
-    return { backend: this.#backend.name, cgroup: this.#backend.cgroup, reasons: [...this.#reasons] }
+    const notes = (this.#backend as { notes?: readonly string[] }).notes ?? []
+    const later = notes.map((n) => `${this.#backend.name}: ${n}`).filter((n) => !this.#reasons.includes(n))
+    return { backend: this.#backend.name, cgroup: this.#backend.cgroup, reasons: [...this.#reasons, ...later] }
   }
 
   /**
@@ -427,6 +442,8 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
     this.#entries.clear()
     this.#backend.off('close', this.#onBackendClose)
     this.#backend.off('error', this.#onBackendError)
+    this.#backend.off('oom', this.#onBackendOom)
+    this.#backend.off('pressure-level', this.#onBackendPressureLevel)
     if (this.#owned) this.#backend.close()
     if (emit) this.emit('close', { reason })
   }

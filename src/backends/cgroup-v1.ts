@@ -19,9 +19,9 @@ import type {
   Crossing,
   MemoryBackend,
   MemorySnapshot,
-  PressureLevel,
+  VmPressureLevel,
   PressureLevelEvent,
-  PressureMode,
+  VmPressureMode,
   ThresholdPrecision,
   ThresholdWatch,
 } from './types.js'
@@ -281,7 +281,7 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
    * @throws MemoryPressureError `ERR_PERMISSION` when `cgroup.event_control` cannot be written
    *   (there is no polled substitute for reclaim pressure)
    */
-  watchPressureLevel(level: PressureLevel, mode: PressureMode = 'default'): ThresholdWatch & { level: PressureLevel; mode: PressureMode } {
+  watchPressureLevel(level: VmPressureLevel, mode: VmPressureMode = 'default'): ThresholdWatch & { level: VmPressureLevel; mode: VmPressureMode } {
     this.#assertOpen()
     if (level !== 'low' && level !== 'medium' && level !== 'critical') {
       throw new TypeError(`level must be 'low', 'medium' or 'critical' (received ${describe(level)})`)

@@ -130,15 +130,15 @@ export interface OomEvent {
 }
 
 /** v1 `memory.pressure_level` levels (cgroup-v1/memory.rst section 11). */
-export type PressureLevel = 'low' | 'medium' | 'critical'
+export type VmPressureLevel = 'low' | 'medium' | 'critical'
 
 /** v1 `memory.pressure_level` propagation modes (cgroup-v1/memory.rst section 11). */
-export type PressureMode = 'default' | 'hierarchy' | 'local'
+export type VmPressureMode = 'default' | 'hierarchy' | 'local'
 
 /** One `memory.pressure_level` notification. */
 export interface PressureLevelEvent {
-  level: PressureLevel
-  mode: PressureMode
+  level: VmPressureLevel
+  mode: VmPressureMode
   /** Notifications the eventfd counted since the last read. */
   count: number
   /** `performance.now()` at delivery. */
