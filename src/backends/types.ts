@@ -123,7 +123,11 @@ export interface OomEvent {
    * counter (notifications since the last read).
    */
   oom: number
-  /** Processes killed by the OOM killer since the last read (v2 `oom_kill`, v1 `oom_kill` of `memory.oom_control`); `null` when unknown. */
+  /**
+   * Processes killed by the OOM killer since the last read (v2 `oom_kill`, v1 `oom_kill` of
+   * `memory.oom_control`); `null` when unknown. The v1 eventfd fires as the OOM begins, before the
+   * kill is counted (measured here: about 3 ms before the SIGKILL), so it is often 0 there.
+   */
   oomKill: number | null
   /** `performance.now()` at delivery. */
   time: number

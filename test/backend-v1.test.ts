@@ -1,0 +1,216 @@
+// cgroup v1 on this machine beyond the contract: the polled fallback seen by a child in a read-only
+// cgroupfs and by a child that is not root, 'oom' events, memsw thresholds and pressure levels.
+
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { afterEach, describe, expect, it } from 'vitest'
+import { CgroupV1Backend } from '../src/backends/cgroup-v1.js'
+import type { Crossing, OomEvent } from '../src/backends/types.js'
+import { findMemoryCgroup } from '../src/cgroup/discover.js'
+import { MemoryPressureError } from '../src/errors.js'
+import { type TestCgroup, createTestCgroup, ownV1MemoryCgroup, spawnInCgroup } from './helpers/cgroup.js'
+import { Collector } from './helpers/collect.js'
+
+const MiB = 2 ** 20
+const root = fileURLToPath(new URL('..', import.meta.url))
+const allocator = fileURLToPath(new URL('./helpers/allocator.mjs', import.meta.url))
+const own = ownV1MemoryCgroup()
+const v1Skip = 'reason' in own ? own.reason : null
+const distBuilt = fs.existsSync(path.join(root, 'dist', 'index.js'))
+
+/** A child that watches its own cgroup with the public API (auto backend) and allocates on command. */
+const childCode = `
+import { createInterface } from 'node:readline'
+import v8 from 'node:v8'
+import vm from 'node:vm'
+const { createMemoryMonitor } = await import('memory-pressure')
+v8.setFlagsFromString('--expose-gc')
+const gc = vm.runInNewContext('gc')
+const out = (o) => process.stdout.write(JSON.stringify(o) + '\\n')
+const m = createMemoryMonitor()
+out({ type: 'diag', ...m.diagnostics(), precision: m.precision, usage: m.snapshot().usage, uid: process.getuid() })
+m.on('threshold', (e) => out({ type: 'event', threshold: e.threshold, direction: e.direction, usage: e.usage, signal: e.signal }))
+m.on('error', (e) => out({ type: 'error', code: e.code }))
+const held = []
+createInterface({ input: process.stdin }).on('line', (line) => {
+  const [cmd, arg] = line.split(' ')
+  if (cmd === 'watch') m.addThreshold(Number(arg), { direction: 'both' })
+  if (cmd === 'alloc') held.push(Buffer.alloc(Number(arg), 1))
+  if (cmd === 'free') { held.length = 0; gc() }
+  out({ type: 'ok', usage: m.snapshot().usage })
+})
+`
+
+interface Line {
+  type: string
+  [key: string]: unknown
+}
+
+/** Spawns the child inside `cg` through `wrapper` (argv prefix run after joining the cgroup). */
+function spawnWatcher(cg: TestCgroup, wrapper: string[]) {
+  const procs = path.join(cg.path, 'cgroup.procs')
+  const proc = spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', procs, ...wrapper, process.execPath, '--input-type=module', '-e', childCode], {
+    cwd: root,
+    env: { ...process.env, MALLOC_MMAP_THRESHOLD_: '65536' },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
+  if (proc.pid !== undefined) cg.pids.add(proc.pid)
+  let stderr = ''
+  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  const lines = new Collector<Line>()
+  createInterface({ input: proc.stdout }).on('line', (l) => lines.push(JSON.parse(l) as Line))
+  const exited = new Promise<void>((resolve) => proc.on('exit', () => resolve()))
+  const send = async (cmd: string): Promise<number> => {
+    const before = lines.items.filter((l) => l.type === 'ok').length
+    proc.stdin.write(`${cmd}\n`)
+    const got = await lines.until((items) => items.filter((l) => l.type === 'ok').length > before).catch((err: Error) => {
+      throw new Error(`${err.message}; stderr: ${stderr}`)
+    })
+    return got.filter((l) => l.type === 'ok').at(-1)?.usage as number
+  }
+  return { proc, lines, send, stderr: () => stderr, exited }
+}
+
+/** Runs the fallback scenario: thresholds up and down delivered by polling, and the reason given. */
+async function fallbackScenario(cg: TestCgroup, wrapper: string[]) {
+  const child = spawnWatcher(cg, wrapper)
+  try {
+    const [diag] = await child.lines.until((items) => items.some((l) => l.type === 'diag'), 20_000).catch((err: Error) => {
+      throw new Error(`${err.message}; stderr: ${child.stderr()}`)
+    })
+    const d = diag as Line
+    const threshold = (d.usage as number) + 24 * MiB
+    await child.send(`watch ${threshold}`)
+    let usage = 0
+    while (usage < threshold + MiB) usage = await child.send(`alloc ${4 * MiB}`)
+    await child.lines.until((items) => items.some((l) => l.type === 'event'))
+    await child.send('free')
+    await child.lines.until((items) => items.filter((l) => l.type === 'event').length >= 2)
+    const events = child.lines.items.filter((l) => l.type === 'event')
+    return { diag: d, events, threshold, errors: child.lines.items.filter((l) => l.type === 'error') }
+  } finally {
+    child.proc.kill('SIGKILL')
+    await child.exited
+  }
+}
+
+const hasUnshare = fs.existsSync('/usr/bin/unshare') || fs.existsSync('/bin/unshare')
+const hasSetpriv = fs.existsSync('/usr/bin/setpriv') || fs.existsSync('/bin/setpriv')
+
+describe('cgroup v1 when cgroup.event_control cannot be written', () => {
+  let cg: TestCgroup | undefined
+  afterEach(async () => {
+    await cg?.remove()
+    cg = undefined
+  })
+  const roSkip = v1Skip ?? (!hasUnshare ? 'no unshare' : !distBuilt ? 'dist/ not built (npm run build)' : null)
+  const userSkip = v1Skip ?? (!hasSetpriv ? 'no setpriv' : !distBuilt ? 'dist/ not built (npm run build)' : null)
+
+  it.skipIf(roSkip !== null)(`read-only cgroupfs (private mount namespace): polls, says EROFS, still delivers up and down${roSkip ? ` (skipped: ${roSkip})` : ''}`, async () => {
+    if (!('dir' in own)) return
+    cg = createTestCgroup(own.dir, { limit: 256 * MiB })
+    const mount = findMemoryCgroup().mountPoint
+    const wrapper = ['unshare', '--mount', '--propagation', 'private', '/bin/sh', '-c', 'mount --bind -o ro "$0" "$0" && exec "$@"', mount]
+    const r = await fallbackScenario(cg, wrapper)
+    expect(r.diag.backend).toBe('cgroup-v1')
+    expect(r.diag.cgroup).toBe(cg.path)
+    expect((r.diag.precision as { kind: string }).kind).toBe('polled')
+    expect((r.diag.reasons as string[]).some((s) => s.startsWith('cgroup-v1:') && s.includes('EROFS'))).toBe(true)
+    expect(r.events.map((e) => [e.threshold, e.direction, e.signal])).toEqual([
+      [r.threshold, 'up', 'poll'],
+      [r.threshold, 'down', 'poll'],
+    ])
+    expect(r.errors).toEqual([])
+  })
+
+  it.skipIf(userSkip !== null)(`not root (a child as nobody): polls, says EACCES, still delivers up and down${userSkip ? ` (skipped: ${userSkip})` : ''}`, async () => {
+    if (!('dir' in own)) return
+    cg = createTestCgroup(own.dir, { limit: 256 * MiB })
+    const r = await fallbackScenario(cg, ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'])
+    expect(r.diag.uid).toBe(65534)
+    expect(r.diag.backend).toBe('cgroup-v1')
+    expect((r.diag.precision as { kind: string }).kind).toBe('polled')
+    expect((r.diag.reasons as string[]).some((s) => s.startsWith('cgroup-v1:') && s.includes('EACCES'))).toBe(true)
+    expect(r.events.map((e) => [e.threshold, e.direction, e.signal])).toEqual([
+      [r.threshold, 'up', 'poll'],
+      [r.threshold, 'down', 'poll'],
+    ])
+  })
+})
+
+describe('cgroup v1 extras on this machine', () => {
+  let cg: TestCgroup | undefined
+  let backend: CgroupV1Backend | undefined
+  afterEach(async () => {
+    backend?.close()
+    backend = undefined
+    await cg?.remove()
+    cg = undefined
+  })
+  const skip = v1Skip === null ? '' : ` (skipped: ${v1Skip})`
+
+  for (const thresholds of ['auto', 'poll'] as const) {
+    it.skipIf(v1Skip !== null)(`'oom' reports the OOM kill of a child (${thresholds === 'auto' ? 'memory.oom_control eventfd' : 'polled oom_kill count'})${skip}`, async () => {
+      if (!('dir' in own)) return
+      cg = createTestCgroup(own.dir, { limit: 64 * MiB })
+      const child = await spawnInCgroup(cg, allocator)
+      backend = CgroupV1Backend.open({ cgroup: cg.path, thresholds, poll: { minIntervalMs: 2, maxIntervalMs: 50 } })
+      const ooms = new Collector<OomEvent>()
+      backend.on('oom', ooms.push)
+      // Polling reads oom_kill only while a threshold is watched.
+      backend.watchThreshold(32 * MiB, () => {})
+      for (;;) {
+        const sent = await Promise.race([child.send(`alloc ${4 * MiB}`).then(() => 'ok'), child.exited.then(() => 'exited')])
+        if (sent === 'exited') break
+      }
+      const exit = await child.exited
+      expect(exit.signal).toBe('SIGKILL')
+      await ooms.count(1)
+      const first = ooms.items[0] as OomEvent
+      expect(first.source).toBe('memory.oom_control')
+      // The eventfd fires as the OOM starts, before the kill is counted; polling sees the count.
+      if (thresholds === 'auto') expect(first.oom).toBeGreaterThanOrEqual(1)
+      else expect([first.oom, first.oomKill]).toEqual([0, 1])
+    })
+  }
+
+  it.skipIf(v1Skip !== null)(`memsw thresholds fire on memory.memsw.usage_in_bytes${skip}`, async () => {
+    if (!('dir' in own)) return
+    cg = createTestCgroup(own.dir, { limit: 256 * MiB })
+    const child = await spawnInCgroup(cg, allocator)
+    backend = CgroupV1Backend.open({ cgroup: cg.path })
+    const b = backend
+    const got = new Collector<Crossing>()
+    const threshold = b.readMemswUsage() + 16 * MiB
+    b.watchMemswThreshold(threshold, got.push)
+    while (b.readMemswUsage() < threshold + 4 * MiB) await child.send(`alloc ${MiB}`)
+    await got.count(1)
+    expect(got.items.map((c) => [c.threshold, c.direction, c.signal])).toEqual([[threshold, 'up', 'eventfd']])
+    expect(got.items[0]?.usage).toBeGreaterThanOrEqual(threshold)
+  })
+
+  it.skipIf(v1Skip !== null)(`pressure levels register through the eventfd, and are refused with ERR_PERMISSION when polling${skip}`, async () => {
+    if (!('dir' in own)) return
+    cg = createTestCgroup(own.dir, { limit: 64 * MiB })
+    backend = CgroupV1Backend.open({ cgroup: cg.path })
+    const w = backend.watchPressureLevel('medium', 'local')
+    expect([w.level, w.mode]).toEqual(['medium', 'local'])
+    w.close()
+    expect(() => backend?.watchPressureLevel('severe' as 'low')).toThrow(TypeError)
+    backend.close()
+    backend = CgroupV1Backend.open({ cgroup: cg.path, thresholds: 'poll' })
+    let err: unknown
+    try {
+      backend.watchPressureLevel('critical')
+    } catch (e) {
+      err = e
+    }
+    expect(err).toBeInstanceOf(MemoryPressureError)
+    expect((err as MemoryPressureError).code).toBe('ERR_PERMISSION')
+    expect(backend.polling).toBe(true)
+    expect(backend.notes.some((n) => n.includes('poll'))).toBe(true)
+  })
+})
