@@ -100,6 +100,8 @@ describe('level arithmetic', () => {
     }
     expect(code).toBe('ERR_NO_LIMIT')
     expect(resolveLevels({ moderate: 10 * MiB, high: '20MiB', critical: 30 * MiB }, 0, 'usage', Infinity).enter).toEqual([0, 10 * MiB, 20 * MiB, 30 * MiB])
+    // Without a limit the default hysteresis is 5% of the critical threshold.
+    expect(resolveLevels({ moderate: 10 * MiB, high: 20 * MiB, critical: 40 * MiB }, undefined, undefined, Infinity).hysteresis).toBe(2 * MiB)
   })
 })
 
@@ -271,6 +273,33 @@ describe('shrink cycles', () => {
     await shrink.count(2)
     expect(log).toEqual(['first', 'liar', 'third', 'first', 'liar'])
     expect(shrink.items[1]).toMatchObject({ cycle: 2, level: 'moderate', requestedBytes: 14 * MiB })
+    await monitor.close()
+  })
+
+  it('with nothing freed, the cool-down doubles (up to 32×) until the level changes', async () => {
+    const { sim, clock, monitor, shrink } = setup({ cooldownMs: 1000 })
+    sim.setUsage(75 * MiB)
+    await shrink.count(1)
+    const waits: number[] = []
+    for (let n = 2; n <= 4; n++) {
+      const start = clock.now()
+      while (shrink.items.length < n) {
+        clock.advance(250)
+        await turns(2)
+      }
+      waits.push(clock.now() - start)
+    }
+    expect(waits).toEqual([2000, 4000, 8000])
+    expect(shrink.items.map((r) => r.freedBytes)).toEqual([0, 0, 0, 0])
+    sim.setUsage(90 * MiB) // a level change resets it
+    await shrink.count(5)
+    const start = clock.now()
+    while (shrink.items.length < 6) {
+      clock.advance(250)
+      await turns(2)
+    }
+    // Reset to 1× by the change, doubled once by the fruitless cycle at the new level (not 16×).
+    expect(clock.now() - start).toBe(2000)
     await monitor.close()
   })
 

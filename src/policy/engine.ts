@@ -59,7 +59,9 @@ export interface PolicyOptions {
   basis?: PressureBasis
   /**
    * Milliseconds after a shrink cycle before the next one, when the level is still `'moderate'`
-   * or above (a rise in level starts one at once). Default 1000.
+   * or above (a rise in level starts one at once). Default 1000. After a cycle that measured
+   * nothing freed the wait doubles, up to 32 times this, until the level changes: with nothing
+   * left to give back, full collections every second would only cost CPU.
    */
   cooldownMs?: number
   /** Milliseconds a shrinker may take before its signal aborts and the cycle goes on. Default 5000. */
@@ -166,6 +168,7 @@ export class PolicyEngine {
   #seq = 0
   #cursor = 0
   #cycles = 0
+  #backoff = 1
   #cycle: Cycle | null = null
   #waiters = new Set<Waiter>()
   #closed = false
@@ -367,6 +370,7 @@ export class PolicyEngine {
     if (crossed || level !== previous || Math.abs(offset - this.#armedOffset) >= step / 2) this.#arm(snapshot)
     else this.#scheduleRecheck(offset)
     if (level !== previous) {
+      this.#backoff = 1
       const time = this.#clock.now()
       this.#host.pressure({ level, previous, basis: levels.basis, bytes, snapshot, time })
       if (level === 'normal') this.#host.relief({ previous, bytes, snapshot, time })
@@ -465,6 +469,7 @@ export class PolicyEngine {
       durationMs: this.#clock.now() - start,
     }
     if (heapError !== undefined) report.heapError = heapError
+    this.#backoff = report.freedBytes > 0 ? 1 : Math.min(this.#backoff * 2, 32)
     this.#cycle = null
     this.#host.shrink(report)
     // The level as the fresh snapshot says (may emit 'pressure' down and 'relief').
@@ -474,7 +479,7 @@ export class PolicyEngine {
         this.#cooldownTimer = null
         this.#evaluate(false)
         if (levelRank(this.#level) > 0) this.#startCycle()
-      }, this.#cooldownMs)
+      }, this.#cooldownMs * this.#backoff)
     }
   }
 

@@ -77,9 +77,11 @@ export function resolveLevels(
     throw new RangeError(`levels must increase: moderate < high < critical (received ${bytes.join(' < ')} bytes)`)
   }
   let h = 0
-  const hValue = hysteresis ?? DEFAULT_HYSTERESIS
-  if (hValue !== 0) {
-    h = resolveThreshold(parseThreshold(hValue, 'hysteresis'), limit, 'hysteresis')
+  if (hysteresis === undefined && !Number.isFinite(limit)) {
+    // No limit to take 5% of: the critical threshold is the nearest thing to one.
+    h = Math.floor(bytes[2] * 0.05)
+  } else if (hysteresis !== 0) {
+    h = resolveThreshold(parseThreshold(hysteresis ?? DEFAULT_HYSTERESIS, 'hysteresis'), limit, 'hysteresis')
   }
   if (h >= bytes[0]) {
     throw new RangeError(`hysteresis must be smaller than the moderate threshold of ${bytes[0]} bytes (received ${h} bytes)`)
