@@ -45,6 +45,10 @@ pkg="${MP_VM_KERNEL_PACKAGE:-}"
 if [ -z "$pkg" ]; then
   # Reuse what is cached when the package lists cannot be read (offline).
   pkg="$(pick_kernel || true)"
+  if [ -z "$pkg" ] && [ "${1:-}" = "--install" ] && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >&2 || true
+    pkg="$(pick_kernel || true)"
+  fi
   if [ -z "$pkg" ]; then
     pkg="$(ls -1 "$cache/kernel" 2>/dev/null | sort -V | tail -n 1 || true)"
   fi
