@@ -1,0 +1,220 @@
+// The memory-pressure command as a user runs it (the built bin in dist/): doctor --json against
+// cgroups and trees the tests set up, usage errors, and watch as plain lines and under tmux.
+
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { afterEach, describe, expect, it } from 'vitest'
+import type { DoctorReport } from '../src/cli/doctor.js'
+import { findMemoryCgroup } from '../src/cgroup/discover.js'
+import { type CgroupChild, type TestCgroup, createTestCgroup, ownV1MemoryCgroup, spawnInCgroup } from './helpers/cgroup.js'
+import { Collector } from './helpers/collect.js'
+
+const MiB = 2 ** 20
+const root = fileURLToPath(new URL('..', import.meta.url))
+const bin = path.join(root, 'dist', 'cli', 'main.js')
+const allocator = fileURLToPath(new URL('./helpers/allocator.mjs', import.meta.url))
+const v2Fixture = fileURLToPath(new URL('./fixtures/v2/k8s-pod', import.meta.url))
+const built = fs.existsSync(bin)
+const own = ownV1MemoryCgroup()
+const v1Skip = !built ? 'dist/ not built (npm run build)' : 'reason' in own ? own.reason : null
+const tmux = spawnSync('tmux', ['-V']).status === 0
+const tmuxSkip = v1Skip ?? (tmux ? null : 'tmux is not installed')
+
+function run(args: string[], wrapper: string[] = []): { code: number | null; stdout: string; stderr: string } {
+  const argv = [...wrapper, process.execPath, bin, ...args]
+  const r = spawnSync(argv[0] as string, argv.slice(1), { cwd: root, encoding: 'utf8', timeout: 60_000 })
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+
+function doctorJson(args: string[], wrapper: string[] = []): { code: number | null; report: DoctorReport } {
+  const r = run(['doctor', '--json', ...args], wrapper)
+  if (r.stdout === '') throw new Error(`no output (exit ${r.code}): ${r.stderr}`)
+  return { code: r.code, report: JSON.parse(r.stdout) as DoctorReport }
+}
+
+describe.skipIf(!built)(`memory-pressure command line${built ? '' : ' (skipped: dist/ not built)'}`, () => {
+  it('--help exits 0; a bad command line exits 2', () => {
+    expect(run(['--help']).code).toBe(0)
+    expect(run([]).code).toBe(2)
+    expect(run(['frobnicate']).code).toBe(2)
+    expect(run(['doctor', '--pid', 'abc']).code).toBe(2)
+    expect(run(['doctor', '--pid', '1', '--cgroup', '/']).code).toBe(2)
+    expect(run(['doctor', '--no-such-option']).code).toBe(2)
+    expect(run(['watch', '--json']).code).toBe(2)
+    expect(run(['watch', '--interval-ms', '0']).code).toBe(2)
+  })
+
+  it('doctor --cgroup on a path that is not a cgroup: exit 1, ERR_NO_CGROUP, no backend chosen', () => {
+    const { code, report } = doctorJson(['--cgroup', os.tmpdir()])
+    expect(code).toBe(1)
+    expect(report.cgroupError?.code).toBe('ERR_NO_CGROUP')
+    expect(report.chosen).toBeNull()
+    expect(report.backends.map((b) => [b.name, b.available])).toEqual([['cgroup-v2', false], ['cgroup-v1', false], ['process', false]])
+  })
+
+  it('doctor --json on a fake cgroup v2 tree: limit held by the pod (memory.high), emulated v2 backend', () => {
+    const tree = fs.mkdtempSync(path.join(os.tmpdir(), 'mp-cli-v2-'))
+    try {
+      fs.cpSync(v2Fixture, tree, { recursive: true })
+      const container = path.join(tree, 'kubepods.slice', 'pod-a.slice', 'container')
+      const { code, report } = doctorJson(['--cgroup', container, '--root', tree])
+      expect(code).toBe(0)
+      expect(report.cgroup).toEqual({ version: 2, path: container, relativePath: '/kubepods.slice/pod-a.slice/container', mountPoint: tree })
+      expect(report.limit).toEqual({ bytes: 240 * MiB, holder: path.join(tree, 'kubepods.slice', 'pod-a.slice'), source: 'memory.high' })
+      expect(report.memory).toEqual({ usage: 100 * MiB, rss: 64 * MiB, cache: 32 * MiB, inactiveFile: 16 * MiB, workingSet: 84 * MiB })
+      expect(report.chosen).toBe('cgroup-v2')
+      expect(report.kernelExact).toBe(false)
+      expect(report.backends.find((b) => b.name === 'process')?.available).toBe(false)
+      expect(report.files.map((f) => [path.basename(f.path), f.exists])).toContainEqual(['memory.events', true])
+      expect(report.advice.length).toBeGreaterThan(0)
+    } finally {
+      fs.rmSync(tree, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('doctor and watch on this machine\'s cgroups', () => {
+  let cg: TestCgroup | undefined
+  const children: ChildProcess[] = []
+  afterEach(async () => {
+    for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+    await cg?.remove()
+    cg = undefined
+  })
+  const skip = v1Skip === null ? '' : ` (skipped: ${v1Skip})`
+
+  it.skipIf(v1Skip !== null)(`doctor --json --cgroup: v1, the limit set here, kernel-exact${skip}`, () => {
+    if (!('dir' in own)) return
+    cg = createTestCgroup(own.dir, { limit: 128 * MiB })
+    const { code, report } = doctorJson(['--cgroup', cg.path])
+    expect(code).toBe(0)
+    expect(report.cgroup?.version).toBe(1)
+    expect(report.cgroup?.path).toBe(cg.path)
+    expect(report.watched).toBe(cg.path)
+    expect(report.limit).toEqual({ bytes: 128 * MiB, holder: cg.path, source: 'memory.limit_in_bytes' })
+    expect(report.backends.map((b) => [b.name, b.available, b.kernelExact])).toEqual([
+      ['cgroup-v2', false, false],
+      ['cgroup-v1', true, true],
+      ['process', false, false],
+    ])
+    expect([report.chosen, report.kernelExact]).toEqual(['cgroup-v1', true])
+    expect(report.files.find((f) => f.path === path.join(cg?.path ?? '', 'cgroup.event_control'))).toMatchObject({ exists: true, write: true, error: null })
+  })
+
+  it.skipIf(v1Skip !== null)(`doctor --json --pid: the child's cgroup, the ancestor holding the limit is what would be watched${skip}`, async () => {
+    if (!('dir' in own)) return
+    cg = createTestCgroup(own.dir, { limit: 96 * MiB })
+    // A child cgroup without a limit below the one with it: the limit is the parent's.
+    const inner = path.join(cg.path, `mp-inner-${randomBytes(3).toString('hex')}`)
+    fs.mkdirSync(inner)
+    const innerCg: TestCgroup = { path: inner, pids: new Set(), remove: async () => {} }
+    let child: CgroupChild | undefined
+    try {
+      child = await spawnInCgroup(innerCg, allocator)
+      const pid = child.proc.pid as number
+      const { code, report } = doctorJson(['--pid', String(pid)])
+      expect(code).toBe(0)
+      expect(report.target).toEqual({ kind: 'pid', pid })
+      expect(report.cgroup?.path).toBe(inner)
+      expect(report.watched).toBe(cg.path)
+      expect(report.limit).toEqual({ bytes: 96 * MiB, holder: cg.path, source: 'memory.limit_in_bytes' })
+      expect(report.backends.find((b) => b.name === 'process')?.available).toBe(true)
+    } finally {
+      child?.proc.kill('SIGKILL')
+      await child?.exited
+      fs.rmdirSync(inner)
+    }
+  })
+
+  it.skipIf(v1Skip !== null || !fs.existsSync('/usr/bin/unshare'))(`doctor in a read-only cgroupfs: v1 usable but polled, event_control EROFS, advice given${skip}`, () => {
+    if (!('dir' in own)) return
+    cg = createTestCgroup(own.dir, { limit: 128 * MiB })
+    const mount = findMemoryCgroup().mountPoint
+    const wrapper = ['unshare', '--mount', '--propagation', 'private', '/bin/sh', '-c', 'mount --bind -o ro "$0" "$0" && exec "$@"', mount]
+    const { code, report } = doctorJson(['--cgroup', cg.path], wrapper)
+    expect(code).toBe(0)
+    expect(report.chosen).toBe('cgroup-v1')
+    expect(report.kernelExact).toBe(false)
+    expect(report.files.find((f) => f.path.endsWith('/cgroup.event_control'))).toMatchObject({ exists: true, write: false, error: 'EROFS' })
+    expect(report.advice.length).toBeGreaterThan(0)
+  })
+
+  it.skipIf(v1Skip !== null)(`watch (plain lines): a child growing into a 100 MiB limit shows the thresholds, then the OOM; removal ends it with exit 1${skip}`, async () => {
+    if (!('dir' in own)) return
+    cg = createTestCgroup(own.dir, { limit: 100 * MiB })
+    const watcher = spawn(process.execPath, [bin, 'watch', '--cgroup', cg.path, '--thresholds', '50%,80%', '--interval-ms', '100'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
+    children.push(watcher)
+    const lines = new Collector<string>()
+    createInterface({ input: watcher.stdout as NodeJS.ReadableStream }).on('line', lines.push)
+    let stderr = ''
+    watcher.stderr?.on('data', (d: Buffer) => (stderr += d.toString()))
+    const exit = new Promise<number | null>((resolve) => watcher.on('exit', (c) => resolve(c)))
+    await lines.until((l) => l.some((x) => x.startsWith('limit '))).catch((e: Error) => {
+      throw new Error(`${e.message}; stderr ${stderr}`)
+    })
+    // The seed's scenario: `stress --vm-bytes 101m` in a 100 MiB cgroup, here in 4 MiB steps.
+    const child = await spawnInCgroup(cg, allocator)
+    for (;;) {
+      const r = await Promise.race([child.send(`alloc ${4 * MiB}`).then(() => 'ok'), child.exited.then(() => 'exited')])
+      if (r === 'exited') break
+    }
+    await lines.until((l) => l.some((x) => / OOM in /.test(x)))
+    const events = lines.items.filter((x) => / threshold (up|down) | OOM in /.test(x))
+    const kinds = events.map((x) => (/ OOM in /.test(x) ? 'oom' : `${/ threshold (up|down) /.exec(x)?.[1]} ${/threshold \w+ ([\d.]+ MiB)/.exec(x)?.[1]}`))
+    expect(kinds.slice(0, 2)).toEqual(['up 50.0 MiB', 'up 80.0 MiB'])
+    expect(kinds.indexOf('oom')).toBeGreaterThan(1)
+    expect(events.slice(0, 2).every((x) => x.endsWith('via eventfd'))).toBe(true)
+    await cg.remove()
+    cg = undefined
+    expect(await exit).toBe(1)
+    expect(lines.items.at(-1)).toMatch(/was removed$/)
+  })
+
+  it.skipIf(tmuxSkip !== null)(`watch in a terminal (tmux): a live bar, events above it, Ctrl-C exits 0${tmuxSkip ? ` (skipped: ${tmuxSkip})` : ''}`, async () => {
+    if (!('dir' in own)) return
+    cg = createTestCgroup(own.dir, { limit: 100 * MiB })
+    const socket = `mp-cli-${process.pid}-${randomBytes(3).toString('hex')}`
+    const tm = (...args: string[]): string => execFileSync('tmux', ['-L', socket, ...args], { encoding: 'utf8' })
+    const codeFile = path.join(os.tmpdir(), `${socket}.code`)
+    const command = `${process.execPath} ${bin} watch --cgroup ${cg.path} --thresholds 50% --interval-ms 100; echo $? > ${codeFile}`
+    tm('new-session', '-d', '-x', '120', '-y', '20', '-s', 'w', command)
+    // tmux has no event for "the screen shows X": read the pane until it does.
+    const screen = async (pred: (text: string) => boolean): Promise<string> => {
+      for (let i = 0; i < 400; i++) {
+        const text = tm('capture-pane', '-p', '-J', '-t', 'w')
+        if (pred(text)) return text
+        await new Promise((r) => setTimeout(r, 50))
+      }
+      throw new Error(`screen never matched; last:\n${tm('capture-pane', '-p', '-J', '-t', 'w')}`)
+    }
+    try {
+      const start = await screen((t) => /\[[#.|]+\]/.test(t))
+      expect(start).toMatch(/watching .* with cgroup-v1 \(kernel\)/)
+      expect(start).toMatch(/ \/ 100 MiB [\d.]+% /)
+      const child = await spawnInCgroup(cg, allocator)
+      try {
+        while ((await child.send(`alloc ${4 * MiB}`)).held < 60 * MiB) { /* grow past 50% */ }
+        const after = await screen((t) => /threshold up 50\.0 MiB/.test(t))
+        const rows = after.split('\n').filter((r) => r.trim() !== '')
+        // The event is printed as its own line and the bar stays the last line, now above 50%.
+        expect(rows.at(-1)).toMatch(/\[[#.|]+\].*above 50\.0 MiB/)
+      } finally {
+        child.proc.kill('SIGKILL')
+        await child.exited
+      }
+      tm('send-keys', '-t', 'w', 'C-c')
+      for (let i = 0; i < 200 && !fs.existsSync(codeFile); i++) await new Promise((r) => setTimeout(r, 50))
+      expect(fs.readFileSync(codeFile, 'utf8').trim()).toBe('0')
+    } finally {
+      spawnSync('tmux', ['-L', socket, 'kill-server'])
+      fs.rmSync(codeFile, { force: true })
+      // kill-server leaves the socket file behind.
+      fs.rmSync(path.join(process.env.TMUX_TMPDIR ?? '/tmp', `tmux-${process.getuid?.() ?? 0}`, socket), { force: true })
+    }
+  })
+})
