@@ -18,8 +18,8 @@ export async function runWorkload(cg, args, { onProgress } = {}) {
   const child = cg.spawn(argv, {
     onLine: (line, ns) => {
       if (line.startsWith('progress ')) {
-        const [tMs, requests, hits, cacheBytes, entries, rss, shrinks] = line.split(' ').slice(1).map(Number)
-        const p = { tMs, requests, hits, cacheBytes, entries, rss, shrinks, usage: safeUsage(cg), ns }
+        const [tMs, requests, hits, cacheBytes, entries, rss, shrinks, cpuUs] = line.split(' ').slice(1).map(Number)
+        const p = { tMs, requests, hits, cacheBytes, entries, rss, shrinks, cpuUs, usage: safeUsage(cg), ns }
         progress.push(p)
         onProgress?.(p)
       } else if (line.startsWith('result ')) result = JSON.parse(line.slice(7))
@@ -32,11 +32,14 @@ export async function runWorkload(cg, args, { onProgress } = {}) {
   if (!result) {
     // killed: requests served between the end of the warm-up and the kill, over the whole window
     const warm = Number(args.warmup) * 1000
-    const before = progress.filter((p) => p.tMs <= warm).at(-1) ?? { requests: 0, hits: 0 }
+    const before = progress.filter((p) => p.tMs <= warm).at(-1) ?? { requests: 0, hits: 0, cpuUs: 0 }
     const last = progress.at(-1) ?? before
     const served = Math.max(0, last.requests - before.requests)
+    // a dead service serves nothing for the rest of the window: count CPU as if it had kept working
+    const cpuSeconds = ((last.cpuUs - before.cpuUs) / 1e6) * (Number(args.seconds) * 1000 / Math.max(1, last.tMs - warm))
     result = {
       strategy: args.strategy, requests: served, throughput: served / Number(args.seconds),
+      cpuSeconds: served > 0 ? cpuSeconds : null, perCpuSecond: served > 0 ? served / cpuSeconds : 0,
       hitRatio: served > 0 ? (last.hits - before.hits) / served : null, p50Ms: null, p99Ms: null,
       cacheBytes: last.cacheBytes ?? null, peakCacheBytes: Math.max(0, ...progress.map((p) => p.cacheBytes)), shrinks: last.shrinks ?? 0,
     }
