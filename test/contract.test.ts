@@ -8,7 +8,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { CgroupV2Backend } from '../src/backends/cgroup-v2.js'
 import { ProcessBackend } from '../src/backends/process.js'
-import { CgroupV1Backend } from '../src/backends/cgroup-v1.js'
+import { CgroupV1Backend, type CgroupV1Options } from '../src/backends/cgroup-v1.js'
 import { SimulatedBackend } from '../src/backends/simulated.js'
 import type { Crossing, MemoryBackend, BackendCloseReason } from '../src/backends/types.js'
 import { MemoryPressureError } from '../src/errors.js'
@@ -56,86 +56,54 @@ const simulated: Driver = {
 const own = ownV1MemoryCgroup()
 const v1Skip = 'reason' in own ? own.reason : CgroupV1Backend.probe().available ? null : CgroupV1Backend.probe().reasons.join('; ')
 
-const cgroupV1: Driver = {
-  name: 'cgroup-v1',
-  skip: v1Skip,
-  async rig() {
-    if (!('dir' in own)) throw new Error('unreachable')
-    const cg: TestCgroup = createTestCgroup(own.dir, { limit: 256 * MiB })
-    let child: CgroupChild | undefined
-    let backend: CgroupV1Backend | undefined
-    try {
-      child = await spawnInCgroup(cg, allocator)
-      backend = CgroupV1Backend.open({ cgroup: cg.path })
-    } catch (err) {
-      backend?.close()
-      await cg.remove()
-      throw err
-    }
-    const b = backend
-    const c = child
-    // The kernel checks thresholds every 128 page events per CPU: go 4 MiB past, in 1 MiB steps.
-    const margin = 4 * MiB
-    return {
-      backend: b,
-      usage: () => b.readUsage(),
-      raiseAbove: async (bytes) => {
-        while (b.readUsage() < bytes + margin) await c.send(`alloc ${MiB}`)
-      },
-      lowerBelow: async (bytes) => {
-        while (b.readUsage() > bytes - margin) {
-          const { held } = await c.send('free')
-          if (held === 0) throw new Error(`cannot go below ${bytes}: nothing left to free at usage ${b.readUsage()}`)
-        }
-      },
-      removeCgroup: async () => cg.remove(),
-      teardown: async () => {
-        b.close()
+/**
+ * cgroup v1 on a real child cgroup. `margin`: how far past a threshold usage is driven, since the
+ * kernel checks thresholds every 128 page events per CPU (eventfd); polling needs no margin.
+ */
+function v1Driver(name: string, options: CgroupV1Options, margin: number): Driver {
+  return {
+    name,
+    skip: v1Skip,
+    async rig() {
+      if (!('dir' in own)) throw new Error('unreachable')
+      const cg: TestCgroup = createTestCgroup(own.dir, { limit: 256 * MiB })
+      let child: CgroupChild | undefined
+      let backend: CgroupV1Backend | undefined
+      try {
+        child = await spawnInCgroup(cg, allocator)
+        backend = CgroupV1Backend.open({ ...options, cgroup: cg.path })
+      } catch (err) {
+        backend?.close()
         await cg.remove()
-      },
-    }
-  },
+        throw err
+      }
+      const b = backend
+      const c = child
+      if (b.polling !== (options.thresholds === 'poll')) throw new Error(`${name}: expected polling ${options.thresholds === 'poll'}`)
+      return {
+        backend: b,
+        usage: () => b.readUsage(),
+        raiseAbove: async (bytes) => {
+          while (b.readUsage() < bytes + margin) await c.send(`alloc ${MiB}`)
+        },
+        lowerBelow: async (bytes) => {
+          while (b.readUsage() > bytes - margin) {
+            const { held } = await c.send('free')
+            if (held === 0) throw new Error(`cannot go below ${bytes}: nothing left to free at usage ${b.readUsage()}`)
+          }
+        },
+        removeCgroup: async () => cg.remove(),
+        teardown: async () => {
+          b.close()
+          await cg.remove()
+        },
+      }
+    },
+  }
 }
 
-const cgroupV1Polled: Driver = {
-  name: 'cgroup-v1 (polled)',
-  skip: v1Skip,
-  async rig() {
-    if (!('dir' in own)) throw new Error('unreachable')
-    const cg: TestCgroup = createTestCgroup(own.dir, { limit: 256 * MiB })
-    let child: CgroupChild | undefined
-    let backend: CgroupV1Backend | undefined
-    try {
-      child = await spawnInCgroup(cg, allocator)
-      backend = CgroupV1Backend.open({ cgroup: cg.path, thresholds: 'poll', poll: { minIntervalMs: 2, maxIntervalMs: 50 } })
-    } catch (err) {
-      backend?.close()
-      await cg.remove()
-      throw err
-    }
-    const b = backend
-    const c = child
-    if (!b.polling || b.precision.kind !== 'polled') throw new Error('the polled driver must poll')
-    return {
-      backend: b,
-      usage: () => b.readUsage(),
-      raiseAbove: async (bytes) => {
-        while (b.readUsage() < bytes + MiB) await c.send(`alloc ${MiB}`)
-      },
-      lowerBelow: async (bytes) => {
-        while (b.readUsage() > bytes - MiB) {
-          const { held } = await c.send('free')
-          if (held === 0) throw new Error(`cannot go below ${bytes}: nothing left to free at usage ${b.readUsage()}`)
-        }
-      },
-      removeCgroup: async () => cg.remove(),
-      teardown: async () => {
-        b.close()
-        await cg.remove()
-      },
-    }
-  },
-}
+const cgroupV1 = v1Driver('cgroup-v1', {}, 4 * MiB)
+const cgroupV1Polled = v1Driver('cgroup-v1 (polled)', { thresholds: 'poll', poll: { minIntervalMs: 2, maxIntervalMs: 50 } }, MiB)
 
 const v2Fixture = fileURLToPath(new URL('./fixtures/v2/k8s-pod', import.meta.url))
 
