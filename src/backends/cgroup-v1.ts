@@ -444,36 +444,17 @@ class V1Watch implements ThresholdWatch {
     this.#backend = backend
     this.#native = native
     this.#onCrossing = onCrossing
-    const cgroup = backend.cgroup
-    const efd = native.eventfd()
-    if (efd < 0) throw syscallError(efd, 'eventfd')
-    this.#efd = efd
-    const usagePath = path.join(cgroup, file)
-    const controlPath = path.join(cgroup, 'cgroup.event_control')
-    let ufd = -1
-    let cfd = -1
-    let step: [syscall: string, file?: string] = ['open', usagePath]
+    // memory.rst, "Memory thresholds": "<event_fd> <fd of memory.usage_in_bytes> <threshold>".
+    const poller = registerEvent(native, backend.cgroup, file, String(threshold), (status) => this.#wake(status))
+    this.#poller = poller
+    this.#efd = poller.fd
     try {
-      ufd = fs.openSync(usagePath, 'r')
-      step = ['open', controlPath]
-      cfd = fs.openSync(controlPath, fs.constants.O_WRONLY)
-      step = ['write', controlPath]
-      // memory.rst, "Memory thresholds": "<event_fd> <fd of memory.usage_in_bytes> <threshold>".
-      fs.writeSync(cfd, `${efd} ${ufd} ${threshold}`)
       // The kernel placed the threshold against usage read during the write; if usage crossed it
       // since, classifyWakeup reconciles when the kernel reports the next crossing.
       this.#side.above = this.#read() >= threshold
-      step = ['uv_poll_start']
-      const poller = native.watch(efd, 'readable', (status) => this.#wake(status))
-      if (typeof poller === 'number') throw syscallError(poller, 'uv_poll_start')
-      this.#poller = poller
     } catch (err) {
-      native.close(efd)
-      throw isErrnoException(err) ? syscallError(err, step[0], step[1]) : err
-    } finally {
-      // The registration holds its own reference to the usage file; ours can go.
-      if (ufd >= 0) fs.closeSync(ufd)
-      if (cfd >= 0) fs.closeSync(cfd)
+      poller.close()
+      throw err
     }
   }
 
@@ -535,7 +516,6 @@ class V1Watch implements ThresholdWatch {
 class V1Event {
   #backend: CgroupV1Backend
   #native: NativeBinding
-  #efd: number
   #poller: PollWatcher
   #closed = false
 
@@ -543,46 +523,22 @@ class V1Event {
     onEvent: (count: number) => void) {
     this.#backend = backend
     this.#native = native
-    const efd = native.eventfd()
-    if (efd < 0) throw syscallError(efd, 'eventfd')
-    this.#efd = efd
-    const target = path.join(backend.cgroup, file)
-    const controlPath = path.join(backend.cgroup, 'cgroup.event_control')
-    let tfd = -1
-    let cfd = -1
-    let step: [string, string?] = ['open', target]
-    try {
-      tfd = fs.openSync(target, 'r')
-      step = ['open', controlPath]
-      cfd = fs.openSync(controlPath, fs.constants.O_WRONLY)
-      step = ['write', controlPath]
-      fs.writeSync(cfd, argument === null ? `${efd} ${tfd}` : `${efd} ${tfd} ${argument}`)
-      step = ['uv_poll_start']
-      const poller = native.watch(efd, 'readable', (status) => {
-        if (this.#closed) return
-        const count = status < 0 ? status : this.#native.readEventfd(this.#efd)
-        if (count === 0) return
-        // Every registered eventfd is signalled once when the cgroup is removed (memory.rst).
-        if (this.#backend.cgroupGone()) {
-          this.#backend.removed()
-          return
-        }
-        if (count < 0) {
-          this.close()
-          this.#backend.fail(syscallError(count, status < 0 ? 'poll' : 'read'), false)
-          return
-        }
-        onEvent(count)
-      })
-      if (typeof poller === 'number') throw syscallError(poller, 'uv_poll_start')
-      this.#poller = poller
-    } catch (err) {
-      native.close(efd)
-      throw isErrnoException(err) ? syscallError(err, step[0], step[1]) : err
-    } finally {
-      if (tfd >= 0) fs.closeSync(tfd)
-      if (cfd >= 0) fs.closeSync(cfd)
-    }
+    this.#poller = registerEvent(native, backend.cgroup, file, argument, (status) => {
+      if (this.#closed) return
+      const count = status < 0 ? status : this.#native.readEventfd(this.#poller.fd)
+      if (count === 0) return
+      // Every registered eventfd is signalled once when the cgroup is removed (memory.rst).
+      if (this.#backend.cgroupGone()) {
+        this.#backend.removed()
+        return
+      }
+      if (count < 0) {
+        this.close()
+        this.#backend.fail(syscallError(count, status < 0 ? 'poll' : 'read'), false)
+        return
+      }
+      onEvent(count)
+    })
   }
 
   close(): void {
@@ -590,5 +546,38 @@ class V1Event {
     this.#closed = true
     this.#backend.forget(this)
     this.#poller.close()
+  }
+}
+
+/**
+ * Registers an eventfd for `file` of `cgroup` through `cgroup.event_control`
+ * (`"<event_fd> <fd of file>[ <argument>]"`, cgroup-v1/memory.rst) and watches it for readability.
+ * Returns the watcher, which owns the eventfd; on failure nothing stays open.
+ */
+function registerEvent(native: NativeBinding, cgroup: string, file: string, argument: string | null,
+  onWake: (status: number) => void): PollWatcher {
+  const efd = native.eventfd()
+  if (efd < 0) throw syscallError(efd, 'eventfd')
+  const target = path.join(cgroup, file)
+  const controlPath = path.join(cgroup, 'cgroup.event_control')
+  let tfd = -1
+  let cfd = -1
+  let step: [syscall: string, file?: string] = ['open', target]
+  try {
+    tfd = fs.openSync(target, 'r')
+    step = ['open', controlPath]
+    cfd = fs.openSync(controlPath, fs.constants.O_WRONLY)
+    step = ['write', controlPath]
+    fs.writeSync(cfd, argument === null ? `${efd} ${tfd}` : `${efd} ${tfd} ${argument}`)
+    const poller = native.watch(efd, 'readable', onWake)
+    if (typeof poller === 'number') throw syscallError(poller, 'uv_poll_start')
+    return poller
+  } catch (err) {
+    native.close(efd)
+    throw isErrnoException(err) ? syscallError(err, step[0], step[1]) : err
+  } finally {
+    // The registration holds its own reference to the file; ours can go.
+    if (tfd >= 0) fs.closeSync(tfd)
+    if (cfd >= 0) fs.closeSync(cfd)
   }
 }
