@@ -12,7 +12,7 @@ import { readFigures } from '../cgroup/stat.js'
 import { MemoryPressureError, isErrnoException, syscallError } from '../errors.js'
 import { type NativeBinding, type PollWatcher, tryLoadNative } from '../native.js'
 import { describe } from '../size.js'
-import { type PollClock, type PollOptions, ThresholdPoller, resolvePollOptions } from './poll.js'
+import { type PollClock, type PollOptions, ThresholdPoller, checkWatchArgs, resolvePollOptions } from './poll.js'
 import type {
   BackendCloseReason,
   BackendEvents,
@@ -247,10 +247,7 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
 
   watchThreshold(bytes: number, onCrossing: (crossing: Crossing) => void): ThresholdWatch {
     this.#assertOpen()
-    if (!Number.isSafeInteger(bytes) || bytes <= 0) {
-      throw new RangeError(`threshold must be a whole number of bytes above zero (received ${describe(bytes)})`)
-    }
-    if (typeof onCrossing !== 'function') throw new TypeError(`onCrossing must be a function (received ${describe(onCrossing)})`)
+    checkWatchArgs(bytes, onCrossing)
     return this.#watch('memory.usage_in_bytes', bytes, onCrossing)
   }
 
@@ -263,10 +260,7 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
    */
   watchMemswThreshold(bytes: number, onCrossing: (crossing: Crossing) => void): ThresholdWatch {
     this.#assertOpen()
-    if (!Number.isSafeInteger(bytes) || bytes <= 0) {
-      throw new RangeError(`threshold must be a whole number of bytes above zero (received ${describe(bytes)})`)
-    }
-    if (typeof onCrossing !== 'function') throw new TypeError(`onCrossing must be a function (received ${describe(onCrossing)})`)
+    checkWatchArgs(bytes, onCrossing)
     this.readMemswUsage()
     return this.#watch('memory.memsw.usage_in_bytes', bytes, onCrossing)
   }

@@ -13,7 +13,7 @@ import { MemoryPressureError, isErrnoException, syscallError } from '../errors.j
 import { type NativeBinding, type PollWatcher, tryLoadNative } from '../native.js'
 import { describe } from '../size.js'
 import type { ProbeResult } from './cgroup-v1.js'
-import { type PollClock, type PollOptions, ThresholdPoller, resolvePollOptions } from './poll.js'
+import { type PollClock, type PollOptions, ThresholdPoller, checkWatchArgs, resolvePollOptions } from './poll.js'
 import { PsiTrigger, type PsiTriggerOptions } from './psi.js'
 import type {
   BackendCloseReason,
@@ -261,10 +261,7 @@ export class CgroupV2Backend extends EventEmitter<BackendEvents> implements Memo
 
   watchThreshold(bytes: number, onCrossing: (crossing: Crossing) => void): ThresholdWatch {
     this.#assertOpen()
-    if (!Number.isSafeInteger(bytes) || bytes <= 0) {
-      throw new RangeError(`threshold must be a whole number of bytes above zero (received ${describe(bytes)})`)
-    }
-    if (typeof onCrossing !== 'function') throw new TypeError(`onCrossing must be a function (received ${describe(onCrossing)})`)
+    checkWatchArgs(bytes, onCrossing)
     return this.#poller.add(bytes, this.readUsage(), onCrossing)
   }
 

@@ -41,6 +41,14 @@ const realClock: PollClock = {
   clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
 }
 
+/** Validates the arguments of `watchThreshold` (every backend's): bytes above zero, a callback. */
+export function checkWatchArgs(bytes: unknown, onCrossing: unknown): void {
+  if (typeof bytes !== 'number' || !Number.isSafeInteger(bytes) || bytes <= 0) {
+    throw new RangeError(`threshold must be a whole number of bytes above zero (received ${describe(bytes)})`)
+  }
+  if (typeof onCrossing !== 'function') throw new TypeError(`onCrossing must be a function (received ${describe(onCrossing)})`)
+}
+
 /** Validates poll options (naming the option and the value in errors) and applies defaults. */
 export function resolvePollOptions(options: PollOptions = {}): ResolvedPollOptions {
   if (options === null || typeof options !== 'object') {

@@ -9,7 +9,7 @@ import { pageSize } from '../cgroup/limit.js'
 import { MemoryPressureError, isErrnoException, syscallError } from '../errors.js'
 import { describe } from '../size.js'
 import type { ProbeResult } from './cgroup-v1.js'
-import { type PollClock, type PollOptions, ThresholdPoller, resolvePollOptions } from './poll.js'
+import { type PollClock, type PollOptions, ThresholdPoller, checkWatchArgs, resolvePollOptions } from './poll.js'
 import type { BackendCloseReason, BackendEvents, Crossing, MemoryBackend, MemorySnapshot, ThresholdPrecision, ThresholdWatch } from './types.js'
 
 /** Options of {@link ProcessBackend.open}. */
@@ -143,10 +143,7 @@ export class ProcessBackend extends EventEmitter<BackendEvents> implements Memor
 
   watchThreshold(bytes: number, onCrossing: (crossing: Crossing) => void): ThresholdWatch {
     this.#assertOpen()
-    if (!Number.isSafeInteger(bytes) || bytes <= 0) {
-      throw new RangeError(`threshold must be a whole number of bytes above zero (received ${describe(bytes)})`)
-    }
-    if (typeof onCrossing !== 'function') throw new TypeError(`onCrossing must be a function (received ${describe(onCrossing)})`)
+    checkWatchArgs(bytes, onCrossing)
     return this.#poller.add(bytes, this.readUsage(), onCrossing)
   }
 
