@@ -29,6 +29,8 @@ export type MemoryPressureErrorCode =
   | 'ERR_SIMULATED_OOM'
   /** A shrinker did not finish within its timeout (the abort reason of its `AbortSignal`). */
   | 'ERR_TIMEOUT'
+  /** The fastify plugin refused a request because memory is at its shedding level (HTTP 503). */
+  | 'ERR_UNDER_PRESSURE'
 
 /** Extra fields a {@link MemoryPressureError} can be built with. */
 export interface MemoryPressureErrorOptions {
