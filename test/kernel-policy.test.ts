@@ -12,7 +12,7 @@ import { type ThresholdEvent, createMemoryMonitor } from '../src/monitor.js'
 import type { PressureEvent } from '../src/policy/engine.js'
 import type { ShrinkRequest } from '../src/policy/shrinker.js'
 import { Collector, turns } from './helpers/collect.js'
-import { type TestCgroup, createTestCgroup, ownV1MemoryCgroup, spawnInCgroup } from './helpers/cgroup.js'
+import { type TestCgroup, createTestCgroup, openFdCount, ownV1MemoryCgroup, spawnInCgroup } from './helpers/cgroup.js'
 
 const MiB = 2 ** 20
 const allocator = fileURLToPath(new URL('./helpers/allocator.mjs', import.meta.url))
@@ -71,6 +71,7 @@ describe('policy on a real cgroup v1', () => {
     files.push(file)
     const written = await runInCgroup(cgroup(own.dir), ['dd', 'if=/dev/zero', `of=${file}`, 'bs=1M', 'count=512', 'oflag=direct', 'status=none'])
     expect(written).toEqual({ code: 0, signal: null })
+    const fdsBefore = openFdCount()
     const monitor = createMemoryMonitor({ cgroup: cg.path, levels: { moderate: '50%', high: '70%', critical: '90%' }, recheckMs: 200, reduceHeap: false })
     const usageUp = new Collector<ThresholdEvent>()
     const pressure = new Collector<PressureEvent>()
@@ -103,9 +104,16 @@ describe('policy on a real cgroup v1', () => {
       expect(first).toMatchObject({ previous: 'normal', basis: 'workingSet' })
       expect(first?.bytes).toBeGreaterThanOrEqual(limit / 2)
       expect(asked.length).toBeGreaterThanOrEqual(1)
+      // Re-arming on every wake-up closed the eventfds it replaced: once the child and its pipes
+      // are gone, only the monitor's current registrations are open, and none after close().
+      const closed = new Promise((resolve) => child.proc.once('close', resolve))
+      child.proc.kill('SIGKILL')
+      await closed
+      expect(openFdCount() - fdsBefore).toBeLessThanOrEqual(8)
     } finally {
       await monitor.close()
     }
+    expect(openFdCount()).toBe(fdsBefore)
   })
 
   test(`an lru-cache with the plugin survives a limit that OOM-kills it without${suffix}`, async () => {

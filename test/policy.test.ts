@@ -527,6 +527,11 @@ describe('validation', () => {
     expect(code(() => monitor.register({ name: 'x', shrink: () => 0, size: 5 } as never))).toBe('TypeError')
     void monitor.close()
     expect(code(() => monitor.register({ name: 'x', shrink: () => 0 }))).toBe('ERR_CLOSED')
+    // Levels start with the first register(): without a limit the default percentages cannot.
+    const unlimited = createMemoryMonitor({ backend: 'simulated', simulated: { limit: Infinity } })
+    expect(code(() => unlimited.register({ name: 'x', shrink: () => 0 }))).toBe('ERR_NO_LIMIT')
+    expect(unlimited.level).toBe('normal')
+    void unlimited.close()
   })
 })
 

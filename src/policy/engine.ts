@@ -237,9 +237,9 @@ export class PolicyEngine {
   /** See `MemoryMonitor.register`. */
   register(shrinker: Shrinker): () => void {
     validateShrinker(shrinker)
+    this.enable()
     const entry: Registered = { shrinker, priority: shrinker.priority ?? 0, seq: this.#seq++ }
     this.#shrinkers.add(entry)
-    this.enable()
     return () => {
       this.#shrinkers.delete(entry)
     }
