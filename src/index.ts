@@ -75,6 +75,7 @@ export {
   type ShrinkerResult,
 } from './policy/index.js'
 export { nativeStatus, type NativeStatus } from './native.js'
+export { CHANNELS, type ChannelMessages, type MonitorCreatedMessage, type MonitorEventMessage } from './diagnostics.js'
 export { formatBytes, parseThreshold, resolveThreshold, type ParsedThreshold, type Threshold } from './size.js'
 export {
   cgroupOfPid,

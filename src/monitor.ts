@@ -16,6 +16,8 @@ import type {
   ThresholdWatch,
 } from './backends/types.js'
 import type { SimulatedBackendOptions } from './backends/simulated.js'
+import type { EventEmitter } from 'eventemitter3'
+import { announceMonitor, publishEvent } from './diagnostics.js'
 import { type ErrorEvents, SafeEmitter, handlerError } from './emitter.js'
 import { MemoryPressureError } from './errors.js'
 import { PolicyEngine, type PolicyOptions, type PressureEvent, type ReliefEvent } from './policy/engine.js'
@@ -185,6 +187,14 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
       this.#finish('closed', false)
       throw err
     }
+    announceMonitor(this)
+  }
+
+  /** Emits to the listeners, then publishes on the event's diagnostics channel (`diagnostics.ts`). */
+  override emit<T extends EventEmitter.EventNames<MonitorEvents>>(event: T, ...args: EventEmitter.EventArgs<MonitorEvents, T>): boolean {
+    const delivered = super.emit(event, ...args)
+    publishEvent(this, event as string, args[0])
+    return delivered
   }
 
   /** The backend in use. */
