@@ -61,6 +61,7 @@ export {
   type Clock,
   type GcMethod,
   type HeapReduction,
+  type LevelBytes,
   type LevelThresholds,
   type MallocTrimResult,
   type PolicyOptions,

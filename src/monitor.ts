@@ -20,7 +20,7 @@ import type { EventEmitter } from 'eventemitter3'
 import { announceMonitor, publishEvent } from './diagnostics.js'
 import { type ErrorEvents, SafeEmitter, handlerError } from './emitter.js'
 import { MemoryPressureError } from './errors.js'
-import { PolicyEngine, type PolicyOptions, type PressureEvent, type ReliefEvent } from './policy/engine.js'
+import { type LevelBytes, PolicyEngine, type PolicyOptions, type PressureEvent, type ReliefEvent } from './policy/engine.js'
 import type { PressureLevel } from './policy/levels.js'
 import type { ShrinkReport, Shrinker } from './policy/shrinker.js'
 import { type Threshold, describe, parseThreshold, resolveThreshold } from './size.js'
@@ -233,6 +233,11 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
    */
   get level(): PressureLevel {
     return this.#policy.level
+  }
+
+  /** The level thresholds in bytes (resolved when levels started), or `null` while levels are off. */
+  get levels(): LevelBytes | null {
+    return this.#policy.thresholds
   }
 
   /**

@@ -109,6 +109,7 @@ describe('levels on the simulated backend', () => {
   it('emits pressure up at thresholds, holds inside the hysteresis band, then relief', async () => {
     const { sim, monitor, pressure, relief } = setup()
     expect(monitor.level).toBe('normal')
+    expect(monitor.levels).toEqual({ moderate: 70 * MiB, high: 85 * MiB, critical: 95 * MiB, hysteresis: 5 * MiB, basis: 'workingSet' })
     sim.setUsage(72 * MiB)
     await pressure.count(1)
     sim.setUsage(68 * MiB)
@@ -210,6 +211,7 @@ describe('levels on the simulated backend', () => {
     monitor.on('pressure', pressure.push)
     await turns()
     expect(monitor.level).toBe('normal')
+    expect(monitor.levels).toBeNull()
     expect(pressure.items).toEqual([])
     monitor.register({ name: 'x', shrink: () => 0 })
     expect(monitor.level).toBe('high')

@@ -80,6 +80,16 @@ export interface PolicyOptions {
   clock?: Clock
 }
 
+/** Level thresholds as resolved against the limit when levels started. Bytes. */
+export interface LevelBytes {
+  moderate: number
+  high: number
+  critical: number
+  hysteresis: number
+  /** What they apply to. */
+  basis: PressureBasis
+}
+
 /** A level change (the `'pressure'` event). */
 export interface PressureEvent {
   /** The new level. */
@@ -201,9 +211,11 @@ export class PolicyEngine {
     return this.#level
   }
 
-  /** The thresholds in bytes, or `null` while levels are off. */
-  get thresholds(): ResolvedLevels | null {
-    return this.#levels
+  /** The level thresholds in bytes, or `null` while levels are off. */
+  get thresholds(): LevelBytes | null {
+    const l = this.#levels
+    if (l === null) return null
+    return { moderate: l.enter[1], high: l.enter[2], critical: l.enter[3], hysteresis: l.hysteresis, basis: l.basis }
   }
 
   /**
@@ -373,6 +385,7 @@ export class PolicyEngine {
       this.#backoff = 1
       const time = this.#clock.now()
       this.#host.pressure({ level, previous, basis: levels.basis, bytes, snapshot, time })
+      if (this.#closed) return // a listener closed the monitor
       if (level === 'normal') this.#host.relief({ previous, bytes, snapshot, time })
       for (const w of this.#waiters) {
         if (levelRank(level) <= w.rank) {

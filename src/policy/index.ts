@@ -1,7 +1,7 @@
 // The policy engine's public parts: levels, shrinkers, heap reduction and the clock.
 
 export { ManualClock, systemClock, type Clock, type TimerHandle } from './clock.js'
-export { PolicyEngine, type PolicyHost, type PolicyOptions, type PressureEvent, type ReliefEvent } from './engine.js'
+export { PolicyEngine, type LevelBytes, type PolicyHost, type PolicyOptions, type PressureEvent, type ReliefEvent } from './engine.js'
 export { reduceHeap, type GcMethod, type HeapReduction, type MallocTrimResult, type ReduceHeapOptions } from './heap.js'
 export {
   DEFAULT_HYSTERESIS,
