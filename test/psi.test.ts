@@ -72,7 +72,7 @@ describe('PSI trigger wake-ups (a fake poll and a PSI file in a temp dir)', () =
     // A regular file keeps the trigger written over its start: restore the PSI text.
     expect(fs.readFileSync(file, 'latin1').startsWith('some 100000 2000000\0')).toBe(true)
     fs.writeFileSync(file, psiText(5_000))
-    return { t, file, dir, wake: (status = 0) => wake?.(status, status < 0 ? 0 : 2), closedFd: () => closedFd }
+    return { t, file, dir, wake: (status = 0, events = 8) => wake?.(status, status < 0 ? 0 : events), closedFd: () => closedFd }
   }
 
   it('drops a wake-up without growth of total (the false first event), reports one with growth', () => {
@@ -104,6 +104,26 @@ describe('PSI trigger wake-ups (a fake poll and a PSI file in a temp dir)', () =
     t.close()
     expect(closes).toEqual(['removed'])
     expect(closedFd()).toBeGreaterThanOrEqual(0)
+    fs.rmSync(dir, { recursive: true })
+  })
+
+  it('POLLPRI again and again after the file is gone (a removed cgroup on a 6.1 kernel) closes once, no spin', () => {
+    const { t, file, dir, wake } = setup()
+    const closes: string[] = []
+    t.on('close', (r) => closes.push(r))
+    fs.rmSync(file)
+    for (let i = 0; i < 3; i++) wake(0, 8)
+    expect(closes).toEqual(['removed'])
+    expect(t.closed).toBe(true)
+    fs.rmSync(dir, { recursive: true })
+  })
+
+  it('a hang-up (POLL_DISCONNECT) closes with removed', () => {
+    const { t, dir, wake } = setup()
+    const closes: string[] = []
+    t.on('close', (r) => closes.push(r))
+    wake(0, 4)
+    expect(closes).toEqual(['removed'])
     fs.rmSync(dir, { recursive: true })
   })
 })

@@ -10,7 +10,7 @@ import { isWithin } from '../cgroup/files.js'
 import { effectiveLimit } from '../cgroup/limit.js'
 import { readFigures } from '../cgroup/stat.js'
 import { MemoryPressureError, isErrnoException, syscallError } from '../errors.js'
-import { type NativeBinding, type PollWatcher, tryLoadNative } from '../native.js'
+import { type NativeBinding, POLL_DISCONNECT, type PollWatcher, tryLoadNative } from '../native.js'
 import { describe } from '../size.js'
 import type { ProbeResult } from './cgroup-v1.js'
 import { type PollClock, type PollOptions, ThresholdPoller, checkWatchArgs, resolvePollOptions } from './poll.js'
@@ -195,7 +195,7 @@ export class CgroupV2Backend extends EventEmitter<BackendEvents> implements Memo
       // it as POLLPRI, and only a read through the same fd re-arms it.
       try {
         const fd = fs.openSync(eventsFile, 'r')
-        const watcher = native.watch(fd, 'priority', (status) => this.#eventsChanged(status))
+        const watcher = native.watch(fd, 'priority', (status, events) => this.#eventsChanged((events & POLL_DISCONNECT) !== 0 ? -1 : status))
         if (typeof watcher === 'number') {
           fs.closeSync(fd)
           this.notes.push(`memory.events cannot be watched for POLLPRI (${message(syscallError(watcher, 'epoll_ctl', eventsFile))}); it is read at each poll`)

@@ -5,7 +5,7 @@ import { EventEmitter } from 'eventemitter3'
 import fs from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import { MemoryPressureError, isErrnoException, syscallError } from '../errors.js'
-import { type NativeBinding, type PollWatcher, tryLoadNative } from '../native.js'
+import { type NativeBinding, POLL_DISCONNECT, type PollWatcher, tryLoadNative } from '../native.js'
 import { describe } from '../size.js'
 
 /** `some`: at least one task stalled on memory; `full`: all non-idle tasks stalled at once (psi.rst). */
@@ -181,7 +181,7 @@ export class PsiTrigger extends EventEmitter<PsiTriggerEvents> {
     this.windowUs = windowUs
     this.notes = notes
     this.#baseline = baseline
-    const watcher = native.watch(fd, 'priority', (status) => this.#wake(status))
+    const watcher = native.watch(fd, 'priority', (status, events) => this.#wake(status, events))
     if (typeof watcher === 'number') throw syscallError(watcher, 'uv_poll_start', file)
     this.#watcher = watcher
   }
@@ -207,11 +207,12 @@ export class PsiTrigger extends EventEmitter<PsiTriggerEvents> {
     this.emit('close', reason)
   }
 
-  #wake(status: number): void {
+  #wake(status: number, events: number): void {
     if (this.#closed) return
-    // POLLERR (reported as EBADF, libuv stops polling): the trigger's source is gone (psi.rst: the
-    // cgroup was removed). Close at once: leaving the fd in the poll set would spin.
-    if (status < 0) {
+    // POLLERR (reported as EBADF, libuv stops polling) or a hang-up (POLL_DISCONNECT, seen on a
+    // 6.1 kernel): the trigger's source is gone (psi.rst: the cgroup was removed). Close at once:
+    // leaving the fd in the poll set would spin.
+    if (status < 0 || (events & POLL_DISCONNECT) !== 0) {
       this.#end('removed')
       return
     }
