@@ -52,6 +52,7 @@ describe('cgroup v2 in a VM', () => {
   it(`the guest (${outcome.kernel}) ran its suite to the end and powered off`, () => {
     const context = `\n--- guest console (last lines) ---\n${consoleTail(result)}`
     expect(result.qemu.timedOut, `qemu was killed after the timeout${context}`).toBe(false)
+    expect(result.garbled, 'result lines that could not be decoded').toEqual([])
     expect(result.end, `no end of run from the guest${context}`).not.toBeNull()
     expect(result.end?.failedFiles, `test files failed outside their tests${context}`).toEqual([])
     expect(result.end?.unhandled, `unhandled errors in the guest${context}`).toEqual([])

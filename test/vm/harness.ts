@@ -135,6 +135,8 @@ export interface VmResult {
   end: GuestEnd | null
   /** The guest's `exit` line: vitest's exit status; `null` when missing. */
   exitStatus: number | null
+  /** Result lines that could not be decoded (cut or mixed with other output). */
+  garbled: string[]
   /** Kernel release the guest reported. */
   kernel: string | null
   /** Everything the guest wrote on its console (kernel messages and vitest's output). */
@@ -169,8 +171,12 @@ export interface RunVmOptions {
   onConsoleLine?: (line: string) => void
 }
 
-function decode<T>(b64: string): T {
-  return JSON.parse(Buffer.from(b64, 'base64').toString('utf8')) as T
+function decode<T>(b64: string): T | null {
+  try {
+    return JSON.parse(Buffer.from(b64, 'base64').toString('utf8')) as T
+  } catch {
+    return null
+  }
 }
 
 /**
@@ -229,16 +235,19 @@ export async function runVm(options: RunVmOptions): Promise<VmResult> {
     let end: GuestEnd | null = null
     let exitStatus: number | null = null
     let kernel: string | null = null
+    const garbled: string[] = []
     for (const line of consoleText.split('\n')) {
       const [mark, kind, ...rest] = line.split(' ')
       if (mark !== MARK) continue
-      if (kind === 'test' && rest[0] !== undefined) tests.push(decode<GuestTest>(rest[0]))
-      else if (kind === 'end' && rest[0] !== undefined) end = decode<GuestEnd>(rest[0])
+      const value = kind === 'test' || kind === 'end' ? decode<GuestTest & GuestEnd>(rest[0] ?? '') : null
+      if ((kind === 'test' || kind === 'end') && value === null) garbled.push(line)
+      else if (kind === 'test' && value !== null) tests.push(value)
+      else if (kind === 'end' && value !== null) end = value
       else if (kind === 'exit') exitStatus = Number(rest[0])
       else if (kind === 'boot') kernel = rest[0] ?? null
     }
     return {
-      tests, end, exitStatus, kernel,
+      tests, end, exitStatus, kernel, garbled,
       console: consoleText,
       qemu: { ...exit, timedOut },
       timings: {

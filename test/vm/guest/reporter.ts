@@ -38,10 +38,19 @@ function describeError(e: SerializedError & { diff?: string }): string {
 }
 
 export default class GuestLineReporter implements Reporter {
-  // One synchronous write per line on the fd vitest prints to (a pipe, synchronous in Node on
-  // Linux): a result line is never split by vitest's own output.
+  // Synchronous writes of whole lines on the fd vitest prints to, so that vitest's own output never
+  // lands inside a result line. The pipe may be non-blocking: finish partial writes, retry EAGAIN.
   #send(kind: string, value: unknown): void {
-    writeSync(1, `${MARK} ${kind} ${Buffer.from(JSON.stringify(value)).toString('base64')}\n`)
+    const line = Buffer.from(`${MARK} ${kind} ${Buffer.from(JSON.stringify(value)).toString('base64')}\n`)
+    const pause = new Int32Array(new SharedArrayBuffer(4))
+    for (let at = 0; at < line.length;) {
+      try {
+        at += writeSync(1, line, at)
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err
+        Atomics.wait(pause, 0, 0, 5)
+      }
+    }
   }
 
   #file(m: TestModule): string {
