@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { CgroupV2Backend, parseMemoryEvents } from '../src/backends/cgroup-v2.js'
 import type { BackendCloseReason, Crossing, OomEvent } from '../src/backends/types.js'
 import { MemoryPressureError } from '../src/errors.js'
+import { type NativeBinding, tryLoadNative } from '../src/native.js'
 import { Collector, turns } from './helpers/collect.js'
 
 const MiB = 2 ** 20
@@ -150,5 +151,47 @@ describe('CgroupV2Backend on a fake tree', () => {
     const { backend } = open()
     backend.close()
     expect(() => backend.watchThreshold(MiB, () => {})).toThrow(expect.objectContaining({ code: 'ERR_CLOSED' }))
+  })
+})
+
+describe('CgroupV2Backend wake-ups from memory.events and PSI (a stand-in poll on a fake tree)', () => {
+  it('reads usage when memory.events changes or PSI reports a stall, naming the signal; a PSI wake-up without stall growth is dropped', async () => {
+    const tree = copyV2Tree()
+    const real = tryLoadNative()
+    const watched: Array<{ fd: number; cb: (status: number, events: number) => void }> = []
+    const fake = {
+      ...(real instanceof MemoryPressureError ? {} : real),
+      platformSupported: true,
+      watch: (fd: number, _mode: string, cb: (status: number, events: number) => void) => {
+        watched.push({ fd, cb })
+        return { fd, closed: false, ref() {}, unref() {}, hasRef: () => false, close: () => fs.closeSync(fd) }
+      },
+    } as unknown as NativeBinding
+    // A long poll interval: only the wake-ups can deliver within the test.
+    const backend = CgroupV2Backend.open({ cgroup: tree.container, root: tree.root, native: fake, poll: { minIntervalMs: 60_000, maxIntervalMs: 60_000 } })
+    try {
+      const psiFile = path.join(tree.container, 'memory.pressure')
+      const psi = (total: number) => fs.writeFileSync(psiFile, `some avg10=0.00 avg60=0.00 avg300=0.00 total=${total}\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n`)
+      psi(0)
+      expect(backend.precision.signals).toEqual(['memory.events', 'psi'])
+      expect(watched.length).toBe(2)
+      const [events, trigger] = watched as [typeof watched[0], typeof watched[0]]
+      const got = new Collector<Crossing>()
+      backend.watchThreshold(150 * MiB, got.push)
+      fs.writeFileSync(path.join(tree.container, 'memory.current'), `${160 * MiB}\n`)
+      events.cb(0, 8)
+      fs.writeFileSync(path.join(tree.container, 'memory.current'), `${140 * MiB}\n`)
+      trigger.cb(0, 8)
+      expect(got.items).toEqual([expect.objectContaining({ direction: 'up', signal: 'memory.events' })])
+      psi(150_000)
+      trigger.cb(0, 8)
+      expect(got.items.map((c) => [c.direction, c.usage / MiB, c.signal])).toEqual([
+        ['up', 160, 'memory.events'],
+        ['down', 140, 'psi'],
+      ])
+    } finally {
+      backend.close()
+      tree.remove()
+    }
   })
 })

@@ -48,6 +48,8 @@ export interface CgroupV2Options {
   psi?: PsiTriggerOptions | false
   /** @internal Timers for tests. */
   clock?: PollClock
+  /** @internal A stand-in for the native addon, for tests of the POLLPRI paths on plain files. */
+  native?: NativeBinding
 }
 
 /** What the probe found. */
@@ -142,7 +144,7 @@ export class CgroupV2Backend extends EventEmitter<BackendEvents> implements Memo
     } catch (err) {
       return { available: false, reasons: [...reasons, message(isErrnoException(err) ? syscallError(err, 'access', current) : err)] }
     }
-    const native = tryLoadNative()
+    const native = options.native ?? tryLoadNative()
     if (native instanceof MemoryPressureError || !native.platformSupported) {
       const why = native instanceof MemoryPressureError ? native.message : `not supported on ${process.platform}`
       reasons.push(`native addon unavailable (${why}): memory.events and PSI cannot be watched, usage is only polled`)
