@@ -78,6 +78,35 @@ describe.skipIf(!built)(`memory-pressure command line${built ? '' : ' (skipped: 
   })
 })
 
+describe.skipIf(!built)(`watch on a fake cgroup v2 tree${built ? '' : ' (skipped: dist/ not built)'}`, () => {
+  it('prints a polled crossing, an OOM from memory.events, and exits 1 when the cgroup goes away', async () => {
+    const tree = fs.mkdtempSync(path.join(os.tmpdir(), 'mp-cli-watch-v2-'))
+    try {
+      fs.cpSync(v2Fixture, tree, { recursive: true })
+      const container = path.join(tree, 'kubepods.slice', 'pod-a.slice', 'container')
+      const watcher = spawn(process.execPath, [bin, 'watch', '--cgroup', container, '--root', tree, '--thresholds', '150MiB', '--interval-ms', '50'],
+        { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
+      const lines = new Collector<string>()
+      createInterface({ input: watcher.stdout }).on('line', lines.push)
+      const exit = new Promise<number | null>((resolve) => watcher.on('exit', (c) => resolve(c)))
+      try {
+        await lines.until((l) => l.some((x) => x.startsWith('limit 240 MiB')))
+        expect(lines.items[0]).toMatch(/ with cgroup-v2 \(polled, /)
+        fs.writeFileSync(path.join(container, 'memory.current'), `${200 * MiB}\n`)
+        await lines.until((l) => l.some((x) => / threshold up 150 MiB .* via poll$/.test(x)))
+        fs.writeFileSync(path.join(container, 'memory.events'), 'low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n')
+        await lines.until((l) => l.some((x) => / OOM in .*memory\.events: oom 1, killed 1/.test(x)))
+        fs.rmSync(container, { recursive: true })
+        expect(await exit).toBe(1)
+      } finally {
+        watcher.kill('SIGKILL')
+      }
+    } finally {
+      fs.rmSync(tree, { recursive: true, force: true })
+    }
+  })
+})
+
 describe('doctor and watch on this machine\'s cgroups', () => {
   let cg: TestCgroup | undefined
   const children: ChildProcess[] = []
