@@ -141,6 +141,51 @@ describe('cgroup v1 when cgroup.event_control cannot be written', () => {
   })
 })
 
+/** A child that opens the v1 backend while cgroupfs is writable, then remounts it read-only. */
+const switchCode = `
+import { execFileSync } from 'node:child_process'
+const { CgroupV1Backend, findMemoryCgroup } = await import('memory-pressure')
+const out = (o) => process.stdout.write(JSON.stringify(o) + '\\n')
+const cg = process.argv[1]
+const b = CgroupV1Backend.open({ cgroup: cg, poll: { minIntervalMs: 2, maxIntervalMs: 50 } })
+const before = { polling: b.polling, kind: b.precision.kind }
+const mount = findMemoryCgroup().mountPoint
+execFileSync('mount', ['--bind', '-o', 'ro', mount, mount])
+const w = b.watchThreshold(b.readUsage() + 8 * 2 ** 20, (c) => { out({ type: 'event', direction: c.direction, signal: c.signal }); process.exit(0) })
+out({ type: 'switched', before, after: { polling: b.polling, kind: b.precision.kind }, notes: b.notes, threshold: w.threshold })
+const held = []
+setInterval(() => held.push(Buffer.alloc(2 ** 20, 1)), 5)
+`
+
+describe('cgroup v1 when cgroupfs turns read-only after opening', () => {
+  let cg: TestCgroup | undefined
+  afterEach(async () => {
+    await cg?.remove()
+    cg = undefined
+  })
+  const skip = v1Skip ?? (!hasUnshare ? 'no unshare' : !distBuilt ? 'dist/ not built (npm run build)' : null)
+  it.skipIf(skip !== null)(`a threshold refused with EROFS switches the backend to polling, says so, and still delivers${skip ? ` (skipped: ${skip})` : ''}`, async () => {
+    if (!('dir' in own)) return
+    cg = createTestCgroup(own.dir, { limit: 256 * MiB })
+    const procs = path.join(cg.path, 'cgroup.procs')
+    const proc = spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', procs, 'unshare', '--mount', '--propagation', 'private',
+      process.execPath, '--input-type=module', '-e', switchCode, cg.path], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
+    if (proc.pid !== undefined) cg.pids.add(proc.pid)
+    let stderr = ''
+    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+    const lines = new Collector<Line>()
+    createInterface({ input: proc.stdout }).on('line', (l) => lines.push(JSON.parse(l) as Line))
+    await lines.until((items) => items.some((l) => l.type === 'event'), 20_000).catch((err: Error) => {
+      throw new Error(`${err.message}; stderr: ${stderr}`)
+    })
+    const switched = lines.items.find((l) => l.type === 'switched') as Line
+    expect(switched.before).toEqual({ polling: false, kind: 'kernel' })
+    expect(switched.after).toEqual({ polling: true, kind: 'polled' })
+    expect((switched.notes as string[]).some((n) => n.includes('EROFS') && n.includes('polled'))).toBe(true)
+    expect(lines.items.filter((l) => l.type === 'event')).toEqual([{ type: 'event', direction: 'up', signal: 'poll' }])
+  })
+})
+
 describe('cgroup v1 extras on this machine', () => {
   let cg: TestCgroup | undefined
   let backend: CgroupV1Backend | undefined
