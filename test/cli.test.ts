@@ -204,6 +204,20 @@ describe('doctor and watch on this machine\'s cgroups', () => {
     expect(lines.items.at(-1)).toMatch(/was removed$/)
   })
 
+  it.skipIf(v1Skip !== null)(`watch on a cgroup without a limit drops the default percentages, and SIGINT exits 0${skip}`, async () => {
+    if (!('dir' in own)) return
+    cg = createTestCgroup(own.dir)
+    const watcher = spawn(process.execPath, [bin, 'watch', '--cgroup', cg.path, '--interval-ms', '50'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
+    children.push(watcher)
+    const lines = new Collector<string>()
+    createInterface({ input: watcher.stdout as NodeJS.ReadableStream }).on('line', lines.push)
+    const exit = new Promise<number | null>((resolve) => watcher.on('exit', (c) => resolve(c)))
+    await lines.until((l) => l.some((x) => x === 'limit none; thresholds none'))
+    await lines.until((l) => l.some((x) => / usage \d+ limit max /.test(x)))
+    watcher.kill('SIGINT')
+    expect(await exit).toBe(0)
+  })
+
   it.skipIf(tmuxSkip !== null)(`watch in a terminal (tmux): a live bar, events above it, Ctrl-C exits 0${tmuxSkip ? ` (skipped: ${tmuxSkip})` : ''}`, async () => {
     if (!('dir' in own)) return
     cg = createTestCgroup(own.dir, { limit: 100 * MiB })

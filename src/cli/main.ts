@@ -104,6 +104,7 @@ export async function main(argv: string[], io: { out?: NodeJS.WriteStream; err?:
         const end = await watch({
           ...target,
           thresholds,
+          defaultThresholds: values.thresholds === undefined,
           intervalMs,
           tty: out.isTTY === true,
           columns: out.columns ?? 100,

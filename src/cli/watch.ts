@@ -12,6 +12,11 @@ import { type TargetOptions, UsageError, findTarget, openFor } from './target.js
 export interface WatchOptions extends TargetOptions {
   /** Thresholds, as the command line gives them (`50%,80%,95%`, `512MiB`, bytes). */
   thresholds: string[]
+  /**
+   * True when `thresholds` are the defaults rather than the user's: percentages are then dropped,
+   * with a note, for a cgroup without a limit instead of failing.
+   */
+  defaultThresholds?: boolean
   /** How often the view is refreshed, milliseconds. */
   intervalMs: number
   /** Draw a live bar (a terminal) or print plain lines. */
@@ -36,8 +41,9 @@ export async function watch(options: WatchOptions, signal: AbortSignal): Promise
   const backend: MemoryBackend & { notes: readonly string[] } = openFor(target, options.root)
   const first = backend.snapshot()
   let thresholds: number[]
+  const given = options.defaultThresholds === true && !Number.isFinite(first.limit) ? [] : options.thresholds
   try {
-    thresholds = options.thresholds.map((t) => resolveThreshold(parseThreshold(t, '--thresholds'), first.limit, '--thresholds')).sort((a, b) => a - b)
+    thresholds = given.map((t) => resolveThreshold(parseThreshold(t, '--thresholds'), first.limit, '--thresholds')).sort((a, b) => a - b)
   } catch (err) {
     backend.close()
     if (err instanceof MemoryPressureError) throw new UsageError(`${err.message} (${err.code})`)
@@ -89,6 +95,7 @@ export async function watch(options: WatchOptions, signal: AbortSignal): Promise
 
   line(`watching ${backend.cgroup} with ${backend.name} (${backend.precision.kind}${backend.precision.kind === 'polled' ? `, ${backend.precision.intervalMs?.min}..${backend.precision.intervalMs?.max} ms` : ''})`)
   for (const note of backend.notes) line(`  ${note}`)
+  if (given.length < options.thresholds.length) line('  no limit: the default percentage thresholds do not apply; give --thresholds in bytes')
   line(`limit ${Number.isFinite(first.limit) ? `${formatBytes(first.limit)} held by ${first.limitHolder ?? 'an ancestor above the visible tree'}` : 'none'}; thresholds ${thresholds.map((t) => `${formatBytes(t)} (${pct(t, first.limit)})`).join(', ') || 'none'}`)
 
   const onCrossing = (c: Crossing): void => {
