@@ -217,7 +217,9 @@ export class CgroupV2Backend extends EventEmitter<BackendEvents> implements Memo
           const psi = PsiTrigger.open(file, options.psi ?? {}, native)
           psi.on('stall', () => this.#poller.check('psi'))
           psi.on('close', (reason) => {
-            if (reason === 'removed' && this.#gone()) this.#end('removed')
+            if (reason !== 'removed') return
+            if (this.#gone()) this.#end('removed')
+            else this.notes.push(`the PSI trigger on ${file} stopped (POLLERR); memory.events and polling go on`)
           })
           this.#psi = psi
           signals.push('psi')
