@@ -14,6 +14,7 @@ import type { Crossing, MemoryBackend, BackendCloseReason } from '../src/backend
 import { MemoryPressureError } from '../src/errors.js'
 import { Collector, turns } from './helpers/collect.js'
 import { type CgroupChild, type TestCgroup, createTestCgroup, ownV1MemoryCgroup, spawnInCgroup } from './helpers/cgroup.js'
+import { makeV2Cgroup, v2TestParent } from './vm/guest/cgroup2.js'
 
 const MiB = 2 ** 20
 const allocator = fileURLToPath(new URL('./helpers/allocator.mjs', import.meta.url))
@@ -179,7 +180,47 @@ const processRss: Driver = {
   },
 }
 
-describe.each([simulated, cgroupV1, cgroupV1Polled, cgroupV2Tree, processRss])('MemoryBackend contract: $name', (driver) => {
+const v2Parent = v2TestParent()
+
+/** cgroup v2 on a real kernel (the VM of test/vm-v2.test.ts): a child allocating under memory.max. */
+const cgroupV2Kernel: Driver = {
+  name: 'cgroup-v2 (real kernel)',
+  skip: 'reason' in v2Parent ? `${v2Parent.reason}; test/vm-v2.test.ts runs it in a VM` : null,
+  async rig() {
+    if (!('dir' in v2Parent)) throw new Error('unreachable')
+    const cg = makeV2Cgroup(v2Parent.dir, { max: 256 * MiB })
+    let backend: CgroupV2Backend | undefined
+    try {
+      const child = await spawnInCgroup(cg, allocator)
+      const b = CgroupV2Backend.open({ cgroup: cg.path, poll: { minIntervalMs: 5, maxIntervalMs: 100 } })
+      backend = b
+      /** Sends `command` until `done()`; usage is read from memory.current, exact to the page. */
+      const drive = async (command: string, done: () => boolean): Promise<void> => {
+        while (!done()) {
+          const { held } = await child.send(command)
+          if (command === 'free' && held === 0 && !done()) throw new Error(`nothing left to free at usage ${b.readUsage()}`)
+        }
+      }
+      return {
+        backend: b,
+        usage: () => b.readUsage(),
+        raiseAbove: (bytes) => drive(`alloc ${MiB}`, () => b.readUsage() >= bytes + MiB),
+        lowerBelow: (bytes) => drive('free', () => b.readUsage() < bytes - MiB),
+        removeCgroup: () => cg.remove(),
+        teardown: async () => {
+          b.close()
+          await cg.remove()
+        },
+      }
+    } catch (err) {
+      backend?.close()
+      await cg.remove()
+      throw err
+    }
+  },
+}
+
+describe.each([simulated, cgroupV1, cgroupV1Polled, cgroupV2Tree, cgroupV2Kernel, processRss])('MemoryBackend contract: $name', (driver) => {
   const test = driver.skip === null ? it : it.skip
   const suffix = driver.skip === null ? '' : ` (skipped: ${driver.skip})`
   let rig: Rig | undefined

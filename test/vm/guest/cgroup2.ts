@@ -23,6 +23,31 @@ export function testParent(): string {
   return parent.path
 }
 
+/**
+ * {@link testParent} when this process runs in a cgroup v2 memory cgroup whose parent has the memory
+ * controller for its children and can be written (the VM of test/vm-v2.test.ts), else why not.
+ * Never throws: host test files use it to skip with the reason.
+ */
+export function v2TestParent(): { dir: string } | { reason: string } {
+  let loc: CgroupLocation
+  try {
+    loc = findMemoryCgroup()
+  } catch (err) {
+    return { reason: `no memory cgroup (${(err as Error).message})` }
+  }
+  if (loc.version !== 2) return { reason: `this process's memory cgroup is cgroup v${loc.version}, not v2` }
+  const parent = parentOf(loc)
+  if (parent === null) return { reason: 'this process is in the cgroup v2 root' }
+  try {
+    const control = fs.readFileSync(path.join(parent.path, 'cgroup.subtree_control'), 'utf8')
+    if (!control.split(/\s+/).includes('memory')) return { reason: `${parent.path} does not give its children the memory controller` }
+    fs.accessSync(parent.path, fs.constants.W_OK)
+  } catch (err) {
+    return { reason: `${parent.path} is not usable (${(err as Error).message})` }
+  }
+  return { dir: parent.path }
+}
+
 /** Limits of a v2 test cgroup, in bytes. */
 export interface V2Limits {
   /** `memory.max`: the OOM killer runs above it. */
