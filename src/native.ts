@@ -293,7 +293,7 @@ export type NativeStatus =
 
 /**
  * Whether the native addon loaded in this thread, and from where. Loads it on first use (so it may
- * emit the one `ERR_NATIVE_UNAVAILABLE` warning described at {@link tryLoadNative}). Never throws.
+ * emit the one `ERR_NATIVE_UNAVAILABLE` process warning of the thread). Never throws.
  */
 export function nativeStatus(): NativeStatus {
   const binding = tryLoadNative()
