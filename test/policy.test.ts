@@ -172,6 +172,17 @@ describe('levels on the simulated backend', () => {
     await monitor.close()
   })
 
+  it("basis 'usage' counts page cache and 'rss' ignores all of it", async () => {
+    for (const [basis, expected] of [['usage', 'moderate'], ['rss', 'normal'], ['workingSet', 'normal']] as const) {
+      const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 20 * MiB })
+      const monitor = createMemoryMonitor({ backend: sim, levels: true, basis, clock: new ManualClock(), reduceHeap: noHeap })
+      sim.setCache(55 * MiB, 40 * MiB) // usage 75, working set 35, rss 20
+      await turns()
+      expect([basis, monitor.level]).toEqual([basis, expected])
+      await monitor.close()
+    }
+  })
+
   it('keeps exactly its own watches armed: re-arming drops the old ones', async () => {
     const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 30 * MiB, cache: 20 * MiB, inactiveFile: 20 * MiB })
     let open = 0
@@ -302,6 +313,16 @@ describe('shrink cycles', () => {
     }
     // Reset to 1× by the change, doubled once by the fruitless cycle at the new level (not 16×).
     expect(clock.now() - start).toBe(2000)
+    await monitor.close()
+  })
+
+  it('the fraction asked of a shrinker with a size is its share of that size', async () => {
+    const { sim, monitor, shrink } = setup()
+    const requests: ShrinkRequest[] = []
+    monitor.register({ name: 'sized', size: () => 40 * MiB, shrink: (r) => (requests.push(r), 0) })
+    sim.setUsage(75 * MiB) // moderate: 75 − 65 = 10 MiB of 40
+    await shrink.count(1)
+    expect(requests[0]).toMatchObject({ targetBytes: 10 * MiB, fraction: 0.25 })
     await monitor.close()
   })
 
