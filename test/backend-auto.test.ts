@@ -14,6 +14,12 @@ import { createMemoryMonitor, type MemoryMonitor } from '../src/monitor.js'
 import { ownV1MemoryCgroup } from './helpers/cgroup.js'
 import { Collector } from './helpers/collect.js'
 
+/** Writes a fixture file as the kernel shows one: all at once (a reader never sees it half-written). */
+function writeAtomic(file: string, text: string): void {
+  fs.writeFileSync(`${file}.tmp`, text)
+  fs.renameSync(`${file}.tmp`, file)
+}
+
 const own = ownV1MemoryCgroup()
 const v1Skip = 'reason' in own ? own.reason : null
 const fixture = fileURLToPath(new URL('./fixtures/v2/k8s-pod', import.meta.url))
@@ -84,7 +90,7 @@ describe('the monitor on the new backends', () => {
     monitor = createMemoryMonitor({ backend, thresholds: ['90%'] })
     const ooms = new Collector<OomEvent>()
     monitor.on('oom', ooms.push)
-    fs.writeFileSync(path.join(container, 'memory.events'), 'low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\noom_group_kill 0\n')
+    writeAtomic(path.join(container, 'memory.events'), 'low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\noom_group_kill 0\n')
     await ooms.count(1)
     expect(ooms.items.map((e) => [e.source, e.oom, e.oomKill])).toEqual([['memory.events', 1, 1]])
     expect(monitor.backend).toBe('cgroup-v2')

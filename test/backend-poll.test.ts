@@ -128,12 +128,23 @@ describe('ThresholdPoller', () => {
     expect(got.map((c) => c.signal)).toEqual(['memory.events'])
   })
 
-  it('a read failure stops the timer and goes to the error callback', () => {
+  it('a read failure goes to the error callback; polling goes on unless the callback closes the poller', () => {
     const { clock, poller, errors, set } = rig()
     poller.add(150 * MiB, 100 * MiB, () => {})
     set(-1)
     clock.fire()
     expect(errors.length).toBe(1)
-    expect(clock.pending).toBeNull()
+    expect(clock.pending).not.toBeNull()
+    set(100 * MiB)
+    clock.fire()
+    expect(errors.length).toBe(1)
+    poller.close()
+    const other = new FakeClock()
+    const closing = new ThresholdPoller(() => {
+      throw new Error('gone')
+    }, () => closing.close(), {}, other)
+    closing.add(MiB, 0, () => {})
+    other.fire()
+    expect(other.pending).toBeNull()
   })
 })

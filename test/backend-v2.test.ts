@@ -12,6 +12,12 @@ import { MemoryPressureError } from '../src/errors.js'
 import { type NativeBinding, tryLoadNative } from '../src/native.js'
 import { Collector, turns } from './helpers/collect.js'
 
+/** Writes a fixture file as the kernel shows one: all at once (a reader never sees it half-written). */
+function writeAtomic(file: string, text: string): void {
+  fs.writeFileSync(`${file}.tmp`, text)
+  fs.renameSync(`${file}.tmp`, file)
+}
+
 const MiB = 2 ** 20
 const fixture = fileURLToPath(new URL('./fixtures/v2/k8s-pod', import.meta.url))
 
@@ -56,7 +62,7 @@ describe('CgroupV2Backend on a fake tree', () => {
     backend = CgroupV2Backend.open({ cgroup: tree.container, root: tree.root, poll: fast })
     return { tree, backend }
   }
-  const setCurrent = (dir: string, bytes: number) => fs.writeFileSync(path.join(dir, 'memory.current'), `${bytes}\n`)
+  const setCurrent = (dir: string, bytes: number) => writeAtomic(path.join(dir, 'memory.current'), `${bytes}\n`)
 
   it('reads usage, working set and cache; the effective limit is the pod memory.high', () => {
     const { tree, backend } = open()
@@ -99,7 +105,7 @@ describe('CgroupV2Backend on a fake tree', () => {
     const ooms = new Collector<OomEvent>()
     backend.on('oom', ooms.push)
     backend.watchThreshold(200 * MiB, () => {})
-    fs.writeFileSync(path.join(tree.container, 'memory.events'), 'low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n')
+    writeAtomic(path.join(tree.container, 'memory.events'), 'low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n')
     await ooms.count(1)
     expect(ooms.items.map((e) => [e.source, e.oom, e.oomKill])).toEqual([['memory.events', 1, 1]])
     expect(backend.memoryEvents().get('max')).toBe(4)
@@ -178,9 +184,9 @@ describe('CgroupV2Backend wake-ups from memory.events and PSI (a stand-in poll o
       const [events, trigger] = watched as [typeof watched[0], typeof watched[0]]
       const got = new Collector<Crossing>()
       backend.watchThreshold(150 * MiB, got.push)
-      fs.writeFileSync(path.join(tree.container, 'memory.current'), `${160 * MiB}\n`)
+      writeAtomic(path.join(tree.container, 'memory.current'), `${160 * MiB}\n`)
       events.cb(0, 8)
-      fs.writeFileSync(path.join(tree.container, 'memory.current'), `${140 * MiB}\n`)
+      writeAtomic(path.join(tree.container, 'memory.current'), `${140 * MiB}\n`)
       trigger.cb(0, 8)
       expect(got.items).toEqual([expect.objectContaining({ direction: 'up', signal: 'memory.events' })])
       psi(150_000)

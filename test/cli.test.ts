@@ -14,6 +14,12 @@ import { findMemoryCgroup } from '../src/cgroup/discover.js'
 import { type CgroupChild, type TestCgroup, createTestCgroup, ownV1MemoryCgroup, spawnInCgroup } from './helpers/cgroup.js'
 import { Collector } from './helpers/collect.js'
 
+/** Writes a fixture file as the kernel shows one: all at once (a reader never sees it half-written). */
+function writeAtomic(file: string, text: string): void {
+  fs.writeFileSync(`${file}.tmp`, text)
+  fs.renameSync(`${file}.tmp`, file)
+}
+
 const MiB = 2 ** 20
 const root = fileURLToPath(new URL('..', import.meta.url))
 const bin = path.join(root, 'dist', 'cli', 'main.js')
@@ -90,11 +96,11 @@ describe.skipIf(!built)(`watch on a fake cgroup v2 tree${built ? '' : ' (skipped
       createInterface({ input: watcher.stdout }).on('line', lines.push)
       const exit = new Promise<number | null>((resolve) => watcher.on('exit', (c) => resolve(c)))
       try {
-        await lines.until((l) => l.some((x) => x.startsWith('limit 240 MiB')))
+        await lines.until((l) => l.some((x) => x.startsWith('limit 240 MiB')), 30_000)
         expect(lines.items[0]).toMatch(/ with cgroup-v2 \(polled, /)
-        fs.writeFileSync(path.join(container, 'memory.current'), `${200 * MiB}\n`)
+        writeAtomic(path.join(container, 'memory.current'), `${200 * MiB}\n`)
         await lines.until((l) => l.some((x) => / threshold up 150 MiB .* via poll$/.test(x)))
-        fs.writeFileSync(path.join(container, 'memory.events'), 'low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n')
+        writeAtomic(path.join(container, 'memory.events'), 'low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n')
         await lines.until((l) => l.some((x) => / OOM in .*memory\.events: oom 1, killed 1/.test(x)))
         fs.rmSync(container, { recursive: true })
         expect(await exit).toBe(1)
@@ -183,7 +189,7 @@ describe('doctor and watch on this machine\'s cgroups', () => {
     let stderr = ''
     watcher.stderr?.on('data', (d: Buffer) => (stderr += d.toString()))
     const exit = new Promise<number | null>((resolve) => watcher.on('exit', (c) => resolve(c)))
-    await lines.until((l) => l.some((x) => x.startsWith('limit '))).catch((e: Error) => {
+    await lines.until((l) => l.some((x) => x.startsWith('limit ')), 30_000).catch((e: Error) => {
       throw new Error(`${e.message}; stderr ${stderr}`)
     })
     // The seed's scenario: `stress --vm-bytes 101m` in a 100 MiB cgroup, here in 4 MiB steps.
@@ -212,7 +218,7 @@ describe('doctor and watch on this machine\'s cgroups', () => {
     const lines = new Collector<string>()
     createInterface({ input: watcher.stdout as NodeJS.ReadableStream }).on('line', lines.push)
     const exit = new Promise<number | null>((resolve) => watcher.on('exit', (c) => resolve(c)))
-    await lines.until((l) => l.some((x) => x === 'limit none; thresholds none'))
+    await lines.until((l) => l.some((x) => x === 'limit none; thresholds none'), 30_000)
     await lines.until((l) => l.some((x) => / usage \d+ limit max /.test(x)))
     watcher.kill('SIGINT')
     expect(await exit).toBe(0)

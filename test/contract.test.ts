@@ -16,6 +16,12 @@ import { Collector, turns } from './helpers/collect.js'
 import { type CgroupChild, type TestCgroup, createTestCgroup, ownV1MemoryCgroup, spawnInCgroup } from './helpers/cgroup.js'
 import { makeV2Cgroup, v2TestParent } from './vm/guest/cgroup2.js'
 
+/** Writes a fixture file as the kernel shows one: all at once (a reader never sees it half-written). */
+function writeAtomic(file: string, text: string): void {
+  fs.writeFileSync(`${file}.tmp`, text)
+  fs.renameSync(`${file}.tmp`, file)
+}
+
 const MiB = 2 ** 20
 const allocator = fileURLToPath(new URL('./helpers/allocator.mjs', import.meta.url))
 
@@ -123,7 +129,7 @@ const cgroupV2Tree: Driver = {
     let usage = backend.readUsage()
     const set = (bytes: number): void => {
       usage = bytes
-      fs.writeFileSync(path.join(dir, 'memory.current'), `${bytes}\n`)
+      writeAtomic(path.join(dir, 'memory.current'), `${bytes}\n`)
     }
     return {
       backend,

@@ -283,8 +283,10 @@ export class CgroupV2Backend extends EventEmitter<BackendEvents> implements Memo
       this.#end('removed')
       return
     }
-    this.emit('error', err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_SYSCALL', message(err), { cause: err }))
-    this.#end('error')
+    const error = err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_SYSCALL', message(err), { cause: err })
+    this.emit('error', error)
+    // A torn read (ERR_PARSE) is worth another try at the next poll; anything else ends the backend.
+    if (error.code !== 'ERR_PARSE') this.#end('error')
   }
 
   /** Each timed poll also reads memory.events when no POLLPRI watch tells of its changes. */

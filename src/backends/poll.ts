@@ -115,7 +115,8 @@ export class ThresholdPoller {
   #reads = 0
 
   /**
-   * @param read returns usage in bytes; may throw (then `onReadError` gets the error and polling stops)
+   * @param read returns usage in bytes; may throw: `onReadError` gets the error, and polling goes on
+   *   unless it closes the poller
    * @param onReadError called with whatever `read` threw
    * @param onTick called before each timed read (for backends that poll other files alongside)
    */
@@ -177,6 +178,8 @@ export class ThresholdPoller {
     } catch (err) {
       this.#stopTimer()
       this.#onReadError(err)
+      // The backend closes the poller when the error is fatal; otherwise polling goes on.
+      this.#schedule()
       return
     }
     this.#reads++

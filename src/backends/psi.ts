@@ -168,7 +168,7 @@ export class PsiTrigger extends EventEmitter<PsiTriggerEvents> {
       return trigger
     } catch (err) {
       fs.closeSync(fd)
-      throw isErrnoException(err) ? syscallError(err, 'write', file) : err
+      throw err instanceof MemoryPressureError || !isErrnoException(err) ? err : syscallError(err, 'write', file)
     }
   }
 
