@@ -39,6 +39,7 @@ export function ownCgroups() {
 }
 
 const made = new Set()
+const live = new Set()
 
 /**
  * A bench cgroup: a v1 memory cgroup below `parent` (default: our own) with an optional limit, and a
@@ -67,9 +68,15 @@ export function makeCgroup({ parent, limit, v2 = false, tag = 'bench' } = {}) {
     peak: () => Number(fs.readFileSync(path.join(dir, 'memory.max_usage_in_bytes'), 'utf8')),
     oomKills: () => Number(/oom_kill (\d+)/.exec(fs.readFileSync(path.join(dir, 'memory.oom_control'), 'utf8'))?.[1] ?? 0),
     spawn: (argv, options) => spawnIn(cg, argv, options),
-    child: (opts) => makeCgroup({ ...opts, parent: dir, v2: false }),
+    children: [],
+    child: (opts) => {
+      const c = makeCgroup({ ...opts, parent: dir, v2: false })
+      cg.children.push(c)
+      return c
+    },
     remove: () => removeCgroup(cg),
   }
+  live.add(cg)
   return cg
 }
 
@@ -101,6 +108,8 @@ async function rmdir(dir) {
 }
 
 async function removeCgroup(cg) {
+  live.delete(cg)
+  for (const c of cg.children) await removeCgroup(c)
   for (const pid of cg.pids) {
     try {
       process.kill(pid, 'SIGKILL')
@@ -130,6 +139,7 @@ export const spawnNode = (argv, options) => spawnIn(null, argv, options)
 
 /** Removes whatever is left (called on SIGINT and at exit of the runner). */
 export async function removeAll() {
+  for (const cg of [...live]) await removeCgroup(cg)
   for (const pid of spawnedHere) {
     try { process.kill(pid, 'SIGKILL') } catch { /* gone */ }
   }

@@ -15,6 +15,7 @@ export async function runWorkload(cg, args, { onProgress } = {}) {
   const progress = []
   let result = null
   const errors = []
+  const shrinkLog = []
   const child = cg.spawn(argv, {
     onLine: (line, ns) => {
       if (line.startsWith('progress ')) {
@@ -24,6 +25,7 @@ export async function runWorkload(cg, args, { onProgress } = {}) {
         onProgress?.(p)
       } else if (line.startsWith('result ')) result = JSON.parse(line.slice(7))
       else if (line.startsWith('error ')) errors.push(line.slice(6))
+      else if (line.startsWith('shrink ')) shrinkLog.push(JSON.parse(line.slice(7)))
     },
   })
   const exit = await child.exited
@@ -41,7 +43,7 @@ export async function runWorkload(cg, args, { onProgress } = {}) {
       strategy: args.strategy, requests: served, throughput: served / Number(args.seconds),
       cpuSeconds: served > 0 ? cpuSeconds : null, perCpuSecond: served > 0 ? served / cpuSeconds : 0,
       hitRatio: served > 0 ? (last.hits - before.hits) / served : null, p50Ms: null, p99Ms: null,
-      cacheBytes: last.cacheBytes ?? null, peakCacheBytes: Math.max(0, ...progress.map((p) => p.cacheBytes)), shrinks: last.shrinks ?? 0,
+      cacheBytes: last.cacheBytes ?? null, peakCacheBytes: Math.max(0, ...progress.map((p) => p.cacheBytes)), shrinks: last.shrinks ?? 0, shrinkLog,
     }
   }
   if (exit.code !== 0 && exit.signal !== 'SIGKILL') throw new Error(`workload failed (${exit.code ?? exit.signal}): ${child.stderr().slice(-3000)}`)
