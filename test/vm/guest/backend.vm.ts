@@ -59,13 +59,16 @@ describe('the cgroup-v2 backend on a real kernel', () => {
     fs.writeFileSync(path.join(cg.path, 'memory.high'), String(high))
     const got = new Collector<Crossing>()
     const t1 = base + 12 * MiB
+    // Just below memory.high: the kernel reclaims page cache back to about memory.high when it is
+    // crossed (measured: 128 KiB below it), so usage read at the wake-up may sit right under it.
+    const t2 = high - 2 * MiB
     backend.watchThreshold(t1, got.push)
-    backend.watchThreshold(high, got.push)
+    backend.watchThreshold(t2, got.push)
     expect(await climb(child, 2 * MiB, () => backend.readUsage() >= t1 + MiB)).toBeNull()
     await got.count(1, 30_000)
-    expect(await climb(child, 2 * MiB, () => got.items.length >= 2)).toBeNull()
+    expect(await climb(child, 4 * MiB, () => got.items.length >= 2 || (backend.memoryEvents().get('high') ?? 0) > 0)).toBeNull()
     await got.count(2, 30_000)
-    expect(got.items.map(summary)).toEqual([[t1, 'up', 'poll'], [high, 'up', 'memory.events']])
+    expect(got.items.map(summary)).toEqual([[t1, 'up', 'poll'], [t2, 'up', 'memory.events']])
     for (const c of got.items) expect(c.usage).toBeGreaterThanOrEqual(c.threshold)
     expect(backend.memoryEvents().get('high')).toBeGreaterThan(0)
   })
@@ -82,10 +85,12 @@ describe('the cgroup-v2 backend on a real kernel', () => {
     const high = backend.readUsage() + 16 * MiB
     fs.writeFileSync(path.join(parent.path, 'memory.high'), String(high))
     const got = new Collector<Crossing>()
-    backend.watchThreshold(high, got.push)
+    // Below memory.high, where usage is once the kernel has reclaimed back to it (see above).
+    const t = high - 4 * MiB
+    backend.watchThreshold(t, got.push)
     expect(await climb(child, 4 * MiB, () => got.items.length >= 1, 24)).toBeNull()
     await got.count(1, 60_000)
-    expect(got.items.map(summary)).toEqual([[high, 'up', 'psi']])
+    expect(got.items.map(summary)).toEqual([[t, 'up', 'psi']])
     expect(backend.memoryEvents().get('high')).toBe(0)
   })
 
