@@ -1,6 +1,8 @@
 // cgroup v2 on a real kernel: boots a Debian cloud kernel under QEMU (test/vm/), runs the guest
 // suite inside and reports each guest test here as a test of its own, with the guest's output when
 // it fails. Skipped, with the reason in the name, where qemu or the kernel cannot be had.
+// MP_VM=0 skips it; MP_VM_ARGS passes words to the guest's `vitest run` (file filters, -t);
+// MP_VM_TIMEOUT_S stops qemu after that many seconds (default 600); MP_VM_VERBOSE=1 streams the console.
 
 import { describe, expect, it } from 'vitest'
 import { type VmResult, prepare, runVm } from './vm/harness.js'
@@ -13,9 +15,12 @@ async function boot(): Promise<Outcome> {
   if ('skip' in prepared) return prepared
   const args = (process.env.MP_VM_ARGS ?? '').split(' ').filter((a) => a !== '')
   try {
+    const timeoutS = Number(process.env.MP_VM_TIMEOUT_S ?? 600)
+    if (!(timeoutS > 0)) throw new RangeError(`MP_VM_TIMEOUT_S must be a positive number of seconds, received ${process.env.MP_VM_TIMEOUT_S}`)
     const result = await runVm({
       vmlinux: prepared.vmlinux,
       args,
+      timeoutMs: timeoutS * 1000,
       onConsoleLine: process.env.MP_VM_VERBOSE === '1'
         ? (l) => { if (!/^@@mp-vm (test|end) /.test(l)) process.stderr.write(`[vm] ${l}\n`) }
         : undefined,
