@@ -49,6 +49,8 @@ export function parseThreshold(value: unknown, option = 'threshold'): ParsedThre
     if (!Number.isFinite(value)) throw invalid('must be a finite number of bytes', option, value)
     if (value <= 0) throw invalid('must be greater than zero', option, value)
     if (!Number.isSafeInteger(Math.floor(value))) throw invalid('is beyond 2^53 bytes', option, value)
+    // A fraction of a byte floors to 0, which the kernel would take as "any usage at all".
+    if (value < 1) throw invalid('must be at least one byte', option, value)
     return { kind: 'bytes', bytes: Math.floor(value), text: String(Math.floor(value)) }
   }
   if (typeof value !== 'string') {
