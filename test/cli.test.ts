@@ -175,7 +175,9 @@ describe('doctor and watch on this machine\'s cgroups', () => {
     expect(code).toBe(0)
     expect(report.chosen).toBe('cgroup-v1')
     expect(report.kernelExact).toBe(false)
-    expect(report.files.find((f) => f.path.endsWith('/cgroup.event_control'))).toMatchObject({ exists: true, write: false, error: 'EROFS' })
+    expect(report.files.find((f) => f.path.endsWith('/cgroup.event_control'))).toMatchObject({ needs: 'write', exists: true, write: false, error: 'EROFS' })
+    // Files that are only read are fine on a read-only mount.
+    expect(report.files.find((f) => f.path.endsWith('/memory.usage_in_bytes'))).toMatchObject({ needs: 'read', read: true, write: false, error: null })
     expect(report.advice.length).toBeGreaterThan(0)
   })
 

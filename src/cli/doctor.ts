@@ -41,7 +41,7 @@ export interface DoctorReport {
   /** True when thresholds would be compared by the kernel itself (cgroup v1 eventfd). */
   kernelExact: boolean
   /** Files the backends read or write, and what this process may do with them. */
-  files: Array<{ path: string; exists: boolean; read: boolean; write: boolean; error: string | null }>
+  files: Array<{ path: string; needs: 'read' | 'write'; exists: boolean; read: boolean; write: boolean; error: string | null }>
   /** What to change for kernel-exact notifications, or to get any at all. */
   advice: string[]
 }
@@ -70,7 +70,7 @@ function hierarchies(): DoctorReport['hierarchies'] {
   return { v1Memory, v2, layout }
 }
 
-function fileAccess(file: string): DoctorReport['files'][number] {
+function fileAccess(file: string, needs: 'read' | 'write'): DoctorReport['files'][number] {
   const can = (mode: number): [boolean, string | null] => {
     try {
       fs.accessSync(file, mode)
@@ -82,8 +82,8 @@ function fileAccess(file: string): DoctorReport['files'][number] {
   const exists = fs.existsSync(file)
   const [read, readErr] = can(fs.constants.R_OK)
   const [write, writeErr] = can(fs.constants.W_OK)
-  // `error` says what stands in the way: the file is missing, unreadable, or read-only.
-  return { path: file, exists, read, write, error: !exists ? 'ENOENT' : !read ? readErr : !write ? writeErr : null }
+  // `error` says what stands in the way of what the backends need: missing, unreadable, not writable.
+  return { path: file, needs, exists, read, write, error: !exists ? 'ENOENT' : needs === 'read' ? (read ? null : readErr) : write ? null : writeErr }
 }
 
 /** Builds the report. Throws `UsageError` for contradictory options only. */
@@ -123,10 +123,12 @@ export function doctor(options: TargetOptions): DoctorReport {
     } catch (err) {
       report.advice.push(`memory.stat cannot be read: ${(err as Error).message}`)
     }
+    // cgroup.event_control and a PSI file are written; everything else is only read.
     const names = w.version === 1
       ? ['memory.usage_in_bytes', 'memory.stat', 'cgroup.event_control', 'memory.oom_control', 'memory.pressure_level', 'memory.memsw.usage_in_bytes']
       : ['memory.current', 'memory.stat', 'memory.events', 'memory.pressure', 'memory.max', 'memory.high']
-    report.files = names.map((n) => fileAccess(path.join(w.path, n)))
+    const written = new Set(['cgroup.event_control', 'memory.pressure'])
+    report.files = names.map((n) => fileAccess(path.join(w.path, n), written.has(n) ? 'write' : 'read'))
   }
   report.kernelExact = backends.find((b) => b.available)?.kernelExact ?? false
   if (chosen === null) {
@@ -176,7 +178,7 @@ export function renderDoctor(r: DoctorReport): string {
   }
   if (r.files.length > 0) {
     out.push('files:')
-    for (const f of r.files) out.push(`    ${f.exists ? `${f.read ? 'r' : '-'}${f.write ? 'w' : '-'}` : '  '} ${f.path}${f.error !== null ? ` (${f.error})` : ''}`)
+    for (const f of r.files) out.push(`    ${f.exists ? `${f.read ? 'r' : '-'}${f.write ? 'w' : '-'}` : '  '} ${f.path} (needs ${f.needs}${f.error !== null ? `: ${f.error}` : ''})`)
   }
   out.push(`notifications: ${r.chosen === null ? 'none' : r.kernelExact ? 'kernel-exact (cgroup v1 eventfd thresholds)' : `emulated by ${r.chosen}`}`)
   for (const a of r.advice) out.push(`advice: ${a}`)
