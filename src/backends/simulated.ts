@@ -5,6 +5,7 @@ import { EventEmitter } from 'eventemitter3'
 import { performance } from 'node:perf_hooks'
 import { MemoryPressureError } from '../errors.js'
 import { describe } from '../size.js'
+import { checkWatchArgs } from './poll.js'
 import type {
   BackendCloseReason,
   BackendEvents,
@@ -121,6 +122,7 @@ export class SimulatedBackend extends EventEmitter<BackendEvents> implements Mem
 
   watchThreshold(bytes: number, onCrossing: (crossing: Crossing) => void): ThresholdWatch {
     this.#assertOpen()
+    checkWatchArgs(bytes, onCrossing)
     const threshold = checkBytes('threshold', bytes)
     const watch: SimulatedWatch = { threshold, above: this.#usage >= threshold, onCrossing, closed: false }
     this.#watches.add(watch)
