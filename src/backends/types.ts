@@ -54,6 +54,11 @@ export interface ThresholdPrecision {
    * How far past the threshold usage can be when the crossing is noticed, in bytes. For cgroup v1
    * the kernel checks thresholds every 128 page events per CPU (`memcontrol-v1.c`), so up to
    * 128 pages × CPUs.
+   *
+   * For `'polled'` it is an expectation, not a bound: the poll guard (`guardBytes`, 8 MiB by
+   * default), the growth per longest interval the poller assumes before it has measured a rate.
+   * Growth faster than that overshoots more on the first crossing after a quiet spell (measured
+   * here at 50 MiB/s: up to 15 MiB and 350 ms late), then the interval follows the measured rate.
    */
   bytes: number
   /**
