@@ -127,9 +127,10 @@ describe('PSI triggers on a real cgroup v2 kernel', () => {
   })
 
   it('a removed cgroup leaves its PSI fd signalled on every loop turn until the watcher is closed', async () => {
-    // kernfs_fop_poll on a removed file: POLLERR|POLLPRI, level-triggered. libuv reports it as
-    // POLLPRI (status 0), not as an error, so only closing the watcher stops it; a watcher that
-    // checks on its first wake-up whether the cgroup still exists and closes is woken exactly once.
+    // Polling a removed cgroup's file answers POLLERR|POLLPRI every time (fs/kernfs/file.c
+    // kernfs_fop_poll, kernel/sched/psi.c psi_trigger_poll). libuv reports that as POLLPRI (status
+    // 0), not as an error, so only closing the watcher stops it; a watcher that checks on its first
+    // wake-up whether the cgroup still exists, and closes, is woken exactly once.
     const kept = cgroup()
     const spinning = arm(kept, 100_000, 1_000_000)
     const closing = cgroup()
