@@ -210,8 +210,10 @@ export async function runVm(options: RunVmOptions): Promise<VmResult> {
     let pending = ''
     let bootAt: number | null = null
     let exitAt: number | null = null
-    qemu.stdout.on('data', (d: Buffer) => {
-      const text = d.toString('utf8').replaceAll('\r', '')
+    // A decoding stream: a character split between two reads is not mangled.
+    qemu.stdout.setEncoding('utf8')
+    qemu.stdout.on('data', (d: string) => {
+      const text = d.replaceAll('\r', '')
       consoleText += text
       pending += text
       const lines = pending.split('\n')
