@@ -4,9 +4,13 @@
 // Without a writable cgroup v1 memory controller the same service runs on the simulated backend.
 //
 //   node examples/fastify-service.mjs                  (a real 256 MiB cgroup where possible)
+//   node examples/fastify-service.mjs --compare        (the same load with @fastify/under-pressure
+//                                                       and with neither, then a table)
 //   node examples/fastify-service.mjs --simulated
-//   node examples/fastify-service.mjs --serve [--no-sdk]   (serve and load here, in whatever cgroup
-//                                                           this process is; used by the tests)
+//   node examples/fastify-service.mjs --serve [--no-sdk [--under-pressure]]
+//       serve and load here, in whatever cgroup this process is (the tests use it); --no-sdk without
+//       memory-pressure, --under-pressure with @fastify/under-pressure instead (RSS sampled every
+//       second against 90% of the limit: it sheds, but nothing gives memory back)
 // Environment: LOAD_SECONDS (default 5), or LOAD_REQUESTS (a number of requests instead of a
 // duration), CONNECTIONS (default 10).
 
@@ -29,7 +33,7 @@ const seconds = Number(process.env.LOAD_SECONDS ?? 5)
 const amount = process.env.LOAD_REQUESTS === undefined ? undefined : Number(process.env.LOAD_REQUESTS)
 const connections = Number(process.env.CONNECTIONS ?? 10)
 
-if (process.argv.includes('--serve')) await serve({ sdk: !process.argv.includes('--no-sdk') })
+if (process.argv.includes('--serve')) await serve({ sdk: !process.argv.includes('--no-sdk'), underPressure: process.argv.includes('--under-pressure') })
 else if (process.argv.includes('--simulated')) await serve({ sdk: true, simulated: 'asked for with --simulated' })
 else await inLimitedCgroup()
 
@@ -37,7 +41,7 @@ else await inLimitedCgroup()
  * The service, loaded by autocannon in the same process for `seconds` (or `amount` requests);
  * prints `ready` once listening and one `result <json>` line at the end.
  */
-async function serve({ sdk, simulated }) {
+async function serve({ sdk, simulated, underPressure }) {
   const sim = simulated === undefined ? undefined : new SimulatedBackend({ limit: LIMIT, usage: 60 * MiB })
   const cache = new LRUCache({
     max: 100_000,
@@ -67,6 +71,10 @@ async function serve({ sdk, simulated }) {
     await app.register(memoryPressure, { monitor, shedAt: 'critical', retryAfter: 1, exposeStatusRoute: true })
     const s = monitor.snapshot()
     console.log(`backend ${monitor.backend}, limit ${formatBytes(s.limit)}, levels ${JSON.stringify(levels)}`)
+  }
+  if (underPressure) {
+    const { default: plugin } = await import('@fastify/under-pressure')
+    await app.register(plugin, { maxRssBytes: 0.9 * LIMIT, retryAfter: 1 })
   }
   app.get('/page/:id', async (req) => {
     const id = Number(req.params.id)
@@ -126,20 +134,47 @@ async function inLimitedCgroup() {
     return serve({ sdk: true, simulated: `cannot create a limited cgroup (${err.code})` })
   }
   console.log(`Made ${dir} with a ${formatBytes(LIMIT)} limit.`)
-  const child = spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', path.join(dir, 'cgroup.procs'), process.execPath, fileURLToPath(import.meta.url), '--serve'], {
-    stdio: 'inherit',
-    // Freed pages go back to the kernel at once instead of staying in malloc's arenas.
-    env: { ...process.env, MALLOC_MMAP_THRESHOLD_: '131072' },
-  })
+  // --compare: the same load three times, with memory-pressure, with @fastify/under-pressure, with
+  // neither; otherwise only the first.
+  const variants = [
+    { name: 'memory-pressure', args: [] },
+    { name: '@fastify/under-pressure (maxRssBytes 90%)', args: ['--no-sdk', '--under-pressure'] },
+    { name: 'neither', args: ['--no-sdk'] },
+  ].slice(0, process.argv.includes('--compare') ? 3 : 1)
+  const env = { ...process.env, MALLOC_MMAP_THRESHOLD_: '131072', ...(process.argv.includes('--compare') ? { LOAD_REQUESTS: process.env.LOAD_REQUESTS ?? '1500' } : {}) }
+  const rows = []
+  let child
   try {
-    const [code, signal] = await new Promise((resolve) => child.on('exit', (c, s) => resolve([c, s])))
-    const oomKills = /oom_kill (\d+)/.exec(fs.readFileSync(path.join(dir, 'memory.oom_control'), 'utf8'))?.[1] ?? '?'
-    console.log(`The service exited with ${signal ?? code}; OOM kills in its cgroup: ${oomKills}.`)
-    if (code !== 0) process.exitCode = 1
+    for (const variant of variants) {
+      const killsBefore = oomKills(dir)
+      child = spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', path.join(dir, 'cgroup.procs'), process.execPath, fileURLToPath(import.meta.url), '--serve', ...variant.args], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        // Freed pages go back to the kernel at once instead of staying in malloc's arenas.
+        env,
+      })
+      let result = null
+      child.stdout.on('data', (d) => {
+        process.stdout.write(d)
+        const line = /^result (.*)$/m.exec(String(d))
+        if (line) result = JSON.parse(line[1])
+      })
+      const [code, signal] = await new Promise((resolve) => child.on('exit', (c, s) => resolve([c, s])))
+      const kills = oomKills(dir) - killsBefore
+      console.log(`The service (${variant.name}) exited with ${signal ?? code}; OOM kills in its cgroup: ${kills}.`)
+      rows.push({ variant: variant.name, exit: signal ?? code, oomKills: kills, served: result?.ok ?? '-', shed: result?.shed ?? '-' })
+      if (variant.args.length === 0 && code !== 0) process.exitCode = 1
+      // What a killed service left charged (page cache) would count against the next one.
+      fs.writeFileSync(path.join(dir, 'memory.force_empty'), '0')
+    }
+    if (rows.length > 1) console.table(rows)
   } finally {
     try { process.kill(child.pid, 'SIGKILL') } catch { /* gone */ }
     while (fs.existsSync(dir) && fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').trim() !== '') await new Promise((r) => setImmediate(r))
     try { fs.writeFileSync(path.join(dir, 'memory.force_empty'), '0') } catch { /* rmdir moves the rest to the parent */ }
     fs.rmdirSync(dir)
   }
+}
+
+function oomKills(dir) {
+  return Number(/oom_kill (\d+)/.exec(fs.readFileSync(path.join(dir, 'memory.oom_control'), 'utf8'))?.[1] ?? 0)
 }
