@@ -7,6 +7,7 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { removeAll } from './lib/cgroup.mjs'
 import { machine as describeMachine, write } from './lib/report.mjs'
+import { summarize } from './lib/summary.mjs'
 
 const ALL = ['latency', 'idle', 'lead-time', 'cramm', 'overhead', 'phase', 'reclaim']
 const { values } = parseArgs({
@@ -47,4 +48,6 @@ try {
 }
 const parts = ALL.filter((n) => fs.existsSync(path.join(out, `${n}.md`))).map((n) => fs.readFileSync(path.join(out, `${n}.md`), 'utf8'))
 const charts = fs.readdirSync(out).filter((f) => f.endsWith('.svg')).sort()
-fs.writeFileSync(path.join(out, 'README.md'), `# Bench results (${quick ? 'quick' : 'full'} run)\n\nWritten by \`node bench/run.mjs${quick ? ' --quick' : ''}\`; the last run took ${((Date.now() - started) / 60000).toFixed(1)} min (${done.join(', ')}).\n\n${parts.map((p) => p.replace(/^# /m, '## ')).join('\n\n')}\n\n## Charts\n\n${charts.map((c) => `![${c}](${c})`).join('\n\n')}\n`)
+const headline = summarize(out)
+fs.writeFileSync(path.join(out, 'SUMMARY.md'), `${headline}\n`)
+fs.writeFileSync(path.join(out, 'README.md'), `# Bench results (${quick ? 'quick' : 'full'} run)\n\nWritten by \`node bench/run.mjs${quick ? ' --quick' : ''}\`; the last run took ${((Date.now() - started) / 60000).toFixed(1)} min (${done.join(', ')}).\n\n## Summary\n\n${headline}\n\n${parts.map((p) => p.replace(/^# /m, '## ')).join('\n\n')}\n\n## Charts\n\n${charts.map((c) => `![${c}](${c})`).join('\n\n')}\n`)

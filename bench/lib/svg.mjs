@@ -10,7 +10,8 @@ function niceTicks(lo, hi, count = 6) {
   const mag = 10 ** Math.floor(Math.log10(raw))
   const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw)
   const ticks = []
-  for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) ticks.push(Number(t.toPrecision(12)))
+  const top = Math.ceil(hi / step - 1e-9) * step
+  for (let t = Math.floor(lo / step + 1e-9) * step; t <= top + step * 1e-9; t += step) ticks.push(Number(t.toPrecision(12)))
   return ticks
 }
 
@@ -18,8 +19,9 @@ function niceTicks(lo, hi, count = 6) {
  * series: [{ name, points: [[x, y]], color?, dash?, dots? }]
  * hlines: [{ y, label, color? }], vlines: [{ x, label, color? }], spans: [{ x0, x1, label }]
  */
-export function lineChart({ title, xLabel, yLabel, series, hlines = [], vlines = [], spans = [], width = 820, height = 420, yMin, yMax, xMin, xMax, logX = false }) {
-  const m = { l: 70, r: 190, t: 40, b: 50 }
+export function lineChart({ title, xLabel, yLabel, series, hlines = [], vlines = [], spans = [], width = 980, height = 440, yMin, yMax, xMin, xMax, logX = false }) {
+  const legendWidth = 14 + 7 * Math.max(10, ...series.map((x) => String(x.name).length), ...vlines.map((v) => String(v.legend ?? '').length))
+  const m = { l: 70, r: legendWidth + 20, t: 40, b: 50 }
   const W = width - m.l - m.r
   const H = height - m.t - m.b
   const xs = series.flatMap((s) => s.points.map((p) => p[0])).concat(vlines.map((v) => v.x))
@@ -35,7 +37,7 @@ export function lineChart({ title, xLabel, yLabel, series, hlines = [], vlines =
   const out = []
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`)
   out.push(`<rect width="${width}" height="${height}" fill="white"/>`)
-  out.push(`<text x="${m.l}" y="22" font-size="15" font-weight="bold">${esc(title)}</text>`)
+  out.push(`<text x="${m.l}" y="22" font-size="14" font-weight="bold">${esc(title)}</text>`)
   for (const s of spans) {
     out.push(`<rect x="${X(s.x0)}" y="${m.t}" width="${Math.max(1, X(s.x1) - X(s.x0))}" height="${H}" fill="#f2e6c9" opacity="0.7"/>`)
     if (s.label) out.push(`<text x="${X(s.x0) + 4}" y="${m.t + 14}" fill="#7a5c00">${esc(s.label)}</text>`)
