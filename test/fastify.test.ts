@@ -143,7 +143,14 @@ describe('fastify plugin', () => {
     const { sim, monitor } = simulated()
     const a = await app({ monitor, exposeStatusRoute: '/memory' })
     sim.setUsage(20 * MiB)
-    expect((await a.inject('/memory')).json()).toEqual({ status: 'ok', level: 'normal', usage: 20 * MiB, limit: 100 * MiB, workingSet: 20 * MiB })
+    expect((await a.inject('/memory')).json()).toEqual({
+      status: 'ok',
+      level: 'normal',
+      usage: 20 * MiB,
+      limit: 100 * MiB,
+      workingSet: 20 * MiB,
+      levels: { moderate: 50 * MiB, high: 70 * MiB, critical: 90 * MiB },
+    })
     expect((await a.inject('/status')).statusCode).toBe(404)
     await reach(sim, monitor, 95 * MiB, 'critical')
     expect((await a.inject('/memory')).statusCode).toBe(503)

@@ -46,6 +46,8 @@ describe('prom-client collector', () => {
     expect(value(all, 'memory_pressure_page_cache_bytes')).toBe(10 * MiB)
     expect(value(all, 'memory_pressure_rss_bytes')).toBe(30 * MiB)
     expect(value(all, 'memory_pressure_level')).toBe(0)
+    expect(value(all, 'memory_pressure_level_threshold_bytes', { level: 'moderate' })).toBe(50 * MiB)
+    expect(value(all, 'memory_pressure_level_threshold_bytes', { level: 'critical' })).toBe(90 * MiB)
     expect(all.get('memory_pressure_info')?.[0]?.labels).toEqual({ backend: 'simulated', cgroup: monitor.cgroup })
     sim.setUsage(50 * MiB)
     all = await samples(registry)

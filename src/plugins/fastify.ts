@@ -69,8 +69,9 @@ export interface FastifyMemoryPressureOptions {
   /** Replaces the 503 reply (see {@link PressureHandler}); a route's `config.pressureHandler` wins. */
   pressureHandler?: PressureHandler
   /**
-   * Adds a `GET` route reporting `{ status: 'ok', level, usage, limit, workingSet }` (bytes; `limit`
-   * is `null` when there is none): `true` for `/status`, a path, or {@link StatusRouteOptions}.
+   * Adds a `GET` route reporting `{ status: 'ok', level, usage, limit, workingSet, levels }` (bytes;
+   * `limit` is `null` when there is none; `levels` has where `moderate`, `high` and `critical`
+   * start, on the working set by default): `true` for `/status`, a path, or {@link StatusRouteOptions}.
    * It sheds like any route unless its `routeOpts.config.memoryPressure.shedAt` says otherwise, so
    * a readiness probe sees 503 while the service sheds. Default `false`.
    */
@@ -206,6 +207,11 @@ const plugin: FastifyPluginAsync<FastifyMemoryPressureOptions> = async (fastify:
     done(makeError())
   })
 
+  const levelsNow = (): { moderate: number; high: number; critical: number } | null => {
+    const l = monitor.levels
+    return l === null ? null : { moderate: l.moderate, high: l.high, critical: l.critical }
+  }
+
   if (route !== null) {
     fastify.get(route.url, route.routeOpts ?? {}, async () => {
       const s = monitor.snapshot()
@@ -215,6 +221,7 @@ const plugin: FastifyPluginAsync<FastifyMemoryPressureOptions> = async (fastify:
         usage: s.usage,
         limit: Number.isFinite(s.limit) ? s.limit : null,
         workingSet: s.workingSet,
+        levels: levelsNow(),
       }
     })
   }

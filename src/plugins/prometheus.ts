@@ -70,6 +70,7 @@ function validate(monitor: unknown, options: PrometheusOptions): void {
  * | `memory_pressure_page_cache_bytes` | gauge | page cache charged to the cgroup |
  * | `memory_pressure_rss_bytes` | gauge | anonymous memory |
  * | `memory_pressure_level` | gauge | 0 normal, 1 moderate, 2 high, 3 critical |
+ * | `memory_pressure_level_threshold_bytes{level}` | gauge | where each level starts (once levels are on) |
  * | `memory_pressure_info{backend,cgroup}` | gauge | always 1: the backend and cgroup in use |
  * | `memory_pressure_threshold_crossings_total{direction}` | counter | threshold crossings seen |
  * | `memory_pressure_level_changes_total{level}` | counter | changes of level, by the level entered |
@@ -147,6 +148,19 @@ export function memoryPressureMetrics(monitor: MemoryMonitor, options: Prometheu
       registers,
       collect() {
         this.set(fixed, levelRank(monitor.level))
+      },
+    }),
+  )
+  add('level_threshold_bytes', (fullName) =>
+    new Gauge({
+      name: fullName,
+      help: 'Where each pressure level starts, on the basis (working set by default).',
+      labelNames: [...fixedNames, 'level'],
+      registers,
+      collect() {
+        const levels = monitor.levels
+        if (levels === null) return
+        for (const level of ['moderate', 'high', 'critical'] as const) this.set({ ...fixed, level }, levels[level])
       },
     }),
   )
