@@ -4,6 +4,7 @@
 // MP_VM=0 skips it; MP_VM_ARGS passes words to the guest's `vitest run` (file filters, -t);
 // MP_VM_TIMEOUT_S stops qemu after that many seconds (default 600); MP_VM_VERBOSE=1 streams the console.
 
+import fs from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import { type VmResult, prepare, runVm } from './vm/harness.js'
 
@@ -64,6 +65,14 @@ describe('cgroup v2 in a VM', () => {
     expect(result.tests.length, `no guest test reported${context}`).toBeGreaterThan(0)
     expect(result.qemu.code, `qemu exit status${context}`).toBe(0)
   })
+  if ((process.env.MP_VM_ARGS ?? '').trim() === '') {
+    it('every guest test file reported results (the guest config found them all)', () => {
+      const guestFiles = fs.readdirSync(new URL('./vm/guest/', import.meta.url)).filter((f) => f.endsWith('.vm.ts')).map((f) => `test/vm/guest/${f}`)
+      const expected = [...guestFiles, 'test/contract.test.ts', 'test/psi.test.ts'].sort()
+      expect(guestFiles.length).toBeGreaterThan(0)
+      expect([...new Set(result.tests.map((t) => t.file))].sort()).toEqual(expected)
+    })
+  }
   for (const t of result.tests) {
     const title = `${t.file} > ${t.name}`
     if (t.state === 'skipped') {
