@@ -7,6 +7,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import { CgroupV2Backend } from '../../../src/backends/cgroup-v2.js'
+import type { PollClock } from '../../../src/backends/poll.js'
 import type { Crossing, OomEvent } from '../../../src/backends/types.js'
 import { Collector } from '../../helpers/collect.js'
 import { type CgroupChild, type TestCgroup, spawnInCgroup } from '../../helpers/cgroup.js'
@@ -47,12 +48,37 @@ async function climb(child: CgroupChild, step: number, done: () => boolean, maxS
 
 const summary = (c: Crossing): [number, string, string] => [c.threshold, c.direction, c.signal]
 
+/**
+ * A poll clock whose timers run only when the test says so: with it, a crossing that no poll could
+ * have seen must come from memory.events or PSI.
+ */
+class HeldPolls implements PollClock {
+  #due = new Map<number, () => void>()
+  #next = 0
+  now = (): number => performance.now()
+  setTimeout(fn: () => void): unknown {
+    this.#due.set(++this.#next, fn)
+    return this.#next
+  }
+
+  clearTimeout(handle: unknown): void {
+    this.#due.delete(handle as number)
+  }
+
+  /** Runs the polls scheduled so far. */
+  poll(): void {
+    const due = [...this.#due.values()]
+    this.#due.clear()
+    for (const fn of due) fn()
+  }
+}
+
 describe('the cgroup-v2 backend on a real kernel', () => {
   it('crossings come in order with their signal: polling below memory.high, memory.events at it', async () => {
     const cg = cgroup(testParent())
     const child = await spawnInCgroup(cg, allocator)
-    // Slow polling, so that the memory.events wake-up at memory.high is not beaten by a poll.
-    const backend = open({ cgroup: cg.path, psi: false, poll: { minIntervalMs: 3000, maxIntervalMs: 3000 } })
+    const clock = new HeldPolls()
+    const backend = open({ cgroup: cg.path, psi: false, clock })
     expect(backend.precision.signals).toEqual(['memory.events'])
     const base = backend.readUsage()
     const high = base + 32 * MiB
@@ -65,6 +91,7 @@ describe('the cgroup-v2 backend on a real kernel', () => {
     backend.watchThreshold(t1, got.push)
     backend.watchThreshold(t2, got.push)
     expect(await climb(child, 2 * MiB, () => backend.readUsage() >= t1 + MiB)).toBeNull()
+    clock.poll()
     await got.count(1, 30_000)
     expect(await climb(child, 4 * MiB, () => got.items.length >= 2 || (backend.memoryEvents().get('high') ?? 0) > 0)).toBeNull()
     await got.count(2, 30_000)
@@ -80,7 +107,7 @@ describe('the cgroup-v2 backend on a real kernel', () => {
     fs.writeFileSync(path.join(parent.path, 'cgroup.subtree_control'), '+memory')
     const cg = cgroup(parent.path)
     const child = await spawnInCgroup(cg, allocator)
-    const backend = open({ cgroup: cg.path, psi: { stallUs: 50_000, windowUs: 1_000_000 }, poll: { minIntervalMs: 60_000, maxIntervalMs: 60_000 } })
+    const backend = open({ cgroup: cg.path, psi: { stallUs: 50_000, windowUs: 1_000_000 }, clock: new HeldPolls() })
     expect(backend.precision.signals).toEqual(['memory.events', 'psi'])
     const high = backend.readUsage() + 16 * MiB
     fs.writeFileSync(path.join(parent.path, 'memory.high'), String(high))
