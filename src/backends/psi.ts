@@ -3,6 +3,7 @@
 
 import { EventEmitter } from 'eventemitter3'
 import fs from 'node:fs'
+import path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { MemoryPressureError, isErrnoException, syscallError } from '../errors.js'
 import { type NativeBinding, POLL_DISCONNECT, type PollWatcher, tryLoadNative } from '../native.js'
@@ -126,7 +127,8 @@ export class PsiTrigger extends EventEmitter<PsiTriggerEvents> {
    *
    * @throws TypeError / RangeError for bad options (naming the option and the value)
    * @throws MemoryPressureError `ERR_NATIVE_UNAVAILABLE` without the addon, `ERR_PERMISSION`
-   *   (EACCES, EPERM, EROFS), `ERR_NO_CGROUP` (ENOENT), `ERR_SYSCALL` (EINVAL for a window no
+   *   (EACCES, EPERM, EROFS), `ERR_NO_CGROUP` (ENOENT, or not a PSI file: anything but `/proc/pressure/*` on procfs
+   *   and `*.pressure` on cgroup2, symlinks resolved), `ERR_SYSCALL` (EINVAL for a window no
    *   retry could fix, EOPNOTSUPP without PSI), each with `.syscall` and `.path`. No fd stays open.
    */
   static open(file: string, options: PsiTriggerOptions = {}, native?: NativeBinding): PsiTrigger {
@@ -144,11 +146,24 @@ export class PsiTrigger extends EventEmitter<PsiTriggerEvents> {
     }
     const binding = native ?? tryLoadNative()
     if (binding instanceof MemoryPressureError) throw binding
+    // An injected binding is a test's fake poll over a fake file in a temporary directory.
+    const checked = native === undefined || native === tryLoadNative()
+    // Checked before opening (opening a device read-write can itself do something) and again on
+    // the open fd, which no rename or symlink swapped in between can redirect.
+    if (checked) assertPsiFile(file, file, true)
     let fd: number
     try {
-      fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_NONBLOCK)
+      fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY)
     } catch (err) {
       throw isErrnoException(err) ? syscallError(err, 'open', file) : err
+    }
+    if (checked) {
+      try {
+        assertPsiFile(`/proc/self/fd/${fd}`, file)
+      } catch (err) {
+        fs.closeSync(fd)
+        throw err
+      }
     }
     const notes: string[] = []
     let window = windowUs
@@ -231,6 +246,38 @@ export class PsiTrigger extends EventEmitter<PsiTriggerEvents> {
     }
     this.#baseline = total
     this.emit('stall', { kind: this.kind, stallUs: growth, totalUs: total, time: performance.now() })
+  }
+}
+
+/** statfs(2) `f_type` of the filesystems PSI files live on (include/uapi/linux/magic.h). */
+const PROC_SUPER_MAGIC = 0x9fa0
+const CGROUP2_SUPER_MAGIC = 0x63677270
+const psiName = /^(memory|cpu|io|irq)$/
+
+/**
+ * Refuses anything but a PSI file: `/proc/pressure/<resource>` on procfs or `<resource>.pressure`
+ * on cgroup2. The trigger is written into the file, so a symlink or a `root` pointing elsewhere
+ * (a regular file, `/proc/sysrq-trigger`, a device) must never receive it. `target` is the path
+ * to check (`/proc/self/fd/N` for an open fd: statfs and realpath then see the file itself).
+ */
+function assertPsiFile(target: string, file: string, leaveErrorsToOpen = false): void {
+  let type: number
+  let real: string
+  try {
+    type = fs.statfsSync(target).type
+    real = fs.realpathSync(target)
+  } catch (err) {
+    // Before opening, a missing or unreadable path is left to open(2), which names the error.
+    if (leaveErrorsToOpen && isErrnoException(err)) return
+    throw isErrnoException(err) ? syscallError(err, 'statfs', file) : err
+  }
+  const base = path.basename(real)
+  const ok = type === PROC_SUPER_MAGIC
+    ? path.dirname(real) === '/proc/pressure' && psiName.test(base)
+    : type === CGROUP2_SUPER_MAGIC && base.endsWith('.pressure') && psiName.test(base.slice(0, -'.pressure'.length))
+  if (!ok) {
+    const reason = `${real} is not a PSI file (filesystem type 0x${type.toString(16)}; PSI files are /proc/pressure/* on proc and *.pressure on cgroup2)`
+    throw new MemoryPressureError('ERR_NO_CGROUP', `no PSI trigger is written to ${file}: ${reason}`, { path: file, syscall: 'statfs', reasons: [reason] })
   }
 }
 

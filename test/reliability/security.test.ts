@@ -1,0 +1,191 @@
+// What the SDK may write and where: only cgroup.event_control and PSI trigger files, only on a
+// cgroup (or proc) filesystem, never through a symlink or `..` out of one, from the API or the CLI.
+
+import { spawn, spawnSync } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { CgroupV2Backend } from '../../src/backends/cgroup-v2.js'
+import { PsiTrigger } from '../../src/backends/psi.js'
+import { resolveCgroupPath } from '../../src/cgroup/index.js'
+import { MemoryPressureError } from '../../src/errors.js'
+import { nativeStatus } from '../../src/native.js'
+import { createTestCgroup, openFdCount, ownV1MemoryCgroup, type TestCgroup } from '../helpers/cgroup.js'
+
+const root = fileURLToPath(new URL('../../', import.meta.url))
+const bin = path.join(root, 'dist/cli/main.js')
+const fixtureTree = path.join(root, 'test/fixtures/v2/k8s-pod')
+const own = ownV1MemoryCgroup()
+const hasStrace = spawnSync('strace', ['-V']).status === 0
+const hasUnshare = spawnSync('unshare', ['--cgroup', 'true']).status === 0
+const native = nativeStatus().loaded
+const MiB = 2 ** 20
+const VICTIM = 'some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n'
+
+let tmp: string
+/** A copy of the k8s fixture tree whose container's memory.pressure is a symlink to a file outside it. */
+let tree: { root: string; container: string; victim: string }
+
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mp-security-'))
+  const treeRoot = path.join(tmp, 'tree')
+  fs.cpSync(fixtureTree, treeRoot, { recursive: true })
+  const container = path.join(treeRoot, 'kubepods.slice/pod-a.slice/container')
+  const victim = path.join(tmp, 'victim')
+  // A file that parses as PSI: the trigger's own read before writing cannot tell it apart.
+  fs.writeFileSync(victim, VICTIM)
+  fs.rmSync(path.join(container, 'memory.pressure'), { force: true })
+  fs.symlinkSync(victim, path.join(container, 'memory.pressure'))
+  tree = { root: treeRoot, container, victim }
+})
+
+afterAll(() => {
+  fs.rmSync(tmp, { recursive: true, force: true })
+})
+
+describe.skipIf(!native)(`PSI triggers are written only on cgroup2 or proc files${native ? '' : ' (skipped: no native addon)'}`, () => {
+  it('refuses a regular file in /tmp, writes nothing and keeps no fd', () => {
+    const file = path.join(tmp, 'memory.pressure')
+    fs.writeFileSync(file, VICTIM)
+    const fds = openFdCount()
+    let error: unknown
+    try {
+      PsiTrigger.open(file)
+    } catch (err) {
+      error = err
+    }
+    expect(error).toBeInstanceOf(MemoryPressureError)
+    expect((error as MemoryPressureError).code).toBe('ERR_NO_CGROUP')
+    expect((error as MemoryPressureError).path).toBe(file)
+    expect(fs.readFileSync(file, 'utf8')).toBe(VICTIM)
+    expect(openFdCount()).toBe(fds)
+  })
+
+  it('refuses a symlink out of a tree given by root, and the v2 backend goes on without PSI', () => {
+    const fds = openFdCount()
+    const backend = CgroupV2Backend.open({ cgroup: tree.container, root: tree.root, poll: { minIntervalMs: 60_000, maxIntervalMs: 60_000 } })
+    try {
+      expect(backend.precision.kind).toBe('polled')
+      expect(backend.precision.kind === 'polled' ? backend.precision.signals : []).not.toContain('psi')
+    } finally {
+      backend.close()
+    }
+    expect(fs.readFileSync(tree.victim, 'utf8')).toBe(VICTIM)
+    expect(openFdCount()).toBe(fds)
+  })
+
+  it('refuses a character device (opening it read-write could have effects)', () => {
+    expect(() => PsiTrigger.open('/dev/null')).toThrow(expect.objectContaining({ code: 'ERR_NO_CGROUP' }))
+  })
+})
+
+describe.skipIf(!fs.existsSync(bin))(`the command line cannot be pointed at a file to write${fs.existsSync(bin) ? '' : ' (skipped: dist/ not built)'}`, () => {
+  it('watch --cgroup/--root on a tree whose memory.pressure links to /tmp leaves the target unchanged', async () => {
+    const child = spawn(process.execPath, [bin, 'watch', '--cgroup', tree.container, '--root', tree.root, '--interval-ms', '50'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    // The first usage line comes after the backend opened (and PSI was tried).
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (d: Buffer) => {
+        out += d
+        if (/usage \d+/.test(out)) resolve()
+      })
+      child.on('exit', (code) => reject(new Error(`watch exited with ${code} before printing usage: ${out}`)))
+    })
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+    child.kill('SIGINT')
+    expect(await exited).toBe(0)
+    expect(fs.readFileSync(tree.victim, 'utf8')).toBe(VICTIM)
+  })
+
+  // The remount below names this machine's mount point of the v1 memory hierarchy.
+  const container = 'dir' in own && own.dir.startsWith('/sys/fs/cgroup/memory/') && hasUnshare
+  it.skipIf(!container)(`--pid of a process outside this cgroup namespace finds no cgroup to watch${container ? '' : ' (skipped: needs root, a v1 cgroup under /sys/fs/cgroup/memory and unshare --cgroup)'}`, async () => {
+    const cg = createTestCgroup((own as { dir: string }).dir)
+    try {
+      // A container, as Docker makes one: the shell moves itself into the test cgroup, then a new
+      // cgroup and mount namespace are rooted there and cgroupfs is mounted afresh (its root is now
+      // the test cgroup). From inside, pid 1's cgroup is above that root (`/..`, cgroup_namespaces(7)):
+      // no directory of it can be opened, so nothing of it can be read or written.
+      const inner = `umount -l /sys/fs/cgroup/memory && mount -t cgroup -o memory none /sys/fs/cgroup/memory && exec ${process.execPath} ${bin} doctor --json --pid 1`
+      const script = `echo $$ > ${cg.path}/cgroup.procs && exec unshare --cgroup --mount /bin/sh -c '${inner}'`
+      const r = spawnSync('/bin/sh', ['-c', script], { encoding: 'utf8' })
+      const report = JSON.parse(r.stdout) as { cgroup: unknown; cgroupError: { code: string } | null; backends: Array<{ name: string; available: boolean }> }
+      expect(report.cgroup).toBeNull()
+      expect(report.cgroupError?.code).toBe('ERR_NO_CGROUP')
+      expect(report.backends.filter((b) => b.name.startsWith('cgroup')).map((b) => b.available)).toEqual([false, false])
+    } finally {
+      await cg.remove()
+    }
+  })
+})
+
+describe('user paths are resolved before they are checked', () => {
+  it.skipIf(!('dir' in own))('a symlink in /tmp to a cgroup resolves to the cgroup inside its mount', () => {
+    const link = path.join(tmp, 'to-own-cgroup')
+    fs.symlinkSync((own as { dir: string }).dir, link)
+    const loc = resolveCgroupPath(link)
+    expect(loc.path).toBe(fs.realpathSync((own as { dir: string }).dir))
+    expect(loc.path.startsWith(`${loc.mountPoint}/`) || loc.path === loc.mountPoint).toBe(true)
+  })
+
+  it.each([
+    ['a symlink from a cgroup-looking name to /tmp', () => { const l = path.join(tmp, 'memory'); fs.symlinkSync(tmp, l); return l }],
+    ['.. out of the v1 mount', () => '/sys/fs/cgroup/memory/../../../tmp'],
+    ['.. out of the v2 mount', () => '/sys/fs/cgroup/unified/../../../etc'],
+    ['a file inside the mount', () => '/sys/fs/cgroup/memory/memory.stat'],
+    ['a fake tree in /tmp without root', () => tree.container],
+  ])('%s is ERR_NO_CGROUP', (_, make) => {
+    expect(() => resolveCgroupPath(make())).toThrow(expect.objectContaining({ code: 'ERR_NO_CGROUP' }))
+  })
+})
+
+describe.skipIf(!hasStrace || !('dir' in own) || !native)(`a monitor's lifetime writes only cgroup.event_control and PSI files${hasStrace && 'dir' in own && native ? '' : ' (skipped: needs strace, root with a v1 cgroup and the addon)'}`, () => {
+  let cg: TestCgroup | undefined
+  afterAll(async () => cg?.remove())
+
+  it('every file opened for writing is one of them (traced with strace)', () => {
+    cg = createTestCgroup((own as { dir: string }).dir, { limit: 64 * MiB })
+    // Everything a service does with the SDK: thresholds, levels with a shrinker, OOM watching,
+    // pressure levels, a PSI trigger on this process's own v2 cgroup (when PSI exists), close.
+    const script = `
+      const sdk = await import(${JSON.stringify(path.join(root, 'dist/index.js'))})
+      const fs = await import('node:fs')
+      fs.existsSync('/mp-trace-begin')
+      const m = sdk.createMemoryMonitor({ backend: 'cgroup-v1', cgroup: ${JSON.stringify(cg.path)}, thresholds: ['50%', { threshold: '75%', direction: 'both' }], levels: true })
+      m.register({ name: 'cache', shrink: () => 0 })
+      m.snapshot()
+      m.diagnostics()
+      const own2 = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\\n').find((l) => l.startsWith('0::'))?.slice(3)
+      const psiFile = fs.existsSync('/sys/fs/cgroup/unified' + own2 + '/memory.pressure') ? '/sys/fs/cgroup/unified' + own2 + '/memory.pressure' : '/proc/pressure/memory'
+      let t = null
+      try { t = sdk.PsiTrigger.open(psiFile, { windowUs: 2000000 }) } catch (e) { console.log('psi-error', e.code) }
+      t?.close()
+      await m.close()
+      fs.existsSync('/mp-trace-end')
+    `
+    const r = spawnSync('strace', ['-f', '-qq', '-e', 'trace=open,openat,openat2,creat,truncate,rename,renameat,renameat2,unlink,unlinkat,mkdir,mkdirat,rmdir,symlink,symlinkat,link,linkat,chmod,fchmodat,access,newfstatat,statx,stat', '-e', 'signal=none',
+      process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8', maxBuffer: 64 * MiB })
+    expect(r.status).toBe(0)
+    const lines = r.stderr.split('\n')
+    const begin = lines.findIndex((l) => l.includes('/mp-trace-begin'))
+    const end = lines.findIndex((l) => l.includes('/mp-trace-end'))
+    expect(begin).toBeGreaterThan(-1)
+    expect(end).toBeGreaterThan(begin)
+    const phase = lines.slice(begin + 1, end)
+    const written = new Set<string>()
+    const changed: string[] = []
+    for (const l of phase) {
+      const file = /"([^"]+)"/.exec(l)?.[1]
+      if (file === undefined) continue
+      if (/open(at2?)?\(/.test(l) && /O_WRONLY|O_RDWR|O_CREAT|O_TRUNC|O_APPEND/.test(l)) written.add(file)
+      if (/^(\[pid +\d+\] )?(creat|truncate|rename|unlink|mkdir|rmdir|symlink|link|chmod|fchmodat)/.test(l)) changed.push(l)
+    }
+    const allowed = (f: string): boolean =>
+      f === path.join(cg!.path, 'cgroup.event_control') || f === '/proc/pressure/memory' || (f.startsWith('/sys/fs/cgroup/unified/') && f.endsWith('/memory.pressure'))
+    expect([...written].filter((f) => !allowed(f))).toEqual([])
+    expect(written.has(path.join(cg.path, 'cgroup.event_control'))).toBe(true)
+    expect(changed).toEqual([])
+  })
+})
