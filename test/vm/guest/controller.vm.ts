@@ -11,6 +11,17 @@ import { makeV2Cgroup, own, testParent } from './cgroup2.js'
 
 const MiB = 2 ** 20
 const allocator = fileURLToPath(new URL('../../helpers/allocator.mjs', import.meta.url))
+const dist = new URL('../../../dist/index.js', import.meta.url).href
+
+/** A child that opens a monitor through the public API and prints what it watches. */
+const monitorScript = `
+const { createMemoryMonitor } = await import(${JSON.stringify(dist)})
+process.stdout.write('ready\\n')
+const m = createMemoryMonitor({ backend: 'cgroup-v2' })
+const s = m.snapshot()
+process.stdout.write(JSON.stringify({ backend: m.backend, cgroup: m.cgroup, limit: s.limit, limitHolder: s.limitHolder }) + '\\n')
+await m.close()
+`
 
 describe('cgroup v2 memory controller', () => {
   const made: TestCgroup[] = []
@@ -50,5 +61,16 @@ describe('cgroup v2 memory controller', () => {
     expect(after.usage - before.usage).toBeGreaterThanOrEqual(16 * MiB)
     expect(after.rss - before.rss).toBeGreaterThanOrEqual(16 * MiB)
     expect(readFigures({ ...loc, path: parent.path }).usage).toBeGreaterThanOrEqual(after.usage)
+  })
+
+  it('a monitor opened in the child watches the ancestor that holds the limit', async () => {
+    const parent = makeV2Cgroup(testParent(), { max: 80 * MiB })
+    made.push(parent)
+    fs.writeFileSync(path.join(parent.path, 'cgroup.subtree_control'), '+memory')
+    const leaf = makeV2Cgroup(parent.path)
+    made.push(leaf)
+    child = await spawnInCgroup(leaf, '--input-type=module', ['-e', monitorScript])
+    const [line] = await child.output.count(1, 60_000)
+    expect(JSON.parse(line ?? '{}')).toEqual({ backend: 'cgroup-v2', cgroup: parent.path, limit: 80 * MiB, limitHolder: parent.path })
   })
 })
