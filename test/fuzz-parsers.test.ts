@@ -236,6 +236,29 @@ describe('memory.events', () => {
   })
 })
 
+describe('numbers past 2^53 and repeated names', () => {
+  const huge = fc.bigInt({ min: 2n ** 53n, max: 2n ** 70n })
+
+  it('memory.events: a counter past 2^53 is ERR_PARSE, not a rounded number', () => {
+    fc.assert(fc.property(huge, (n) => {
+      expect(attempt(() => parseMemoryEvents(`low 0\noom_kill ${n}\n`))).toEqual({ ok: false, code: 'ERR_PARSE' })
+    }), RUNS)
+  })
+
+  it('memory.events: a repeated counter is ERR_PARSE, not the last value', () => {
+    expect(attempt(() => parseMemoryEvents('oom 1\noom_kill 1\noom 2\n'))).toEqual({ ok: false, code: 'ERR_PARSE' })
+  })
+
+  it('PSI: a total past 2^53 us, an average above 100% or a repeated line is ERR_PARSE', () => {
+    fc.assert(fc.property(huge, (n) => {
+      expect(attempt(() => parsePressure(`some avg10=0.00 avg60=0.00 avg300=0.00 total=${n}\n`))).toEqual({ ok: false, code: 'ERR_PARSE' })
+    }), RUNS)
+    expect(attempt(() => parsePressure('some avg10=100.01 avg60=0.00 avg300=0.00 total=1\n'))).toEqual({ ok: false, code: 'ERR_PARSE' })
+    expect(attempt(() => parsePressure('some avg10=0.00 avg60=0.00 avg300=0.00 total=1\nsome avg10=0.00 avg60=0.00 avg300=0.00 total=2\n')))
+      .toEqual({ ok: false, code: 'ERR_PARSE' })
+  })
+})
+
 describe('PSI files', () => {
   const avg = fc.integer({ min: 0, max: 10000 }).map((n) => (n / 100).toFixed(2))
   const line = fc.record({ a10: avg, a60: avg, a300: avg, total: fc.nat({ max: Number.MAX_SAFE_INTEGER }) })

@@ -71,10 +71,12 @@ export function parseMemoryEvents(text: string, source?: string): MemoryEvents {
   for (const line of text.split('\n')) {
     if (line === '') continue
     const m = /^([a-z_]+) (\d+)$/.exec(line)
-    if (m === null) {
+    const count = m === null ? Number.NaN : Number(m[2])
+    // A counter past 2^53 or a name seen twice is a torn or foreign file: no number from it is right.
+    if (m === null || !Number.isSafeInteger(count) || out.has(m[1] as string)) {
       throw new MemoryPressureError('ERR_PARSE', `not a memory.events line: ${JSON.stringify(line)}`, source === undefined ? {} : { path: source })
     }
-    out.set(m[1] as string, Number(m[2]))
+    out.set(m[1] as string, count)
   }
   return out
 }

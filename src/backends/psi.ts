@@ -39,10 +39,14 @@ export function parsePressure(text: string, source?: string): PsiReading {
   for (const raw of text.split('\n')) {
     if (raw === '') continue
     const m = lineRe.exec(raw)
-    if (m === null) {
+    const line = m === null ? null : { avg10: Number(m[2]), avg60: Number(m[3]), avg300: Number(m[4]), totalUs: Number(m[5]) }
+    // Averages are percentages of time (psi.rst); a total past 2^53 us or a kind seen twice is a
+    // torn or foreign file, and no number from it is right.
+    if (m === null || line === null || !Number.isSafeInteger(line.totalUs) || out[m[1] as PsiKind] !== undefined ||
+      [line.avg10, line.avg60, line.avg300].some((a) => a > 100)) {
       throw new MemoryPressureError('ERR_PARSE', `not a PSI line: ${JSON.stringify(raw)}`, source === undefined ? {} : { path: source })
     }
-    out[m[1] as PsiKind] = { avg10: Number(m[2]), avg60: Number(m[3]), avg300: Number(m[4]), totalUs: Number(m[5]) }
+    out[m[1] as PsiKind] = line
   }
   if (out.some === undefined) {
     throw new MemoryPressureError('ERR_PARSE', 'no "some" line in the PSI file', source === undefined ? {} : { path: source })
