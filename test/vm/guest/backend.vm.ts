@@ -11,7 +11,7 @@ import type { PollClock } from '../../../src/backends/poll.js'
 import type { Crossing, OomEvent } from '../../../src/backends/types.js'
 import { Collector } from '../../helpers/collect.js'
 import { type CgroupChild, type TestCgroup, spawnInCgroup } from '../../helpers/cgroup.js'
-import { makeV2Cgroup, testParent } from './cgroup2.js'
+import { makeV2Cgroup, makeV2Nested, testParent } from './cgroup2.js'
 
 const MiB = 2 ** 20
 const allocator = fileURLToPath(new URL('../../helpers/allocator.mjs', import.meta.url))
@@ -103,9 +103,8 @@ describe('the cgroup-v2 backend on a real kernel', () => {
   it('an ancestor\'s memory.high stalls the child: the PSI trigger is the signal of the crossing', async () => {
     // memory.events counts the high event in the parent that holds memory.high, not in the child
     // (cgroup-v2.rst): on the child only PSI sees the stall.
-    const parent = cgroup(testParent())
-    fs.writeFileSync(path.join(parent.path, 'cgroup.subtree_control'), '+memory')
-    const cg = cgroup(parent.path)
+    const { outer: parent, leaf: cg } = makeV2Nested(testParent())
+    made.push(parent, cg)
     const child = await spawnInCgroup(cg, allocator)
     const backend = open({ cgroup: cg.path, psi: { stallUs: 50_000, windowUs: 1_000_000 }, clock: new HeldPolls() })
     expect(backend.precision.signals).toEqual(['memory.events', 'psi'])

@@ -69,6 +69,21 @@ export function makeV2Cgroup(parent: string, limits: V2Limits = {}): TestCgroup 
   return cg
 }
 
+/**
+ * A cgroup with `limits` that gives its children the memory controller, and a child of it with no
+ * limit of its own. Remove `leaf` before `outer`.
+ */
+export function makeV2Nested(parent: string, limits: V2Limits = {}): { outer: TestCgroup; leaf: TestCgroup } {
+  const outer = makeV2Cgroup(parent, limits)
+  try {
+    fs.writeFileSync(path.join(outer.path, 'cgroup.subtree_control'), '+memory')
+    return { outer, leaf: makeV2Cgroup(outer.path) }
+  } catch (err) {
+    fs.rmdirSync(outer.path)
+    throw err
+  }
+}
+
 /** Parses `memory.events` (`key value` lines) into numbers by key. */
 export function readEvents(cg: string, file = 'memory.events'): Record<string, number> {
   const out: Record<string, number> = {}

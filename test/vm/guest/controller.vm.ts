@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import { cgroupOfPid, effectiveLimit, findMemoryCgroup, readFigures } from '../../../src/cgroup/index.js'
 import { type CgroupChild, type TestCgroup, spawnInCgroup } from '../../helpers/cgroup.js'
-import { makeV2Cgroup, own, testParent } from './cgroup2.js'
+import { makeV2Nested, testParent } from './cgroup2.js'
 
 const MiB = 2 ** 20
 const allocator = fileURLToPath(new URL('../../helpers/allocator.mjs', import.meta.url))
@@ -41,11 +41,8 @@ describe('cgroup v2 memory controller', () => {
   })
 
   it('effectiveLimit finds memory.max on the parent when the child has none', async () => {
-    const parent = makeV2Cgroup(testParent(), { max: 96 * MiB })
-    made.push(parent)
-    fs.writeFileSync(path.join(parent.path, 'cgroup.subtree_control'), '+memory')
-    const leaf = makeV2Cgroup(parent.path)
-    made.push(leaf)
+    const { outer: parent, leaf } = makeV2Nested(testParent(), { max: 96 * MiB })
+    made.push(parent, leaf)
     expect(fs.readFileSync(path.join(leaf.path, 'memory.max'), 'utf8').trim()).toBe('max')
     child = await spawnInCgroup(leaf, allocator)
     const loc = cgroupOfPid(child.proc.pid as number)
@@ -64,11 +61,8 @@ describe('cgroup v2 memory controller', () => {
   })
 
   it('a monitor opened in the child watches the ancestor that holds the limit', async () => {
-    const parent = makeV2Cgroup(testParent(), { max: 80 * MiB })
-    made.push(parent)
-    fs.writeFileSync(path.join(parent.path, 'cgroup.subtree_control'), '+memory')
-    const leaf = makeV2Cgroup(parent.path)
-    made.push(leaf)
+    const { outer: parent, leaf } = makeV2Nested(testParent(), { max: 80 * MiB })
+    made.push(parent, leaf)
     child = await spawnInCgroup(leaf, '--input-type=module', ['-e', monitorScript])
     const [line] = await child.output.count(1, 60_000)
     expect(JSON.parse(line ?? '{}')).toEqual({ backend: 'cgroup-v2', cgroup: parent.path, limit: 80 * MiB, limitHolder: parent.path })
