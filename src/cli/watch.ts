@@ -52,7 +52,7 @@ export async function watch(options: WatchOptions, signal: AbortSignal): Promise
   const { write, tty } = options
   let last: MemorySnapshot = first
   let statusShown = false
-  const above = new Set<number>(thresholds.filter((t) => first.usage >= t))
+  const above = new Set<number>()
   const start = performance.now()
   const stamp = (): string => `+${((performance.now() - start) / 1000).toFixed(3)}s`
   const level = (): string => {
@@ -93,18 +93,27 @@ export async function watch(options: WatchOptions, signal: AbortSignal): Promise
     else line(`${stamp()} usage ${last.usage} limit ${Number.isFinite(last.limit) ? last.limit : 'max'} working-set ${last.workingSet} cache ${last.cache} (${pct(last.usage, last.limit)}; ${level()})`)
   }
 
-  line(`watching ${backend.cgroup} with ${backend.name} (${backend.precision.kind}${backend.precision.kind === 'polled' ? `, ${backend.precision.intervalMs?.min}..${backend.precision.intervalMs?.max} ms` : ''})`)
-  for (const note of backend.notes) line(`  ${note}`)
-  if (given.length < options.thresholds.length) line('  no limit: the default percentage thresholds do not apply; give --thresholds in bytes')
-  line(`limit ${Number.isFinite(first.limit) ? `${formatBytes(first.limit)} held by ${first.limitHolder ?? 'an ancestor above the visible tree'}` : 'none'}; thresholds ${thresholds.map((t) => `${formatBytes(t)} (${pct(t, first.limit)})`).join(', ') || 'none'}`)
-
   const onCrossing = (c: Crossing): void => {
     if (c.direction === 'up') above.add(c.threshold)
     else above.delete(c.threshold)
     last = { ...last, usage: c.usage }
     line(`${stamp()} threshold ${c.direction} ${formatBytes(c.threshold)} (${pct(c.threshold, last.limit)}) usage ${formatBytes(c.usage)} via ${c.signal}${c.coalesced ? ' (coalesced)' : ''}`)
   }
+  // Armed before anything is printed, and the side of each threshold read after arming: whoever
+  // reads the header may change usage at once, and registering never reports a crossing by itself.
   for (const t of thresholds) backend.watchThreshold(t, onCrossing)
+  try {
+    last = backend.snapshot()
+  } catch {
+    // keep the first snapshot; the refresh below reports the failure's consequences
+  }
+  for (const t of thresholds) if (last.usage >= t) above.add(t)
+
+  line(`watching ${backend.cgroup} with ${backend.name} (${backend.precision.kind}${backend.precision.kind === 'polled' ? `, ${backend.precision.intervalMs?.min}..${backend.precision.intervalMs?.max} ms` : ''})`)
+  for (const note of backend.notes) line(`  ${note}`)
+  if (given.length < options.thresholds.length) line('  no limit: the default percentage thresholds do not apply; give --thresholds in bytes')
+  line(`limit ${Number.isFinite(first.limit) ? `${formatBytes(first.limit)} held by ${first.limitHolder ?? 'an ancestor above the visible tree'}` : 'none'}; thresholds ${thresholds.map((t) => `${formatBytes(t)} (${pct(t, first.limit)})`).join(', ') || 'none'}`)
+
   const onOom = (e: OomEvent): void => line(`${stamp()} OOM in ${backend.cgroup} (${e.source}: oom ${e.oom}, killed ${e.oomKill ?? '?'})`)
   const onLevel = (e: PressureLevelEvent): void => line(`${stamp()} pressure level ${e.level} (${e.mode}) x${e.count}`)
   backend.on('oom', onOom)
