@@ -23,7 +23,7 @@ import { MemoryPressureError } from './errors.js'
 import { type LevelBytes, PolicyEngine, type PolicyOptions, type PressureEvent, type ReliefEvent } from './policy/engine.js'
 import type { PressureLevel } from './policy/levels.js'
 import type { ShrinkReport, Shrinker } from './policy/shrinker.js'
-import { type Threshold, describe, parseThreshold, resolveThreshold } from './size.js'
+import { type ParsedThreshold, type Threshold, describe, parseThreshold, resolveThreshold } from './size.js'
 
 /** Which crossings a threshold subscription wants. */
 export type DirectionFilter = Direction | 'both'
@@ -44,8 +44,11 @@ export interface ThresholdEvent {
   initial: boolean
   /** True when the kernel reported this crossing together with others (see {@link Crossing.coalesced}). */
   coalesced: boolean
-  /** What delivered it; `'initial'` for the registration-time event. */
-  signal: CrossingSignal | 'initial'
+  /**
+   * What delivered it; `'initial'` for the registration-time event; `'limit'` when a percentage
+   * threshold moved across usage because the limit changed (see {@link MemoryMonitor.addThreshold}).
+   */
+  signal: CrossingSignal | 'initial' | 'limit'
   /** The backend that saw it. */
   backend: BackendName
   /** Filesystem path of the cgroup watched. */
@@ -124,6 +127,9 @@ export type Unsubscribe = (() => void) & Disposable
 
 interface Entry {
   threshold: number
+  parsed: ParsedThreshold
+  /** The limit `threshold` was resolved against. */
+  limit: number
   direction: DirectionFilter
   handler: ((event: ThresholdEvent) => void | Promise<void>) | undefined
   watch: ThresholdWatch
@@ -265,10 +271,12 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
     return this.#policy.until(level, options?.signal)
   }
 
-  /** Reads usage, limit, working set and page cache now. */
+  /** Reads usage, limit, working set and page cache now (and moves percentage thresholds if the limit changed). */
   snapshot(): MemorySnapshot {
     this.#assertOpen()
-    return this.#backend.snapshot()
+    const snapshot = this.#backend.snapshot()
+    this.#followLimit(snapshot)
+    return snapshot
   }
 
   /**
@@ -276,6 +284,13 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
    * effective limit (`'80%'`, resolved now). When usage is already at or above it and `'up'`
    * crossings are wanted, an event with `initial: true` follows right after registration (the
    * kernel itself reports nothing at registration).
+   *
+   * A percentage follows the limit (so do levels given in percent): when a snapshot shows a
+   * different limit (read at every crossing, every level wake-up and every `snapshot()` call; the
+   * kernel sends no event for a limit change), the
+   * threshold is resolved again and re-armed, and if it moved across usage the crossing is
+   * delivered with `signal: 'limit'`. A limit that goes away leaves the last resolution in force
+   * and reports `ERR_NO_LIMIT` on `'error'`.
    *
    * @returns a function that unsubscribes (and a `Disposable`)
    */
@@ -293,9 +308,12 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
     }
     const parsed = parseThreshold(threshold)
     const before = this.#backend.snapshot()
+    this.#followLimit(before)
     const bytes = resolveThreshold(parsed, before.limit)
     const entry: Entry = {
       threshold: bytes,
+      parsed,
+      limit: before.limit,
       direction,
       handler: options.handler,
       watch: this.#backend.watchThreshold(bytes, (crossing) => this.#deliver(entry, crossing)),
@@ -411,6 +429,41 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
     // The crossing's usage is the one read at the wake-up; the rest is read just after.
     snapshot.usage = crossing.usage
     this.#dispatch(entry, this.#event(entry.threshold, crossing.direction, snapshot, false, crossing.coalesced, crossing.signal, crossing.time))
+    this.#followLimit(snapshot)
+  }
+
+  /** Re-resolves percentage thresholds whose limit differs from `snapshot.limit`; see `addThreshold`. */
+  #followLimit(snapshot: MemorySnapshot): void {
+    this.#policy?.noticeLimit(snapshot.limit)
+    for (const entry of this.#entries) {
+      if (entry.parsed.kind !== 'percent' || entry.limit === snapshot.limit) continue
+      let bytes: number
+      try {
+        bytes = resolveThreshold(entry.parsed, snapshot.limit)
+      } catch (err) {
+        entry.limit = snapshot.limit
+        this.reportError(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_INVALID_THRESHOLD', String(err), { cause: err }))
+        continue
+      }
+      const old = entry.threshold
+      entry.limit = snapshot.limit
+      if (bytes === old) continue
+      entry.watch.close()
+      entry.threshold = bytes
+      try {
+        entry.watch = this.#backend.watchThreshold(bytes, (crossing) => this.#deliver(entry, crossing))
+      } catch (err) {
+        this.#entries.delete(entry)
+        this.reportError(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_SYSCALL', String(err), { cause: err }))
+        continue
+      }
+      const direction: Direction | null = snapshot.usage >= bytes && snapshot.usage < old ? 'up' : snapshot.usage < bytes && snapshot.usage >= old ? 'down' : null
+      if (direction !== null && (entry.direction === 'both' || entry.direction === direction)) {
+        queueMicrotask(() => {
+          if (this.#entries.has(entry)) this.#dispatch(entry, this.#event(bytes, direction, snapshot, false, false, 'limit'))
+        })
+      }
+    }
   }
 
   #event(

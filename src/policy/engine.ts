@@ -168,6 +168,8 @@ export class PolicyEngine {
   #recheckMs: number
   #heap: ReduceHeapOptions | false
   #levels: ResolvedLevels | null = null
+  /** The limit the levels were resolved against. */
+  #limit = Number.POSITIVE_INFINITY
   #level: PressureLevel = 'normal'
   #watches: ThresholdWatch[] = []
   #armedOffset = 0
@@ -233,6 +235,7 @@ export class PolicyEngine {
       this.#options.basis,
       snapshot.limit,
     )
+    this.#limit = snapshot.limit
     const bytes = basisOf(snapshot, this.#levels.basis)
     const level = levelFor(this.#levels, bytes, 'normal')
     this.#level = level
@@ -244,6 +247,15 @@ export class PolicyEngine {
         this.#startCycle()
       })
     }
+  }
+
+  /**
+   * A snapshot read elsewhere (the monitor's) showed `limit`: when it differs from the one the
+   * levels were resolved against, evaluate now rather than at the next wake-up, which a lower
+   * limit may never bring (no armed point lies between usage and the new limit).
+   */
+  noticeLimit(limit: number): void {
+    if (this.#levels !== null && !this.#closed && limit !== this.#limit) this.#evaluate(true)
   }
 
   /** See `MemoryMonitor.register`. */
@@ -368,10 +380,22 @@ export class PolicyEngine {
    * `crossed`: a watch fired (usage passed a point, so every point must move).
    */
   #evaluate(crossed: boolean): void {
-    const levels = this.#levels
-    if (levels === null || this.#closed) return
+    if (this.#levels === null || this.#closed) return
     const snapshot = this.#snapshot()
     if (snapshot === null) return
+    // Percentages follow the limit: the kernel sends nothing when it changes, so it is noticed here,
+    // at the next wake-up or re-check. A limit that went away keeps the last levels (ERR_NO_LIMIT).
+    if (snapshot.limit !== this.#limit) {
+      this.#limit = snapshot.limit
+      try {
+        const levels = this.#options.levels
+        this.#levels = resolveLevels(typeof levels === 'object' ? levels : true, this.#options.hysteresis, this.#options.basis, snapshot.limit)
+        crossed = true
+      } catch (err) {
+        this.#host.error(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_NO_LIMIT', String(err), { cause: err }))
+      }
+    }
+    const levels = this.#levels
     const bytes = basisOf(snapshot, levels.basis)
     const previous = this.#level
     const level = levelFor(levels, bytes, previous)
