@@ -52,7 +52,7 @@ const result = {
   outOfOrder: 0,
   /** Cycles in which a threshold crossed more than once each way (a bounce at the threshold). */
   extraCrossings: 0,
-  missing: 0, nudges: 0, pressureEvents: 0, reliefEvents: 0, maxPressurePerCycle: 0, errors: [], samples: [],
+  missing: 0, nudges: 0, misses: [], pressureEvents: 0, reliefEvents: 0, maxPressurePerCycle: 0, errors: [], samples: [],
   oomKills: 0, elapsedS: 0,
 }
 const started = Date.now()
@@ -121,7 +121,9 @@ try {
         await command('free')
       }
     }
-    result.missing += thresholds.filter((t) => last.get(t) !== direction).length
+    const missed = thresholds.filter((t) => last.get(t) !== direction)
+    result.missing += missed.length
+    if (result.misses.length < 20) result.misses.push({ cycle: result.cycles, direction, thresholds: missed, usage: cg.usage() })
   }
   const baseline = footprint()
   result.samples.push({ cycle: 0, ...baseline })
