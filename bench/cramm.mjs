@@ -13,7 +13,10 @@ export function settings(quick) {
 }
 
 const label = (r) =>
-  r.strategy === 'fixed' ? `fixed ${r.cacheMib} MiB` : r.strategy === 'poll' ? 'poll 1 s, fixed rss threshold' : r.hold ? 'memory-pressure + hold' : r.strategy
+  r.strategy === 'fixed' ? `fixed ${r.cacheMib} MiB` : r.strategy === 'poll' ? 'poll 1 s, fixed rss threshold'
+    : r.noTrim ? 'memory-pressure + hold, no malloc_trim' : r.highLevels ? 'memory-pressure + hold, levels 85/92/97%' : r.hold ? 'memory-pressure + hold' : r.strategy
+const NO_TRIM = JSON.stringify({ reduceHeap: { mallocTrim: false } })
+const HIGH_LEVELS = JSON.stringify({ levels: { moderate: '85%', high: '92%', critical: '97%' } })
 
 export async function run({ quick, machine }) {
   const s = settings(quick)
@@ -23,7 +26,7 @@ export async function run({ quick, machine }) {
     try {
       const r = await runWorkload(cg, { warmup: s.warmup, seconds: s.seconds, ...args })
       const { progress, ...rest } = r
-      const row = { limitMib, cacheMib: args['cache-mib'] ?? null, hold: Boolean(args.hold), ...rest }
+      const row = { limitMib, cacheMib: args['cache-mib'] ?? null, hold: Boolean(args.hold), noTrim: args['mp-options'] === NO_TRIM, highLevels: args['mp-options'] === HIGH_LEVELS, ...rest }
       row.label = label(row)
       console.error(`   ${limitMib} MiB ${row.label}: ${fmt(row.perCpuSecond, 0)} req/CPU s, ${fmt(row.throughput, 0)} req/s, hit ${fmt(row.hitRatio, 3)}, peak ${mib(row.peakUsage)} MiB${row.killed ? ', OOM-KILLED' : ''}`)
       runs.push(row)
@@ -34,12 +37,14 @@ export async function run({ quick, machine }) {
   }
   for (let rep = 0; rep < s.repeats; rep++) {
     for (const limitMib of s.limits) {
-      // rep 0 runs every strategy; later repetitions only memory-pressure and the best fixed size
-      // of rep 0 (the oracle), to give a spread where it matters
+      // rep 0 runs every strategy; later repetitions only memory-pressure + hold and the best fixed
+      // size of rep 0 (the oracle), to give a spread where it matters
       const fixed = s.grid.filter((g) => g < limitMib)
       const candidates = rep === 0 ? fixed : bestFixed(runs, limitMib, 1)
-      await one(limitMib, { strategy: 'memory-pressure' })
+      if (rep === 0) await one(limitMib, { strategy: 'memory-pressure' })
       await one(limitMib, { strategy: 'memory-pressure', hold: true })
+      if (rep === 0) await one(limitMib, { strategy: 'memory-pressure', hold: true, 'mp-options': NO_TRIM })
+      if (rep === 0) await one(limitMib, { strategy: 'memory-pressure', hold: true, 'mp-options': HIGH_LEVELS })
       for (const size of candidates) await one(limitMib, { strategy: 'fixed', 'cache-mib': size })
       if (rep === 0) {
         await one(limitMib, { strategy: 'unbounded' })
@@ -82,16 +87,22 @@ export async function run({ quick, machine }) {
   })
   const mp = perLimit.map((l) => l.rows.find((r) => r.label === 'memory-pressure'))
   const hold = perLimit.map((l) => l.rows.find((r) => r.label === 'memory-pressure + hold'))
+  const noTrim = perLimit.map((l) => l.rows.find((r) => r.label === 'memory-pressure + hold, no malloc_trim'))
+  const metNoTrim = perLimit.map((l, i) => ({ limitMib: l.limitMib, ratio: noTrim[i]?.ratio ?? null, oomKills: noTrim[i]?.oomKills ?? null, met: (noTrim[i]?.ratio ?? 0) >= 0.95 && noTrim[i]?.oomKills === 0 }))
+  const hi = perLimit.map((l) => l.rows.find((r) => r.label === 'memory-pressure + hold, levels 85/92/97%'))
+  const metHigh = perLimit.map((l, i) => ({ limitMib: l.limitMib, ratio: hi[i]?.ratio ?? null, oomKills: hi[i]?.oomKills ?? null, met: (hi[i]?.ratio ?? 0) >= 0.95 && hi[i]?.oomKills === 0 }))
   const metHold = perLimit.map((l, i) => ({ limitMib: l.limitMib, ratio: hold[i]?.ratio ?? null, oomKills: hold[i]?.oomKills ?? null, met: (hold[i]?.ratio ?? 0) >= 0.95 && hold[i]?.oomKills === 0 }))
   const met = perLimit.map((l, i) => ({ limitMib: l.limitMib, ratio: mp[i]?.ratio ?? null, oomKills: mp[i]?.oomKills ?? null, met: (mp[i]?.ratio ?? 0) >= 0.95 && mp[i]?.oomKills === 0 }))
-  const json = { bench: 'cramm', machine, settings: s, workload: { keys: 16384, zipf: 0.8, valueKiB: 64, pbkdf2Iterations: 2000 }, perLimit, target: met, targetHold: metHold, runs: runs.map(({ shrinkLog, ...r }) => ({ ...r, shrinkLog: shrinkLog?.slice(0, 50) })) }
+  const json = { bench: 'cramm', machine, settings: s, workload: { keys: 16384, zipf: 0.8, valueKiB: 64, pbkdf2Iterations: 2000 }, perLimit, target: met, targetHold: metHold, targetHoldNoTrim: metNoTrim, targetHoldHighLevels: metHigh, runs: runs.map(({ shrinkLog, ...r }) => ({ ...r, shrinkLog: shrinkLog?.slice(0, 50) })) }
   const md = `# 4. CRAMM sweep: throughput at each memory limit against the best fixed cache size in hindsight
 
-${machineLine(machine)}. One run of the sweep; each cell is one ${s.warmup} s warm-up + ${s.seconds} s measured run in its own cgroup, with ${s.repeats > 1 ? `both memory-pressure strategies and the best fixed size run ${s.repeats} times (mean, range in brackets)` : 'one repetition'}. Workload: 16384 keys, zipf s = 0.8, values of 64 KiB costing 2000 PBKDF2-SHA256 iterations (about 0.6 ms) to compute. Throughput is counted two ways: requests per second of wall time, and requests per CPU second of the whole process (all threads, kernel time included: the GC and shrinking the SDK causes are charged to it). The machine is shared with other engineers' test runs, which move wall-time throughput by tens of percent from one minute to the next; the per-CPU figure is not moved by that, so **ratios are computed on requests per CPU second** and the wall-time ratio is shown beside it. Oracle = the fixed size with the highest throughput and no OOM kill at that limit (sizes tried: ${s.grid.join(', ')} MiB below the limit). "poll" trims its cache to 75% when \`process.memoryUsage.rss()\` read once a second exceeds a fixed ${s.pollRssMib} MiB. memory-pressure: an lru-cache without a size bound, \`createMemoryMonitor()\` with its default levels (moderate 70%, high 85%, critical 95% of the limit, hysteresis 5%) and \`lruCacheShrinker(cache)\` with its defaults, as the README shows. "memory-pressure + hold" adds what an application can do on top: after each \`'shrink'\` the cache does not grow past its new size until \`'relief'\`.
+${machineLine(machine)}. One run of the sweep; each cell is one ${s.warmup} s warm-up + ${s.seconds} s measured run in its own cgroup, with ${s.repeats > 1 ? `memory-pressure + hold and the best fixed size run ${s.repeats} times (mean, range in brackets)` : 'one repetition'}. Workload: 16384 keys, zipf s = 0.8, values of 64 KiB costing 2000 PBKDF2-SHA256 iterations (about 0.6 ms) to compute. Throughput is counted two ways: requests per second of wall time, and requests per CPU second of the whole process (all threads, kernel time included: the GC and shrinking the SDK causes are charged to it). The machine is shared with other engineers' test runs, which move wall-time throughput by tens of percent from one minute to the next; the per-CPU figure is not moved by that, so **ratios are computed on requests per CPU second** and the wall-time ratio is shown beside it. Oracle = the fixed size with the highest throughput and no OOM kill at that limit (sizes tried: ${s.grid.join(', ')} MiB below the limit). "poll" trims its cache to 75% when \`process.memoryUsage.rss()\` read once a second exceeds a fixed ${s.pollRssMib} MiB. memory-pressure: an lru-cache without a size bound, \`createMemoryMonitor()\` with its default levels (moderate 70%, high 85%, critical 95% of the limit, hysteresis 5%) and \`lruCacheShrinker(cache)\` with its defaults, as the README shows. "memory-pressure + hold" adds what an application can do on top: after each \`'shrink'\` the cache does not grow past its new size until \`'relief'\`. "no malloc_trim" is the same with \`createMemoryMonitor({ reduceHeap: { mallocTrim: false } })\`: the pages freed are kept by the C allocator for the cache's next values instead of going back to the kernel and being faulted in again. "levels 85/92/97%" is the held cache with \`levels: { moderate: '85%', high: '92%', critical: '97%' }\` instead of the defaults.
 
 Target for memory-pressure: at least 0.95 of the oracle with no OOM kill at every limit.
 - memory-pressure as shipped: ${verdict(met)}.
 - memory-pressure + hold: ${verdict(metHold)}.
+- memory-pressure + hold, no malloc_trim: ${verdict(metNoTrim)}.
+- memory-pressure + hold, levels 85/92/97%: ${verdict(metHigh)}.
 
 ${perLimit.map((l) => `### Limit ${l.limitMib} MiB (oracle: ${l.oracle ?? 'none survived'}; by wall time: ${l.oracleWall ?? 'none'})
 
@@ -100,7 +111,7 @@ ${table(['strategy', 'runs', 'req / CPU s', 'ratio to oracle', 'req/s (wall)', '
   r.cycleShare === null ? '' : `${fmt(100 * r.cycleShare, 0)}% (${fmt(100 * r.gcShare, 0)}%)`,
 ]))}`).join('\n\n')}
 `
-  const strategies = ['memory-pressure', 'memory-pressure + hold', 'unbounded', 'poll 1 s, fixed rss threshold', ...s.grid.map((g) => `fixed ${g} MiB`)]
+  const strategies = ['memory-pressure', 'memory-pressure + hold', 'memory-pressure + hold, no malloc_trim', 'memory-pressure + hold, levels 85/92/97%', 'unbounded', 'poll 1 s, fixed rss threshold', ...s.grid.map((g) => `fixed ${g} MiB`)]
   const series = strategies.map((name) => ({
     name,
     points: perLimit.map((l) => {

@@ -7,7 +7,7 @@
 //   second against a fixed --poll-rss-mib, trimming the cache to 75% above it; memory-pressure: an
 //   unbounded lru-cache shrunk by the SDK's policy and lru-cache plugin (--attach-mp adds the same
 //   monitor to any strategy, for the overhead bench; --hold keeps the cache from growing back
-//   between a shrink and the next relief).
+//   between a shrink and the next relief; --mp-options '<json>' is passed to createMemoryMonitor).
 
 import { pbkdf2Sync } from 'node:crypto'
 import { createHistogram, performance } from 'node:perf_hooks'
@@ -29,6 +29,7 @@ const { values: o } = parseArgs({
     'poll-rss-mib': { type: 'string', default: '256' },
     'attach-mp': { type: 'boolean', default: false },
     hold: { type: 'boolean', default: false },
+    'mp-options': { type: 'string', default: '{}' },
   },
 })
 const MiB = 2 ** 20
@@ -96,7 +97,7 @@ if (strategy === 'memory-pressure' || o['attach-mp']) {
   // the lru-cache plugin; shrinking frees the cache, then a full GC and malloc_trim
   const { createMemoryMonitor } = await import('memory-pressure')
   const { lruCacheShrinker } = await import('memory-pressure/lru-cache')
-  const monitor = createMemoryMonitor()
+  const monitor = createMemoryMonitor(JSON.parse(o['mp-options']))
   monitor.on('error', (e) => process.stdout.write(`error ${e.code}\n`))
   monitor.register(lruCacheShrinker(cache))
   monitor.on('shrink', (r) => {
