@@ -42,6 +42,7 @@ struct Watch {
   bool closing = false;
   napi_ref callback = nullptr;
   napi_async_context async_context = nullptr;
+  napi_ref resource = nullptr;
   PollWatcher* wrapper = nullptr;
   Watch* prev = nullptr;
   Watch* next = nullptr;
@@ -80,6 +81,7 @@ void FreeWatch(Watch* w) {
   bool scoped = napi_open_handle_scope(env, &scope) == napi_ok;
   if (w->callback != nullptr) napi_delete_reference(env, w->callback);
   if (w->async_context != nullptr) napi_async_destroy(env, w->async_context);
+  if (w->resource != nullptr) napi_delete_reference(env, w->resource);
   if (scoped) napi_close_handle_scope(env, scope);
   delete w;
 }
@@ -348,11 +350,15 @@ Napi::Value WatchFd(const Napi::CallbackInfo& info) {
   }
   PollWatcher* wrapper = PollWatcher::Unwrap(object);
   napi_value name = Napi::String::New(env, "memory-pressure:PollWatcher");
+  napi_value resource = Napi::Object::New(env);
   if (wrapper == nullptr ||
       napi_create_reference(env, info[2], 1, &w->callback) != napi_ok ||
-      // The watcher object is the async resource (held weakly), so async_hooks and
-      // AsyncLocalStorage see callbacks in the context watch() was called from.
-      napi_async_init(env, object, name, &w->async_context) != napi_ok) {
+      // A fresh object is the async resource, so async_hooks and AsyncLocalStorage see callbacks
+      // in the context watch() was called from. Not the watcher itself: Node 26 holds the resource
+      // strongly, which would keep an unclosed watcher from ever being finalized. Node 20 holds it
+      // weakly (AsyncLocalStorage keeps its store on it), so the watch holds it for its lifetime.
+      napi_create_reference(env, resource, 1, &w->resource) != napi_ok ||
+      napi_async_init(env, resource, name, &w->async_context) != napi_ok) {
     if (wrapper != nullptr) wrapper->Detach();
     FreeWatch(w);
     if (!env.IsExceptionPending()) {
