@@ -14,6 +14,7 @@ const watcherScript = fileURLToPath(new URL('./watcher.mjs', import.meta.url))
 
 export const STRATEGIES = [
   { name: 'memory-pressure (eventfd)', args: ['memory-pressure'], fastOk: true },
+  { name: 'raw eventfd, no SDK (floor)', args: ['raw-eventfd'], fastOk: true },
   { name: 'poll 10 ms', args: ['poll', '--interval', '10'], fastOk: true },
   { name: 'poll 100 ms', args: ['poll', '--interval', '100'] },
   { name: 'poll 1 s', args: ['poll', '--interval', '1000'] },

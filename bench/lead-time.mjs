@@ -79,7 +79,8 @@ ${table(['strategy', 'runs with a warning', 'lead time ms', 'usage at warning Mi
       xLabel: 'seconds', yLabel: 'usage (MiB)',
       series: [
         { name: 'usage', points: a.trace, color: '#999', width: 1.5 },
-        ...a.results.map((r) => ({ name: r.strategy, points: r.events.filter((e) => e[2] === 'up').slice(0, 1).map((e) => [e[0], e[1]]), dotsOnly: true, r: 6 })),
+        // bigger dots first, so that warnings at the same moment stay visible
+        ...a.results.map((r, i) => ({ name: r.strategy, points: r.events.filter((e) => e[2] === 'up').slice(0, 1).map((e) => [e[0], e[1]]), dotsOnly: true, r: 10 - 1.5 * i })),
       ],
       hlines: [{ y: a.threshold / MiB, label: 'threshold (80%)' }, { y: limit / MiB, label: 'limit', color: '#d62728' }],
       vlines: [{ x: a.killAtS, label: 'OOM kill', color: '#d62728', dash: '3 3' }],

@@ -52,7 +52,7 @@ const result = {
   outOfOrder: 0,
   /** Cycles in which a threshold crossed more than once each way (a bounce at the threshold). */
   extraCrossings: 0,
-  missing: 0, nudges: 0, misses: [], pressureEvents: 0, reliefEvents: 0, maxPressurePerCycle: 0, errors: [], samples: [],
+  missing: 0, nudges: 0, misses: [], anomalies: [], pressureEvents: 0, reliefEvents: 0, maxPressurePerCycle: 0, errors: [], samples: [],
   oomKills: 0, elapsedS: 0,
 }
 const started = Date.now()
@@ -148,6 +148,10 @@ try {
     const counts = new Map()
     for (const e of seen.slice(before)) counts.set(`${e.threshold}:${e.direction}`, (counts.get(`${e.threshold}:${e.direction}`) ?? 0) + 1)
     if ([...counts.values()].some((n) => n > 1)) result.extraCrossings++
+    const expected = thresholds.flatMap((t) => [`${t}:up`, `${t}:down`])
+    if (expected.some((k) => counts.get(k) !== 1) && result.anomalies.length < 20) {
+      result.anomalies.push({ cycle: result.cycles, counts: Object.fromEntries(expected.map((k) => [k, counts.get(k) ?? 0])) })
+    }
     result.maxPressurePerCycle = Math.max(result.maxPressurePerCycle, pressureThisCycle)
     seen.length = 0
     if (result.cycles % sampleEvery === 0) {

@@ -2,7 +2,8 @@
 // to learn that a cgroup crossed a memory threshold, printing `event <ns> <usage> <up|down>` on each.
 //
 //   node bench/watcher.mjs <strategy> --cgroup <v1 dir> --threshold <bytes> [--v2 <dir>] [--interval ms]
-//   strategies: memory-pressure (kernel eventfd threshold through the public API), poll (read
+//   strategies: memory-pressure (kernel eventfd threshold through the public API), raw-eventfd (the
+//   same registration by hand, no SDK: the floor), poll (read
 //   memory.usage_in_bytes every --interval ms), psi (a PSI trigger on <v2>/memory.pressure, Bun's
 //   `some 150000 2000000`), none (an idle Node process: the baseline of the idle cost).
 // The process stays alive while its stdin is open; `ns` is process.hrtime.bigint() (CLOCK_MONOTONIC).
@@ -40,6 +41,27 @@ if (strategy === 'memory-pressure') {
     direction: 'both',
     onError: (err) => print(`error ${err.code}`),
   })
+} else if (strategy === 'raw-eventfd') {
+  // The same kernel mechanism without the SDK (memory.rst, "Memory thresholds"): what is left of the
+  // latency here is the kernel and the scheduler, so the difference to 'memory-pressure' is the SDK's.
+  const { tryLoadNative } = await import('../dist/native.js')
+  const native = tryLoadNative()
+  if (native instanceof Error) throw native
+  const efd = native.eventfd()
+  fs.writeFileSync(path.join(values.cgroup, 'cgroup.event_control'), `${efd} ${usageFd} ${threshold}`)
+  let above = readUsage() >= threshold
+  const w = native.watch(efd, 'readable', (status) => {
+    if (status < 0) return print(`error raw-${status}`)
+    while (native.readEventfd(w.fd) > 0);
+    const usage = readUsage()
+    const now = usage >= threshold
+    if (now !== above) {
+      above = now
+      print(`event ${process.hrtime.bigint()} ${usage} ${now ? 'up' : 'down'}`)
+    }
+  })
+  if (typeof w === 'number') throw new Error(`watch failed: ${w}`)
+  globalThis.rawWatcher = w
 } else if (strategy === 'poll') {
   const interval = Number(values.interval)
   let above = readUsage() >= threshold
