@@ -100,6 +100,12 @@ export async function main(argv: string[], io: { out?: NodeJS.WriteStream; err?:
       const stop = (): void => controller.abort()
       process.once('SIGINT', stop)
       process.once('SIGTERM', stop)
+      // `watch | head` closes the pipe: stop as if interrupted rather than die of an unhandled EPIPE.
+      // Left attached: writes already queued can fail after watch() returns.
+      out.on?.('error', (e: NodeJS.ErrnoException) => {
+        if (e.code === 'EPIPE') stop()
+        else throw e
+      })
       try {
         const end = await watch({
           ...target,

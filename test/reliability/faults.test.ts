@@ -2,7 +2,7 @@
 // watched cgroup removed, the process moved to another cgroup, shrinkers that hang, throw or free
 // nothing, a garbage collector that fails, and the native addon failing to load.
 
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -226,5 +226,16 @@ describe('the native addon fails to load', () => {
     const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' })
     expect(r.status).toBe(0)
     expect(JSON.parse(r.stdout)).toEqual({ loaded: false, code: 'ERR_NATIVE_UNAVAILABLE', backend: 'cgroup-v1', precision: 'polled', warnings: ['ERR_NATIVE_UNAVAILABLE'] })
+  })
+})
+
+describe.skipIf(!v1 || !built)(`the reader of watch goes away${v1 && built ? '' : ' (skipped: needs a v1 cgroup and dist/)'}`, () => {
+  it('watch whose stdout pipe is closed (watch | head) stops with exit 0 instead of dying on EPIPE', async () => {
+    const cg = track(createTestCgroup((own as { dir: string }).dir, { limit: 64 * MiB }))
+    const child = spawn(process.execPath, [path.join(root, 'dist/cli/main.js'), 'watch', '--cgroup', cg.path, '--interval-ms', '10'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
+    await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()))
+    child.stdout.destroy()
+    expect(await exited).toEqual({ code: 0, signal: null })
   })
 })
