@@ -543,6 +543,22 @@ class V1Event {
   }
 }
 
+/** statfs(2) `f_type` of a cgroup v1 filesystem (include/uapi/linux/magic.h). */
+const CGROUP_SUPER_MAGIC = 0x27e0eb
+
+/**
+ * The directory was checked against the mount table when the backend opened, but the write goes
+ * through a path again: refuse unless the open fd is on cgroup v1 (a mount over the directory, or
+ * the directory replaced, since). Checked on the fd itself through `/proc/self/fd`.
+ */
+function assertCgroupFile(fd: number, file: string): void {
+  const type = fs.statfsSync(`/proc/self/fd/${fd}`).type
+  if (type !== CGROUP_SUPER_MAGIC) {
+    const reason = `${file} is no longer on a cgroup v1 filesystem (type 0x${type.toString(16)})`
+    throw new MemoryPressureError('ERR_NO_CGROUP', `nothing is written to ${file}: ${reason}`, { path: file, syscall: 'statfs', reasons: [reason] })
+  }
+}
+
 /**
  * Registers an eventfd for `file` of `cgroup` through `cgroup.event_control`
  * (`"<event_fd> <fd of file>[ <argument>]"`, cgroup-v1/memory.rst) and watches it for readability.
@@ -561,6 +577,9 @@ function registerEvent(native: NativeBinding, cgroup: string, file: string, argu
     tfd = fs.openSync(target, 'r')
     step = ['open', controlPath]
     cfd = fs.openSync(controlPath, fs.constants.O_WRONLY)
+    step = ['statfs', controlPath]
+    assertCgroupFile(cfd, controlPath)
+    assertCgroupFile(tfd, target)
     step = ['write', controlPath]
     fs.writeSync(cfd, argument === null ? `${efd} ${tfd}` : `${efd} ${tfd} ${argument}`)
     const poller = native.watch(efd, 'readable', onWake)
@@ -568,7 +587,7 @@ function registerEvent(native: NativeBinding, cgroup: string, file: string, argu
     return poller
   } catch (err) {
     native.close(efd)
-    throw isErrnoException(err) ? syscallError(err, step[0], step[1]) : err
+    throw err instanceof MemoryPressureError || !isErrnoException(err) ? err : syscallError(err, step[0], step[1])
   } finally {
     // The registration holds its own reference to the file; ours can go.
     if (tfd >= 0) fs.closeSync(tfd)

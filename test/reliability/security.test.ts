@@ -121,6 +121,34 @@ describe.skipIf(!fs.existsSync(bin))(`the command line cannot be pointed at a fi
   })
 })
 
+describe.skipIf(!('dir' in own) || !hasUnshare || !native || !fs.existsSync(bin))(`a v1 cgroup replaced after opening${'dir' in own && hasUnshare && native ? '' : ' (skipped: needs root, a v1 cgroup, unshare and the addon)'}`, () => {
+  it('a directory mounted over the cgroup gets no registration written into its cgroup.event_control', async () => {
+    const cg = createTestCgroup((own as { dir: string }).dir, { limit: 64 * MiB })
+    const fake = path.join(tmp, 'fake-cgroup')
+    fs.mkdirSync(fake)
+    for (const f of ['cgroup.event_control', 'memory.usage_in_bytes']) fs.writeFileSync(path.join(fake, f), '')
+    try {
+      // In a private mount namespace: open the backend on the real cgroup, then mount the fake
+      // directory over it, as a hostile or confused operator could between two registrations.
+      const script = `
+        const { execFileSync } = await import('node:child_process')
+        const sdk = await import(${JSON.stringify(path.join(root, 'dist/index.js'))})
+        const b = sdk.CgroupV1Backend.open({ cgroup: ${JSON.stringify(cg.path)}, oom: false })
+        execFileSync('mount', ['--bind', ${JSON.stringify(fake)}, ${JSON.stringify(cg.path)}])
+        let out
+        try { b.watchThreshold(1048576, () => {}); out = 'registered' } catch (e) { out = e.code }
+        b.close()
+        console.log(out)
+      `
+      const r = spawnSync('unshare', ['--mount', '--propagation', 'private', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8' })
+      expect(r.stdout.trim(), r.stderr).toBe('ERR_NO_CGROUP')
+      expect(fs.readFileSync(path.join(fake, 'cgroup.event_control'), 'utf8')).toBe('')
+    } finally {
+      await cg.remove()
+    }
+  })
+})
+
 describe('user paths are resolved before they are checked', () => {
   it.skipIf(!('dir' in own))('a symlink in /tmp to a cgroup resolves to the cgroup inside its mount', () => {
     const link = path.join(tmp, 'to-own-cgroup')
