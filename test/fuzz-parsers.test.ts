@@ -40,6 +40,18 @@ function truncations(text: string): fc.Arbitrary<number> {
 }
 const completeLines = (text: string): number => text.split('\n').length - 1
 
+/** `text` cut anywhere parses to ERR_PARSE or to what the full text gives on its complete lines. */
+function agreesWhenTruncated(text: string, parse: (text: string) => unknown[], numRuns = 200): void {
+  const full = parse(text)
+  fc.assert(fc.property(truncations(text), (cut) => {
+    const part = text.slice(0, cut)
+    const r = attempt(() => parse(part))
+    if (!r.ok) { expect(r.code).toBe('ERR_PARSE'); return }
+    const n = completeLines(part)
+    expect(r.value.slice(0, n)).toEqual(full.slice(0, n))
+  }), { numRuns })
+}
+
 describe('mountinfo', () => {
   const segment = fc.stringMatching(/^[a-z0-9_.-]{1,12}$/)
   const path = fc.array(segment, { minLength: 0, maxLength: 4 }).map((s) => `/${s.join('/')}`)
@@ -95,15 +107,7 @@ describe('mountinfo', () => {
   })
 
   it.each(HOSTS)('a truncated %s mountinfo is ERR_PARSE or agrees on its complete lines', (host) => {
-    const text = fixture(host, 'mountinfo')
-    const full = parseMountInfo(text)
-    fc.assert(fc.property(truncations(text), (cut) => {
-      const part = text.slice(0, cut)
-      const r = attempt(() => parseMountInfo(part))
-      if (!r.ok) { expect(r.code).toBe('ERR_PARSE'); return }
-      const n = completeLines(part)
-      expect(r.value.slice(0, n)).toEqual(full.slice(0, n))
-    }), { numRuns: 200 })
+    agreesWhenTruncated(fixture(host, 'mountinfo'), (t) => parseMountInfo(t))
   })
 })
 
@@ -135,15 +139,7 @@ describe('/proc/<pid>/cgroup', () => {
   })
 
   it.each(HOSTS)('a truncated %s cgroup file is ERR_PARSE or agrees on its complete lines', (host) => {
-    const text = fixture(host, 'cgroup')
-    const full = parseProcCgroup(text)
-    fc.assert(fc.property(truncations(text), (cut) => {
-      const part = text.slice(0, cut)
-      const r = attempt(() => parseProcCgroup(part))
-      if (!r.ok) { expect(r.code).toBe('ERR_PARSE'); return }
-      const n = completeLines(part)
-      expect(r.value.slice(0, n)).toEqual(full.slice(0, n))
-    }), { numRuns: 200 })
+    agreesWhenTruncated(fixture(host, 'cgroup'), (t) => parseProcCgroup(t))
   })
 })
 
@@ -175,15 +171,7 @@ describe('memory.stat', () => {
   })
 
   it.each(['this-machine', 'docker-v1', 'docker-v2-cgroupns', 'k8s-v2'])('a truncated %s memory.stat is ERR_PARSE or agrees on its complete lines', (host) => {
-    const text = fixture(host, 'memory.stat')
-    const full = [...parseMemoryStat(text)]
-    fc.assert(fc.property(truncations(text), (cut) => {
-      const part = text.slice(0, cut)
-      const r = attempt(() => parseMemoryStat(part))
-      if (!r.ok) { expect(r.code).toBe('ERR_PARSE'); return }
-      const n = completeLines(part)
-      expect([...r.value].slice(0, n)).toEqual(full.slice(0, n))
-    }), { numRuns: 200 })
+    agreesWhenTruncated(fixture(host, 'memory.stat'), (t) => [...parseMemoryStat(t)])
   })
 })
 
