@@ -41,7 +41,7 @@ describe.skipIf(!ready)(`soak, 40 s${ready ? '' : ` (skipped: ${built ? (own as 
     expect(r.reliefEvents).toBeLessThanOrEqual(r.cycles)
     expect(r.errors).toEqual([])
     expect(r.oomKills).toBe(0)
-    // The level engine holds 2 or 3 kernel watches (eventfds) depending on the level and page cache
+    // The level engine holds one to three kernel watches (eventfds) depending on the level and page cache
     // when a sample is taken; a leak over ~50 cycles would be far more than that.
     expect(Math.abs(r.growth.fds)).toBeLessThanOrEqual(2)
     expect(Math.abs(r.growth.resources)).toBeLessThanOrEqual(2)
