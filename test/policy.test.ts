@@ -316,6 +316,41 @@ describe('shrink cycles', () => {
     await monitor.close()
   })
 
+  it('with cooldownMs 0 and nothing freed, cycles back off from 50 ms instead of spinning', async () => {
+    const { sim, clock, monitor, shrink } = setup({ cooldownMs: 0 })
+    sim.setUsage(75 * MiB)
+    await shrink.count(1)
+    const waits: number[] = []
+    for (let n = 2; n <= 3; n++) {
+      const start = clock.now()
+      while (shrink.items.length < n) {
+        clock.advance(10)
+        await turns(2)
+      }
+      waits.push(clock.now() - start)
+    }
+    expect(waits).toEqual([100, 200])
+    await monitor.close()
+  })
+
+  it('re-arming keeps the watches already at the right value (each v1 registration waits for the kernel)', async () => {
+    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 40 * MiB, cache: 10 * MiB, inactiveFile: 10 * MiB })
+    const registered: number[] = []
+    const watch = sim.watchThreshold.bind(sim)
+    sim.watchThreshold = (bytes, cb) => (registered.push(bytes), watch(bytes, cb))
+    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), reduceHeap: noHeap })
+    const up = 70 * MiB + 10 * MiB // moderate on the working set, plus the cache on top of it
+    expect(registered).toContain(up)
+    const before = registered.length
+    // Anonymous memory freed: usage falls through the drift point below it, the engine wakes and
+    // re-arms; the cache is unchanged, so the point for moderate stays where it is.
+    sim.free(5 * MiB)
+    await turns(3)
+    expect(registered.length).toBeGreaterThan(before)
+    expect(registered.filter((b) => b === up)).toHaveLength(1)
+    await monitor.close()
+  })
+
   it('the fraction asked of a shrinker with a size is its share of that size', async () => {
     const { sim, monitor, shrink } = setup()
     const requests: ShrinkRequest[] = []
