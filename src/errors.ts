@@ -121,6 +121,7 @@ export function syscallError(err: number | NodeJS.ErrnoException, syscall: strin
 
 /** True when `err` is a Node system error with the given `code` (`ENOENT`, ...). */
 export function isErrnoException(err: unknown, code?: string): err is NodeJS.ErrnoException {
-  return err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string' &&
+  // A MemoryPressureError has a string code too, but it is ours, not the kernel's.
+  return err instanceof Error && !(err instanceof MemoryPressureError) && typeof (err as NodeJS.ErrnoException).code === 'string' &&
     (code === undefined || (err as NodeJS.ErrnoException).code === code)
 }
