@@ -144,7 +144,7 @@ export async function run({ quick, machine }) {
     const header = ['strategy', 'crossings seen', 'latency p50 ms', 'p99 ms', 'max ms', 'from step start p50 ms', 'overshoot (up) p50 / max MiB']
     const md = `# 1. Notification latency
 
-${machineLine(machine)}. One run: ${rounds} rounds of 1 MiB steps (${stepPauseMs} ms apart) from ${mib(base)} MiB to 24 MiB above it and back, threshold ${mib(threshold)} MiB; ${phases.length} crossings. All strategies watched the same crossings at the same time, each in its own process.
+${machineLine(machine)}. One run: ${rounds} rounds of 1 MiB steps (${stepPauseMs} ms apart) from ${mib(base)} MiB to 24 MiB above it and back, threshold ${mib(threshold)} MiB; ${phases.filter((p) => !p.fast).length} crossings in these rounds. All strategies watched the same crossings at the same time, each in its own process.
 
 Latency is from the end of the step that crossed (as the parent read usage after it) to the watcher's handler; it can be negative when the handler ran while the step was still filling its buffer (the kernel noticed the crossing inside the step). Overshoot is the usage the watcher reported minus the threshold; the kernel checks thresholds every 128 pages per CPU (${mib(granularity)} MiB on ${os.availableParallelism()} CPUs).
 
