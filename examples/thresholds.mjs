@@ -12,7 +12,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { setImmediate as turn } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { SimulatedBackend, createMemoryMonitor, formatBytes, onMemoryThreshold } from 'memory-pressure'
+import { SimulatedBackend, createMemoryMonitor, findMemoryCgroup, formatBytes, onMemoryThreshold } from 'memory-pressure'
 
 const MiB = 2 ** 20
 const LIMIT = 256 * MiB
@@ -122,24 +122,18 @@ async function simulated(reason) {
 function writableV1Cgroup() {
   if (process.platform !== 'linux') return { reason: `${process.platform} has no cgroups` }
   if (process.getuid?.() !== 0) return { reason: 'not running as root' }
-  const line = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.split(':')[1]?.split(',').includes('memory'))
-  if (!line) return { reason: 'no cgroup v1 memory controller (cgroup v2 support comes with the cgroup-v2 backend)' }
-  const rel = line.split(':').slice(2).join(':')
-  for (const m of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const [left, right] = m.split(' - ')
-    if (!left || !right) continue
-    const [fstype, , opts] = right.split(' ')
-    if (fstype !== 'cgroup' || !opts?.split(',').includes('memory')) continue
-    const [, , , root, mountPoint] = left.split(' ')
-    if (root !== '/' && !rel.startsWith(root)) continue
-    const dir = path.join(mountPoint, root === '/' ? rel : rel.slice(root.length))
-    try {
-      fs.accessSync(dir, fs.constants.W_OK)
-      fs.accessSync(path.join(dir, 'cgroup.event_control'), fs.constants.W_OK)
-    } catch (err) {
-      return { reason: `${dir} is not writable (${err.code})` }
-    }
-    return { dir }
+  let own
+  try {
+    own = findMemoryCgroup()
+  } catch (err) {
+    return { reason: `${err.code}: ${err.message}` }
   }
-  return { reason: 'the memory hierarchy is not mounted' }
+  if (own.version !== 1) return { reason: `the memory cgroup is cgroup v${own.version}; this example makes v1 cgroups` }
+  try {
+    fs.accessSync(own.path, fs.constants.W_OK)
+    fs.accessSync(path.join(own.path, 'cgroup.event_control'), fs.constants.W_OK)
+  } catch (err) {
+    return { reason: `${own.path} is not writable (${err.code})` }
+  }
+  return { dir: own.path }
 }
