@@ -110,7 +110,8 @@ describe('policy on a real cgroup v1', () => {
       const closed = new Promise((resolve) => child.proc.once('close', resolve))
       child.proc.kill('SIGKILL')
       await closed
-      expect(openFdCount() - fdsBefore).toBeLessThanOrEqual(8)
+      // (every level's two points and the drift point: 7 eventfds at most, plus the re-check's reads)
+      expect(openFdCount() - fdsBefore).toBeLessThanOrEqual(10)
     } finally {
       await monitor.close()
     }
@@ -144,7 +145,11 @@ describe('policy on a real cgroup v1', () => {
     })
     expect(lines.filter((l) => l.startsWith('error'))).toEqual([])
     expect(reports.length).toBeGreaterThanOrEqual(1)
-    expect(reports.every((r) => r.shrinkers[0]?.name === 'lru-cache' && r.reportedBytes > 0)).toBe(true)
+    // A cycle collects garbage first and asks the cache only when that was not enough: every cycle
+    // that asked, asked the cache and got bytes back, and at least one had to ask.
+    const asking = reports.filter((r) => r.shrinkers.length > 0)
+    expect(asking.length).toBeGreaterThanOrEqual(1)
+    expect(asking.every((r) => r.shrinkers[0]?.name === 'lru-cache' && r.reportedBytes > 0)).toBe(true)
     // Measured: the working set went down by what the cache let go, in at least one cycle, and
     // in sum by at least a third of what the shrinker reported (the rest was refilled meanwhile).
     const freed = reports.reduce((n, r) => n + r.freedBytes, 0)

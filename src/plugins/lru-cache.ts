@@ -21,6 +21,12 @@ export interface LruCacheLike {
   purgeStale(): boolean
   /** Removes and returns the least recently used entry. */
   pop(): unknown
+  /**
+   * Adds an entry. Needed for `hold`: the shrinker wraps `set`, `fetch` and `memo` on this cache
+   * object and trims to the cap after each (lru-cache 11 stores fetched values through a private
+   * method, not `set`); optional otherwise.
+   */
+  set?(key: never, value: never, options?: never): unknown
 }
 
 /** Shares of entries (or of size, when the cache tracks sizes) kept at each level, from 0 to 1. */
@@ -53,6 +59,24 @@ export interface LruCacheShrinkerOptions {
    * report a size and freed bytes. Default: unknown (the monitor still measures what was freed).
    */
   bytesPerEntry?: number
+  /**
+   * Keep what was given back while pressure lasts (default `true`). After a shrink the cache is
+   * capped at the size it was left at: `set()` evicts the least recently used entries to stay under
+   * the cap, so the cache does not grow straight back into the memory the monitor just asked for
+   * (which would bring the next level, and the next cycle, within a second). When the monitor's
+   * level returns to `'normal'` the cap rises by `regrowth` of itself per second, until the next
+   * shrink sets it again or the cache stops growing. `false`: the cache may grow again at once.
+   * Needs `cache.set`; {@link LruCacheShrinker.detach} restores the cache's own `set`.
+   */
+  hold?: boolean
+  /**
+   * With `hold`: how fast the cap rises once the level is back to `'normal'`, as a share of the cap
+   * per second (default 0.05). Slower finds the room left more gently (fewer shrink cycles, each one
+   * a full garbage collection); `Infinity` lifts the cap at once.
+   */
+  regrowth?: number
+  /** Milliseconds for `regrowth` (default `performance.now`); for tests with a manual clock. */
+  now?: () => number
 }
 
 /** What the shrinker evicted since it was created. */
@@ -65,6 +89,8 @@ export interface LruCacheShrinkerStats {
   stale: number
   /** Bytes it reported freed, in total (0 for a cache without sizes and without `bytesPerEntry`). */
   reportedBytes: number
+  /** Entries evicted after `set()`, `fetch()` or `memo()` to stay under the cap (`hold`). */
+  capped: number
 }
 
 /** A {@link Shrinker} for one lru-cache, with statistics. */
@@ -73,6 +99,14 @@ export interface LruCacheShrinker extends Shrinker {
   readonly mode: 'bytes' | 'entries'
   /** What it evicted so far (a live object). */
   readonly stats: Readonly<LruCacheShrinkerStats>
+  /**
+   * The cap `hold` keeps the cache under now (in the cache's size units when it tracks sizes,
+   * else in entries), or `null` when there is none (no shrink yet, `hold: false`, detached, or
+   * lifted by `regrowth: Infinity`).
+   */
+  readonly cap: number | null
+  /** Stops holding: removes the cap and gives the cache back its own `set`, `fetch` and `memo`. Idempotent. */
+  detach(): void
 }
 
 const DEFAULT_KEEP: Readonly<Record<Exclude<PressureLevel, 'normal'>, number>> = { moderate: 0.75, high: 0.5, critical: 0.1 }
@@ -138,7 +172,67 @@ export function lruCacheShrinker(cache: LruCacheLike, options: LruCacheShrinkerO
   const unit = positive('sizeUnitBytes', options.sizeUnitBytes, false, false) ?? 1
   const perEntry = positive('bytesPerEntry', options.bytesPerEntry, false, false)
   const bySize = (): boolean => cache.maxSize > 0 || cache.calculatedSize > 0
-  const stats: LruCacheShrinkerStats = { runs: 0, evicted: 0, stale: 0, reportedBytes: 0 }
+  const stats: LruCacheShrinkerStats = { runs: 0, evicted: 0, stale: 0, reportedBytes: 0, capped: 0 }
+  if (options.hold !== undefined && typeof options.hold !== 'boolean') {
+    throw new TypeError(`hold must be a boolean (received ${describe(options.hold)})`)
+  }
+  const regrowth = options.regrowth ?? 0.05
+  if (typeof regrowth !== 'number' || !(regrowth > 0)) {
+    throw new RangeError(`regrowth must be a share per second above 0, or Infinity (received ${describe(regrowth)})`)
+  }
+  const now = options.now ?? (() => performance.now())
+  if (typeof now !== 'function') throw new TypeError(`now must be a function (received ${describe(now)})`)
+  const ownSet = cache.set
+  if (options.hold === true && typeof ownSet !== 'function') {
+    throw new TypeError('hold needs the cache\'s set() (an LRUCache from lru-cache 10 or 11)')
+  }
+
+  // The cap (hold), in size units or entries as the cache is measured. While the level is normal
+  // (`growing`), each time the cache presses against the cap the cap first grows by `regrowth` per
+  // second since the last time it did, counting at most one second: a cache that sat idle below
+  // its cap gets one second's growth, not a burst's worth.
+  let cap = Number.POSITIVE_INFINITY
+  let growing = false
+  let lastGrowth = 0
+  let detached = false
+  let lastLevel: PressureLevel | null = null // as last told by levelChanged
+  const measure = (): number => (bySize() ? cache.calculatedSize : cache.size)
+  const grow = (): void => {
+    if (!growing || !Number.isFinite(cap)) return
+    const t = now()
+    const dt = Math.min(Math.max(0, t - lastGrowth), 1000)
+    lastGrowth = t
+    cap = regrowth === Number.POSITIVE_INFINITY ? regrowth : cap * (1 + (regrowth * dt) / 1000)
+  }
+  const enforce = (): void => {
+    if (!Number.isFinite(cap) || measure() <= cap) return
+    grow()
+    while (measure() > cap && cache.size > Math.max(1, minEntries)) {
+      cache.pop()
+      stats.capped++
+    }
+  }
+  // Every way in: set(), and fetch()/memo(), which lru-cache 11 stores through a private method.
+  const wrapped: Array<[name: 'set' | 'fetch' | 'memo', own: PropertyDescriptor | undefined]> = []
+  const holding = options.hold !== false && typeof ownSet === 'function'
+  if (holding) {
+    const target = cache as unknown as Record<string, unknown>
+    for (const name of ['set', 'fetch', 'memo'] as const) {
+      const original = target[name]
+      if (typeof original !== 'function') continue
+      wrapped.push([name, Object.getOwnPropertyDescriptor(cache, name)])
+      const wrapper = function (this: unknown, ...args: unknown[]): unknown {
+        const result: unknown = Reflect.apply(original, this, args)
+        if (name === 'fetch' && result instanceof Promise) {
+          result.then(enforce, () => undefined)
+        } else {
+          enforce()
+        }
+        return result
+      }
+      Object.defineProperty(cache, name, { value: wrapper, writable: true, configurable: true, enumerable: false })
+    }
+  }
 
   const shrink = (request: ShrinkRequest): number | undefined => {
     stats.runs++
@@ -165,6 +259,12 @@ export function lruCacheShrinker(cache: LruCacheLike, options: LruCacheShrinkerO
       if (perEntry !== undefined) reported = (entriesBefore - cache.size) * perEntry
     }
     if (reported !== undefined) stats.reportedBytes += reported
+    if (holding && !detached) {
+      cap = measure()
+      // asked after the level was already back to normal (a cycle's later shrinkers): grow from now
+      growing = lastLevel === 'normal'
+      lastGrowth = now()
+    }
     return reported
   }
 
@@ -175,7 +275,33 @@ export function lruCacheShrinker(cache: LruCacheLike, options: LruCacheShrinkerO
       return bySize() ? 'bytes' : 'entries'
     },
     stats,
+    get cap() {
+      return Number.isFinite(cap) ? cap : null
+    },
     size: () => (bySize() ? cache.calculatedSize * unit : perEntry === undefined ? undefined : cache.size * perEntry),
     shrink,
+    levelChanged: (level) => {
+      lastLevel = level
+      if (!holding || detached || !Number.isFinite(cap)) return
+      if (level === 'normal') {
+        if (!growing) {
+          growing = true
+          lastGrowth = now()
+          if (regrowth === Number.POSITIVE_INFINITY) cap = regrowth
+        }
+      } else {
+        growing = false // pressure again: the cap stays where it grew to
+      }
+    },
+    detach: () => {
+      if (detached) return
+      detached = true
+      cap = Number.POSITIVE_INFINITY
+      growing = false
+      for (const [name, own] of wrapped) {
+        if (own !== undefined) Object.defineProperty(cache, name, own)
+        else delete (cache as unknown as Record<string, unknown>)[name]
+      }
+    },
   }
 }

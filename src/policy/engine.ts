@@ -72,10 +72,19 @@ export interface PolicyOptions {
    */
   recheckMs?: number
   /**
-   * The heap reduction run after the shrinkers of each cycle: options of `reduceHeap()` (default
-   * `{ gc: 'v8-major', mallocTrim: true }`), or `false` for none.
+   * The heap reduction of each cycle: options of `reduceHeap()` (default
+   * `{ gc: 'v8-major', mallocTrim: true }`), or `false` for none. It runs before the shrinkers
+   * (see `collectFirst`) and again after them when they were asked.
    */
   reduceHeap?: ReduceHeapOptions | false
+  /**
+   * Collect garbage before asking any shrinker (default `true`). Usage that rose because of garbage
+   * (values a cache already dropped, buffers V8 has not collected yet) is given back by the
+   * collection alone, and the shrinkers are asked only for what is still over the level after it,
+   * measured, at the level the collection left. Without it, live entries are evicted to make up
+   * for garbage and the collection after them frees both. No effect with `reduceHeap: false`.
+   */
+  collectFirst?: boolean
   /** Time and timers (cool-down, timeouts, re-checks). Default: `performance.now()` and unref'd timers. */
   clock?: Clock
 }
@@ -167,6 +176,7 @@ export class PolicyEngine {
   #timeoutMs: number
   #recheckMs: number
   #heap: ReduceHeapOptions | false
+  #collectFirst: boolean
   #levels: ResolvedLevels | null = null
   /** The limit the levels were resolved against. */
   #limit = Number.POSITIVE_INFINITY
@@ -181,6 +191,9 @@ export class PolicyEngine {
   #cursor = 0
   #cycles = 0
   #backoff = 1
+  /** Clock time the last cycle ended, and the rank of the level it ran at. */
+  #lastCycleEnd = Number.NEGATIVE_INFINITY
+  #lastCycleRank = 0
   #cycle: Cycle | null = null
   #waiters = new Set<Waiter>()
   #closed = false
@@ -201,6 +214,10 @@ export class PolicyEngine {
     this.#recheckMs = checkMs('recheckMs', options.recheckMs, 1000)
     if (options.reduceHeap !== undefined && options.reduceHeap !== false) validateReduceHeapOptions(options.reduceHeap)
     this.#heap = options.reduceHeap ?? {}
+    if (options.collectFirst !== undefined && typeof options.collectFirst !== 'boolean') {
+      throw new TypeError(`collectFirst must be a boolean (received ${describe(options.collectFirst)})`)
+    }
+    this.#collectFirst = options.collectFirst ?? true
   }
 
   /** True once levels are being tracked. */
@@ -244,6 +261,7 @@ export class PolicyEngine {
       queueMicrotask(() => {
         if (this.#closed) return
         this.#host.pressure({ level, previous: 'normal', basis: this.#levels?.basis ?? 'workingSet', bytes, snapshot, time: this.#clock.now() })
+        this.#tellShrinkers(level, 'normal')
         this.#startCycle()
       })
     }
@@ -350,12 +368,29 @@ export class PolicyEngine {
     const step = Math.max(levels.hysteresis / 2, MiB)
     const points = watchPoints(levels, snapshot, this.#level, step)
     this.#armedOffset = points.offset
+    // Every level's entry and exit point, not only the two next to the current level: a level
+    // change then moves no watch (only a change of the page cache on top of the basis does).
     const values = new Set<number>()
-    for (const v of [points.up, points.down, points.drift]) if (v !== null && v > 0) values.add(v)
+    for (const v of [...points.all, points.drift]) if (v !== null && v > 0) values.add(v)
+    // A watch within a small tolerance of a wanted point stays, if it is on the same side of usage
+    // (a crossed watch would not fire again the same way): the points move with every small
+    // change of the page cache, and the kernel's own check is coarser (memcg looks at usage every
+    // 128 page events per CPU, about 1 MiB on two CPUs).
+    const tolerance = Math.max(MiB / 2, step / 4)
+    const usage = snapshot.usage
     const kept: ThresholdWatch[] = []
     for (const w of this.#watches) {
-      if (values.delete(w.threshold)) kept.push(w)
-      else w.close()
+      let match: number | null = null
+      for (const v of values) {
+        if (Math.abs(v - w.threshold) <= tolerance && (v > usage) === (w.threshold > usage)) {
+          match = v
+          break
+        }
+      }
+      if (match !== null) {
+        values.delete(match)
+        kept.push(w)
+      } else w.close()
     }
     this.#watches = kept
     if (this.#recheckTimer !== null) this.#clock.clearTimeout(this.#recheckTimer)
@@ -422,6 +457,7 @@ export class PolicyEngine {
       const time = this.#clock.now()
       this.#host.pressure({ level, previous, basis: levels.basis, bytes, snapshot, time })
       if (this.#closed) return // a listener closed the monitor
+      this.#tellShrinkers(level, previous)
       if (level === 'normal') this.#host.relief({ previous, bytes, snapshot, time })
       for (const w of this.#waiters) {
         if (levelRank(level) <= w.rank) {
@@ -438,7 +474,33 @@ export class PolicyEngine {
         cycle.updates++
       }
     } else if (rose && levelRank(level) > 0) {
-      this.#startCycle()
+      // Back at a level the last cycle already handled, within its cool-down (garbage building up
+      // again since, typically): wait for the cool-down; a higher level, or critical, starts a
+      // cycle at once.
+      const since = this.#clock.now() - this.#lastCycleEnd
+      if (since < this.#cooldownMs && level !== 'critical' && levelRank(level) <= this.#lastCycleRank) {
+        if (this.#cooldownTimer === null) {
+          this.#cooldownTimer = this.#clock.setTimeout(() => {
+            this.#cooldownTimer = null
+            this.#evaluate(false)
+            if (levelRank(this.#level) > 0) this.#startCycle()
+          }, this.#cooldownMs - since)
+        }
+      } else {
+        this.#startCycle()
+      }
+    }
+  }
+
+  /** Calls each shrinker's `levelChanged` (a hook that throws goes to 'error'). */
+  #tellShrinkers(level: PressureLevel, previous: PressureLevel): void {
+    for (const { shrinker } of this.#shrinkers) {
+      if (shrinker.levelChanged === undefined) continue
+      try {
+        shrinker.levelChanged(level, previous)
+      } catch (err) {
+        this.#host.error(new MemoryPressureError('ERR_HANDLER', `shrinker ${JSON.stringify(shrinker.name)} threw in levelChanged: ${String(err)}`, { cause: err }))
+      }
     }
   }
 
@@ -456,6 +518,16 @@ export class PolicyEngine {
     })
   }
 
+  /** One heap reduction, or `null` and the error when it threw. */
+  async #reduce(): Promise<{ heap: HeapReduction | null; error?: unknown }> {
+    if (this.#heap === false) return { heap: null }
+    try {
+      return { heap: await reduceHeap(this.#heap) }
+    } catch (err) {
+      return { heap: null, error: err }
+    }
+  }
+
   async #runCycle(): Promise<void> {
     const levels = this.#levels
     const before = this.#snapshot()
@@ -467,6 +539,24 @@ export class PolicyEngine {
     const cycle: Cycle = { n, level, requested: bytesToFree(levels, startBytes, level), reported: 0, updates: 0, abort: null }
     this.#cycle = cycle
     const start = this.#clock.now()
+    // Garbage first: what a collection gives back needs no eviction. The shrinkers are then asked
+    // at the level the collection left, for what is still above its exit point.
+    let first: { heap: HeapReduction | null; error?: unknown } | null = null
+    let collectedBytes = 0
+    let shrinkLevel = cycle.level
+    if (this.#collectFirst && this.#heap !== false) {
+      first = await this.#reduce()
+      if (this.#closed) return
+      const mid = this.#snapshot()
+      if (mid !== null) {
+        const midBytes = basisOf(mid, levels.basis)
+        collectedBytes = startBytes - midBytes
+        // Notifications during the collection may have raised the cycle's level: keep the higher.
+        const afterCollect = levelFor(levels, midBytes, cycle.level)
+        shrinkLevel = cycle.updates > 0 && levelRank(cycle.level) > levelRank(afterCollect) ? cycle.level : afterCollect
+        cycle.requested = bytesToFree(levels, midBytes, shrinkLevel)
+      }
+    }
     const ordered = this.#ordered()
     const from = ordered.length === 0 ? 0 : this.#cursor % ordered.length
     const order = [...ordered.slice(from), ...ordered.slice(0, from)]
@@ -474,26 +564,22 @@ export class PolicyEngine {
     let asked = 0
     for (const entry of order) {
       if (this.#closed) return
-      if (cycle.level !== 'critical' && cycle.reported >= cycle.requested) break
+      if (levelRank(shrinkLevel) === 0) break
+      if (shrinkLevel !== 'critical' && cycle.reported >= cycle.requested) break
       if (!this.#shrinkers.has(entry)) continue
       asked++
-      const result = await this.#ask(entry, cycle)
+      const result = await this.#ask(entry, cycle, shrinkLevel)
       results.push(result)
       if (result.reported !== null) cycle.reported += result.reported
+      if (levelRank(cycle.level) > levelRank(shrinkLevel)) shrinkLevel = cycle.level
     }
     if (this.#closed) return
     // Next cycle at this level goes on with the next priorities; a critical one asked everyone.
-    this.#cursor = cycle.level === 'critical' || ordered.length === 0 ? 0 : (from + asked) % ordered.length
-    let heap: HeapReduction | null = null
-    let heapError: unknown
-    if (this.#heap !== false) {
-      try {
-        heap = await reduceHeap(this.#heap)
-      } catch (err) {
-        heapError = err
-      }
-    }
+    this.#cursor = shrinkLevel === 'critical' || ordered.length === 0 ? 0 : (from + asked) % ordered.length
+    // Collect again only when shrinkers dropped something (or when nothing collected yet).
+    const second = this.#heap !== false && (first === null || asked > 0) ? await this.#reduce() : null
     if (this.#closed) return
+    const final = second ?? first ?? { heap: null }
     const after = this.#snapshot()
     if (after === null) {
       this.#cycle = null
@@ -509,17 +595,22 @@ export class PolicyEngine {
       requestedBytes: cycle.requested,
       reportedBytes: cycle.reported,
       freedBytes: startBytes - afterBytes,
+      collectedBytes,
       shrinkers: results,
-      heap,
+      heap: final.heap,
+      heapRuns: (first === null ? 0 : 1) + (second === null ? 0 : 1),
       before,
       after,
       updates: cycle.updates,
       time: start,
       durationMs: this.#clock.now() - start,
     }
+    const heapError = second?.error ?? first?.error
     if (heapError !== undefined) report.heapError = heapError
     this.#backoff = report.freedBytes > 0 ? 1 : Math.min(this.#backoff * 2, 32)
     this.#cycle = null
+    this.#lastCycleEnd = this.#clock.now()
+    this.#lastCycleRank = levelRank(cycle.level)
     this.#host.shrink(report)
     // The level as the fresh snapshot says (may emit 'pressure' down and 'relief').
     this.#evaluate(true)
@@ -533,7 +624,7 @@ export class PolicyEngine {
     }
   }
 
-  async #ask(entry: Registered, cycle: Cycle): Promise<ShrinkerResult> {
+  async #ask(entry: Registered, cycle: Cycle, level: PressureLevel): Promise<ShrinkerResult> {
     const { shrinker, priority } = entry
     const remaining = Math.max(0, cycle.requested - cycle.reported)
     let size: number | undefined
@@ -543,7 +634,7 @@ export class PolicyEngine {
     } catch {
       size = undefined
     }
-    const fraction = size !== undefined && size > 0 ? Math.min(1, remaining / size) : DEFAULT_FRACTIONS[cycle.level]
+    const fraction = size !== undefined && size > 0 ? Math.min(1, remaining / size) : DEFAULT_FRACTIONS[level]
     const abort = new AbortController()
     cycle.abort = abort
     const t0 = this.#clock.now()
@@ -558,7 +649,7 @@ export class PolicyEngine {
     })
     try {
       const value = await Promise.race([
-        (async () => shrinker.shrink({ level: cycle.level, targetBytes: remaining, fraction, signal: abort.signal, cycle: cycle.n }))(),
+        (async () => shrinker.shrink({ level, targetBytes: remaining, fraction, signal: abort.signal, cycle: cycle.n }))(),
         aborted,
       ])
       if (typeof value === 'number' && Number.isFinite(value)) result.reported = Math.max(0, value)

@@ -108,21 +108,22 @@ export function exitPoint(levels: ResolvedLevels, rank: number): number {
 
 /**
  * The level for `basis` bytes when the current level is `current`: up at a threshold, down only
- * below threshold − hysteresis, several levels at once if the basis jumped.
+ * at or below threshold − hysteresis, several levels at once if the basis jumped.
  */
 export function levelFor(levels: ResolvedLevels, basis: number, current: PressureLevel): PressureLevel {
   let rank = levelRank(current)
   const start = rank
   while (rank < 3 && basis >= (levels.enter[rank + 1] ?? Infinity)) rank++
   if (rank === start) {
-    while (rank > 0 && basis < exitPoint(levels, rank)) rank--
+    // at the exit point is out: a shrinker that frees exactly what bytesToFree asked leaves the level
+    while (rank > 0 && basis <= exitPoint(levels, rank)) rank--
   }
   return PRESSURE_LEVELS[rank] ?? 'normal'
 }
 
 /**
  * Bytes a shrink cycle at `level` should free: from the basis down to the point where the level is
- * left (its threshold minus the hysteresis). 0 at `'normal'`.
+ * left (its threshold minus the hysteresis; reaching it is enough). 0 at `'normal'`.
  */
 export function bytesToFree(levels: ResolvedLevels, basis: number, level: PressureLevel): number {
   const rank = levelRank(level)
@@ -143,6 +144,11 @@ export interface WatchPoints {
   drift: number | null
   /** `usage − basis` at the snapshot: the page cache (or cache and more, for `'rss'`) on top of the basis. */
   offset: number
+  /**
+   * Usage values of every level's entry and exit point (`up` and `down` among them) at or below
+   * the limit: armed together, a level change moves none of them.
+   */
+  all: number[]
 }
 
 /**
@@ -169,6 +175,17 @@ export function watchPoints(levels: ResolvedLevels, snapshot: MemorySnapshot, le
     const d = Math.floor(exitPoint(levels, rank) + offset)
     if (d > 0) down = d
   }
-  const drift = offset > 0 && snapshot.usage - step > 0 ? Math.floor(snapshot.usage - step) : null
-  return { up, down, drift, offset }
+  // Less cache than half a step on top of the basis can move the other points by no more than
+  // that: not worth a watch that fires at every garbage collection (and the re-check covers it).
+  const drift = offset >= step / 2 && snapshot.usage - step > 0 ? Math.floor(snapshot.usage - step) : null
+  const all: number[] = []
+  for (let r = 1; r <= 3; r++) {
+    // a level whose entry lies above the limit cannot be reached: neither of its points is needed
+    const e = Math.ceil((levels.enter[r] ?? Infinity) + offset)
+    if (!(e <= limit && Number.isSafeInteger(e))) continue
+    all.push(e)
+    const x = Math.floor(exitPoint(levels, r) + offset)
+    if (x > 0) all.push(x)
+  }
+  return { up, down, drift, offset, all }
 }

@@ -39,6 +39,12 @@ export interface Shrinker {
    * as unknown. It should drop references only: the cycle runs the garbage collector afterwards.
    */
   shrink(request: ShrinkRequest): number | undefined | void | Promise<number | undefined | void>
+  /**
+   * Called when the monitor's level changes, after the `'pressure'` listeners: lets a shrinker
+   * hold what it gave back while pressure lasts and grow again when it ends (the lru-cache
+   * plugin's `hold`). Must not throw (what it throws goes to the monitor's `'error'`).
+   */
+  levelChanged?(level: PressureLevel, previous: PressureLevel): void
 }
 
 /** What one shrinker did in one cycle. */
@@ -61,7 +67,10 @@ export interface ShrinkerResult {
 export interface ShrinkReport {
   /** Number of the cycle, from 1. */
   cycle: number
-  /** The level the cycle ran at (the highest seen while it ran). */
+  /**
+   * The level the cycle started at (or the highest seen while it ran). The shrinkers were asked at
+   * the level the first collection left (see `collectFirst`), which their requests show.
+   */
   level: PressureLevel
   /** The level after the cycle, from the snapshot taken after heap reduction. */
   levelAfter: PressureLevel
@@ -73,11 +82,21 @@ export interface ShrinkReport {
   reportedBytes: number
   /** Measured: the basis before minus the basis after (negative when memory grew meanwhile). */
   freedBytes: number
+  /**
+   * Measured: what the collection before the shrinkers gave back (basis before minus basis after
+   * it); 0 when `collectFirst` or heap reduction is off.
+   */
+  collectedBytes: number
   /** Every shrinker asked, in order. */
   shrinkers: ShrinkerResult[]
-  /** The heap reduction, or `null` when turned off or when it failed (see `heapError`). */
+  /**
+   * The last heap reduction of the cycle (after the shrinkers, or the first collection when no
+   * shrinker had to be asked), or `null` when turned off or when it failed (see `heapError`).
+   */
   heap: HeapReduction | null
-  /** What the heap reduction threw, if it did. */
+  /** How many heap reductions the cycle ran: 0 (off), 1, or 2 (before and after the shrinkers). */
+  heapRuns: number
+  /** What a heap reduction threw, if one did (the later one when both did). */
   heapError?: unknown
   /** Snapshots before the first shrinker and after heap reduction. */
   before: MemorySnapshot
@@ -106,6 +125,9 @@ export function validateShrinker(shrinker: unknown): asserts shrinker is Shrinke
   }
   if (s.size !== undefined && typeof s.size !== 'function') {
     throw new TypeError(`shrinker.size must be a function (received ${describe(s.size)})`)
+  }
+  if (s.levelChanged !== undefined && typeof s.levelChanged !== 'function') {
+    throw new TypeError(`shrinker.levelChanged must be a function (received ${describe(s.levelChanged)})`)
   }
 }
 
