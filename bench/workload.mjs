@@ -6,9 +6,9 @@
 //   fixed: lru-cache with maxSize --cache-mib; poll: @fastify/under-pressure style, rss read every
 //   second against a fixed --poll-rss-mib, trimming the cache to 75% above it; memory-pressure: an
 //   unbounded lru-cache shrunk by the SDK's policy and lru-cache plugin (--attach-mp adds the same
-//   monitor to any strategy, for the overhead bench; --hold keeps the cache from growing back
-//   between a shrink and the next relief; --mp-options '<json>' is passed to createMemoryMonitor;
-//   --gc-first registers a shrinker before the cache's that only collects garbage).
+//   monitor to any strategy, for the overhead bench; --mp-options '<json>' is passed to
+//   createMemoryMonitor, --shrinker-options '<json>' to lruCacheShrinker; --gc-first registers a
+//   shrinker before the cache's that only collects garbage).
 
 import { pbkdf2Sync } from 'node:crypto'
 import { createHistogram, performance } from 'node:perf_hooks'
@@ -29,8 +29,8 @@ const { values: o } = parseArgs({
     seed: { type: 'string', default: '1' },
     'poll-rss-mib': { type: 'string', default: '256' },
     'attach-mp': { type: 'boolean', default: false },
-    hold: { type: 'boolean', default: false },
     'mp-options': { type: 'string', default: '{}' },
+    'shrinker-options': { type: 'string', default: '{}' },
     'gc-first': { type: 'boolean', default: false },
   },
 })
@@ -78,7 +78,6 @@ else if (strategy === 'poll' || strategy === 'memory-pressure') cache = new LRUC
 else throw new RangeError(`--strategy: unknown ${JSON.stringify(strategy)}`)
 
 let shrinks = 0
-let cap = Infinity
 const trimTo = (bytes) => {
   while (cache.calculatedSize > bytes && cache.size > 0) cache.pop()
 }
@@ -112,19 +111,13 @@ if (strategy === 'memory-pressure' || o['attach-mp']) {
       },
     })
   }
-  monitor.register(lruCacheShrinker(cache))
+  monitor.register(lruCacheShrinker(cache, JSON.parse(o['shrinker-options'])))
   monitor.on('shrink', (r) => {
     shrinks++
-    shrinkLog.push({ level: r.level, requestedBytes: r.requestedBytes, reportedBytes: r.reportedBytes, freedBytes: r.freedBytes, durationMs: r.durationMs, gcMs: r.heap?.gcMs ?? null, mallocTrimMs: r.heap?.mallocTrimMs ?? null, heapMs: r.heap?.ms ?? null, levelAfter: r.levelAfter, t: Math.round(performance.now() - start) })
+    shrinkLog.push({ level: r.level, requestedBytes: r.requestedBytes, reportedBytes: r.reportedBytes, freedBytes: r.freedBytes, durationMs: r.durationMs, gcMs: r.heap?.gcMs ?? null, mallocTrimMs: r.heap?.mallocTrimMs ?? null, heapMs: r.heap?.ms ?? null, levelAfter: r.levelAfter, collectedBytes: r.collectedBytes, heapRuns: r.heapRuns, t: Math.round(performance.now() - start) })
     process.stdout.write(`shrink ${JSON.stringify(shrinkLog.at(-1))}\n`)
   })
-  if (o.hold) {
-    // What the application adds: after a shrink, the cache does not grow past its new size until the
-    // monitor reports relief (CRAMM: the size follows the memory available, not the miss rate).
-    monitor.on('shrink', () => (cap = cache.calculatedSize))
-    monitor.on('relief', () => (cap = Infinity))
-  }
-  monitorInfo = { backend: monitor.backend, levels: 'default', hold: o.hold }
+  monitorInfo = { backend: monitor.backend, options: JSON.parse(o['mp-options']), shrinker: JSON.parse(o['shrinker-options']) }
   process.on('exit', () => void monitor.close())
 }
 
@@ -138,6 +131,7 @@ let wRequests = 0
 let wHits = 0
 let peakCache = 0
 let cpuAtWarm = null
+let ruAtWarm = null
 const report = () => {
   const size = sizeOf()
   if (size > peakCache) peakCache = size
@@ -157,14 +151,16 @@ const slice = () => {
     if (!hit) {
       v = compute(key)
       cache.set(key, v)
-      while (cache.calculatedSize > cap && cache.size > 1) cache.pop()
     }
     if (v[0] === undefined) throw new Error('empty value')
     requests++
     if (hit) hits++
     now = performance.now()
     if (now >= warmupEnd) {
-      if (wRequests === 0) cpuAtWarm = process.cpuUsage()
+      if (wRequests === 0) {
+        cpuAtWarm = process.cpuUsage()
+        ruAtWarm = process.resourceUsage()
+      }
       wRequests++
       if (hit) wHits++
       hist.record(Number(process.hrtime.bigint() - t) || 1)
@@ -181,9 +177,16 @@ const finish = () => {
   // during the measured window: requests per CPU second does not depend on what else the machine runs
   const cpu = process.cpuUsage(cpuAtWarm)
   const cpuSeconds = (cpu.user + cpu.system) / 1e6
+  // where the CPU went, for finding why a strategy is slower: kernel time, page faults, blocking
+  const ru = process.resourceUsage()
+  const usage = ruAtWarm && {
+    userMs: (ru.userCPUTime - ruAtWarm.userCPUTime) / 1000, systemMs: (ru.systemCPUTime - ruAtWarm.systemCPUTime) / 1000,
+    minorFaults: ru.minorPageFault - ruAtWarm.minorPageFault, majorFaults: ru.majorPageFault - ruAtWarm.majorPageFault,
+    voluntarySwitches: ru.voluntaryContextSwitches - ruAtWarm.voluntaryContextSwitches,
+  }
   process.stdout.write(`result ${JSON.stringify({
     strategy, requests: wRequests, throughput: wRequests / seconds, cpuSeconds, perCpuSecond: wRequests / cpuSeconds, hitRatio: wHits / wRequests,
-    p50Ms: hist.percentile(50) / 1e6, p99Ms: hist.percentile(99) / 1e6, cacheBytes: sizeOf(), peakCacheBytes: peakCache, shrinks, monitor: monitorInfo, shrinkLog,
+    p50Ms: hist.percentile(50) / 1e6, p99Ms: hist.percentile(99) / 1e6, cacheBytes: sizeOf(), peakCacheBytes: peakCache, shrinks, monitor: monitorInfo, shrinkLog, resources: usage,
   })}\n`)
   process.exit(0)
 }
