@@ -407,6 +407,25 @@ Napi::Value MallocTrim(const Napi::CallbackInfo& info) {
 #endif
 }
 
+Napi::Value MallocInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  // mallinfo2(3), summed over every arena: bytes taken from the system by brk/arenas, free bytes
+  // held in them (reusable by the next allocations without the kernel), bytes in mmap'd chunks,
+  // and the part of the free bytes at the top that trimming would release.
+  struct mallinfo2 mi = mallinfo2();
+  Napi::Array out = Napi::Array::New(env, 4);
+  out.Set(0u, Napi::Number::New(env, static_cast<double>(mi.arena)));
+  out.Set(1u, Napi::Number::New(env, static_cast<double>(mi.fordblks)));
+  out.Set(2u, Napi::Number::New(env, static_cast<double>(mi.hblkhd)));
+  out.Set(3u, Napi::Number::New(env, static_cast<double>(mi.keepcost)));
+  return out;
+#else
+  // mallinfo(3)'s int fields wrap past 2 GiB, and other C libraries have neither.
+  return Napi::Number::New(env, -ENOSYS);
+#endif
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Addon* addon = new Addon();
   addon->env = env;
@@ -425,6 +444,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("watch", Napi::Function::New<WatchFd>(env, "watch"));
   exports.Set("close", Napi::Function::New<Close>(env, "close"));
   exports.Set("mallocTrim", Napi::Function::New<MallocTrim>(env, "mallocTrim"));
+  exports.Set("mallocInfo", Napi::Function::New<MallocInfo>(env, "mallocInfo"));
   return exports;
 }
 

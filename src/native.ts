@@ -106,6 +106,12 @@ export interface NativeBinding {
    * @returns `1` if memory was released, `0` if not, `-ENOSYS` without glibc (musl, macOS, Windows).
    */
   mallocTrim(): number
+  /**
+   * glibc `mallinfo2()` (glibc 2.33 and later), summed over all arenas: `[arena, free, mmapped,
+   * keepcost]` in bytes, where `free` (`fordblks`) is memory the C allocator holds for the next
+   * allocations. `-ENOSYS` elsewhere. Optional: an addon built before it was added lacks it.
+   */
+  mallocInfo?(): [arena: number, free: number, mmapped: number, keepcost: number] | number
 }
 
 /** Bit in a {@link PollCallback}'s `events`: the fd is readable (libuv `UV_READABLE`). */

@@ -18,7 +18,7 @@ import type { MemoryBackend, MemorySnapshot, ThresholdWatch } from '../backends/
 import { MemoryPressureError } from '../errors.js'
 import { type Threshold, describe } from '../size.js'
 import { type Clock, isClock, systemClock } from './clock.js'
-import { type HeapReduction, type ReduceHeapOptions, reduceHeap, validateReduceHeapOptions } from './heap.js'
+import { type HeapReduction, type ReduceHeapOptions, allocatorFreeBytes, mallocTrimCount, reduceHeap, validateReduceHeapOptions } from './heap.js'
 import {
   type LevelThresholds,
   PRESSURE_LEVELS,
@@ -85,6 +85,19 @@ export interface PolicyOptions {
    * for garbage and the collection after them frees both. No effect with `reduceHeap: false`.
    */
   collectFirst?: boolean
+  /**
+   * Count memory the C allocator holds free for this process's next allocations as available, not
+   * used. Memory a collection frees (dropped Buffers, evicted values) goes back to glibc's free
+   * lists, where it stays charged to the cgroup but is reused by the next allocations without the
+   * kernel. Counted (default where it applies: the monitor watches the cgroup of its own process,
+   * glibc 2.33 or later, the addon loaded), the levels see what a collection freed without
+   * `malloc_trim`, which then runs only when the basis without that credit is at `critical`: pages
+   * trimmed at every cycle are faulted in again by the next allocations (measured: 5 to 10% of
+   * the CPU in the kernel, issue 4's CRAMM runs). Only free memory seen since the last trim counts
+   * (trimmed chunks stay on the free lists without their pages). `false`: not counted, and every
+   * cycle trims; a function: your own reading, in bytes (`null` for unknown), for another allocator.
+   */
+  allocatorFree?: boolean | (() => number | null)
   /** Time and timers (cool-down, timeouts, re-checks). Default: `performance.now()` and unref'd timers. */
   clock?: Clock
 }
@@ -107,8 +120,10 @@ export interface PressureEvent {
   previous: PressureLevel
   /** What the level is decided on. */
   basis: PressureBasis
-  /** The basis in bytes at the change. */
+  /** The basis in bytes at the change (less `allocatorFreeBytes`). */
   bytes: number
+  /** Free allocator memory counted as available at the change (0 unless `allocatorFree`). */
+  allocatorFreeBytes: number
   /** The snapshot the decision was made on. */
   snapshot: MemorySnapshot
   /** Clock time of the change (milliseconds). */
@@ -177,6 +192,13 @@ export class PolicyEngine {
   #recheckMs: number
   #heap: ReduceHeapOptions | false
   #collectFirst: boolean
+  /** Reads the allocator's free bytes, or null when not counted. */
+  #allocator: (() => number | null) | null
+  /** With the built-in reading: the trim count seen, and the free bytes not known to be resident. */
+  #trimsSeen = -1
+  #freeFloor = 0
+  /** The credit applied at the last reading. */
+  #credit = 0
   #levels: ResolvedLevels | null = null
   /** The limit the levels were resolved against. */
   #limit = Number.POSITIVE_INFINITY
@@ -193,6 +215,9 @@ export class PolicyEngine {
   #backoff = 1
   /** Clock time the last cycle ended, and the rank of the level it ran at. */
   #lastCycleEnd = Number.NEGATIVE_INFINITY
+  /** Clock time of the last trim started for a raw basis at critical (see #trimIfRawCritical). */
+  #lastRawTrim = Number.NEGATIVE_INFINITY
+  #rawTrimRunning = false
   #lastCycleRank = 0
   #cycle: Cycle | null = null
   #waiters = new Set<Waiter>()
@@ -218,6 +243,14 @@ export class PolicyEngine {
       throw new TypeError(`collectFirst must be a boolean (received ${describe(options.collectFirst)})`)
     }
     this.#collectFirst = options.collectFirst ?? true
+    const allocator = options.allocatorFree
+    if (allocator !== undefined && typeof allocator !== 'boolean' && typeof allocator !== 'function') {
+      throw new TypeError(`allocatorFree must be a boolean or a function (received ${describe(allocator)})`)
+    }
+    // Default: only where the watched cgroup holds this process (its own, as discovered).
+    const own = allocator === undefined && (backend.name === 'cgroup-v1' || backend.name === 'cgroup-v2' || backend.name === 'process') &&
+      (options as { cgroup?: unknown }).cgroup === undefined
+    this.#allocator = typeof allocator === 'function' ? allocator : allocator === true || own ? allocatorFreeBytes : null
   }
 
   /** True once levels are being tracked. */
@@ -253,14 +286,15 @@ export class PolicyEngine {
       snapshot.limit,
     )
     this.#limit = snapshot.limit
-    const bytes = basisOf(snapshot, this.#levels.basis)
+    const bytes = this.#measure(snapshot, this.#levels)
     const level = levelFor(this.#levels, bytes, 'normal')
+    const credit = this.#credit
     this.#level = level
     this.#arm(snapshot)
     if (level !== 'normal') {
       queueMicrotask(() => {
         if (this.#closed) return
-        this.#host.pressure({ level, previous: 'normal', basis: this.#levels?.basis ?? 'workingSet', bytes, snapshot, time: this.#clock.now() })
+        this.#host.pressure({ level, previous: 'normal', basis: this.#levels?.basis ?? 'workingSet', bytes, allocatorFreeBytes: credit, snapshot, time: this.#clock.now() })
         this.#tellShrinkers(level, 'normal')
         this.#startCycle()
       })
@@ -349,6 +383,37 @@ export class PolicyEngine {
     }
   }
 
+  /**
+   * The basis of `snapshot` less the allocator's free bytes when they are counted (see
+   * `allocatorFree`). Reads the allocator each time: call once per decision.
+   */
+  #measure(snapshot: MemorySnapshot, levels: ResolvedLevels): number {
+    const raw = basisOf(snapshot, levels.basis)
+    this.#credit = 0
+    const read = this.#allocator
+    if (read === null) return raw
+    let free: number | null
+    try {
+      free = read()
+    } catch {
+      free = null
+    }
+    if (free === null || !Number.isFinite(free) || free < 0) return raw
+    if (read === allocatorFreeBytes) {
+      // After a trim the free lists keep their chunks without the pages: count only what was
+      // freed since, never more than the lowest reading since the trim.
+      const trims = mallocTrimCount()
+      if (trims !== this.#trimsSeen) {
+        this.#trimsSeen = trims
+        this.#freeFloor = free
+      }
+      if (free < this.#freeFloor) this.#freeFloor = free
+      free -= this.#freeFloor
+    }
+    this.#credit = Math.min(free, raw)
+    return raw - this.#credit
+  }
+
   #disarm(): void {
     for (const w of this.#watches) w.close()
     this.#watches = []
@@ -372,6 +437,10 @@ export class PolicyEngine {
     // change then moves no watch (only a change of the page cache on top of the basis does).
     const values = new Set<number>()
     for (const v of [...points.all, points.drift]) if (v !== null && v > 0) values.add(v)
+    // Free allocator memory counted as available (allocatorFree): the level points above are
+    // placed without that credit, so they fire early, and once usage is past them nothing would
+    // fire as it grows: a point one step above usage does.
+    if (this.#credit >= step / 2 && snapshot.usage + step <= snapshot.limit) values.add(Math.ceil(snapshot.usage + step))
     // A watch within a small tolerance of a wanted point stays, if it is on the same side of usage
     // (a crossed watch would not fire again the same way): the points move with every small
     // change of the page cache, and the kernel's own check is coarser (memcg looks at usage every
@@ -400,12 +469,13 @@ export class PolicyEngine {
     } catch (err) {
       if (!this.#backend.closed) this.#host.error(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_SYSCALL', String(err), { cause: err }))
     }
-    this.#scheduleRecheck(points.offset)
+    this.#scheduleRecheck(points.offset + this.#credit)
   }
 
-  // Only page cache on top of the basis can move the basis without moving usage the same way.
+  // Only page cache on top of the basis, or allocator memory counted free, can move the basis
+  // without moving usage the same way.
   #scheduleRecheck(offset: number): void {
-    if (this.#recheckTimer !== null || offset <= 0 || this.#levels?.basis === 'usage' || this.#closed) return
+    if (this.#recheckTimer !== null || offset <= 0 || (this.#levels?.basis === 'usage' && this.#credit === 0) || this.#closed) return
     this.#recheckTimer = this.#clock.setTimeout(() => {
       this.#recheckTimer = null
       this.#evaluate(false)
@@ -443,19 +513,20 @@ export class PolicyEngine {
       }
     }
     const levels = this.#levels
-    const bytes = basisOf(snapshot, levels.basis)
+    const bytes = this.#measure(snapshot, levels)
     const previous = this.#level
     const level = levelFor(levels, bytes, previous)
     const rose = levelRank(level) > levelRank(previous)
     this.#level = level
-    const offset = Math.max(0, snapshot.usage - bytes)
+    // the page cache on top of the basis (what the armed points were placed with), and the credit
+    const offset = Math.max(0, snapshot.usage - (bytes + this.#credit))
     const step = Math.max(levels.hysteresis / 2, MiB)
     if (crossed || level !== previous || Math.abs(offset - this.#armedOffset) >= step / 2) this.#arm(snapshot)
-    else this.#scheduleRecheck(offset)
+    else this.#scheduleRecheck(offset + this.#credit)
     if (level !== previous) {
       this.#backoff = 1
       const time = this.#clock.now()
-      this.#host.pressure({ level, previous, basis: levels.basis, bytes, snapshot, time })
+      this.#host.pressure({ level, previous, basis: levels.basis, bytes, allocatorFreeBytes: this.#credit, snapshot, time })
       if (this.#closed) return // a listener closed the monitor
       this.#tellShrinkers(level, previous)
       if (level === 'normal') this.#host.relief({ previous, bytes, snapshot, time })
@@ -466,6 +537,7 @@ export class PolicyEngine {
         }
       }
     }
+    this.#trimIfRawCritical(bytes + this.#credit, levels)
     const cycle = this.#cycle
     if (cycle !== null && levelRank(level) > 0) {
       if (levelRank(level) > levelRank(cycle.level) || bytesToFree(levels, bytes, level) > cycle.requested) {
@@ -504,6 +576,27 @@ export class PolicyEngine {
     }
   }
 
+  /**
+   * The safety net of the allocator credit: free memory on malloc's lists only helps allocations
+   * it fits (and those of the same arena), so when the basis without the credit reaches critical
+   * while the level, with it, is lower, the heap is reduced with `malloc_trim` (at most once per
+   * cool-down) and the level read again. A cycle does this itself; this covers the time between.
+   */
+  #trimIfRawCritical(raw: number, levels: ResolvedLevels): void {
+    if (this.#allocator === null || this.#credit < MiB || this.#heap === false || this.#cycle !== null || this.#rawTrimRunning) return
+    if (raw < (levels.enter[3] ?? Infinity) || this.#level === 'critical') return
+    const now = this.#clock.now()
+    if (now - this.#lastRawTrim < this.#cooldownMs) return
+    this.#lastRawTrim = now
+    this.#rawTrimRunning = true
+    void this.#reduce(raw).then(({ error }) => {
+      this.#rawTrimRunning = false
+      if (this.#closed) return
+      if (error !== undefined) this.#host.error(error instanceof MemoryPressureError ? error : new MemoryPressureError('ERR_HANDLER', `the heap reduction failed: ${String(error)}`, { cause: error }))
+      this.#evaluate(true)
+    })
+  }
+
   #ordered(): Registered[] {
     return [...this.#shrinkers].sort((a, b) => a.priority - b.priority || a.seq - b.seq)
   }
@@ -519,10 +612,15 @@ export class PolicyEngine {
   }
 
   /** One heap reduction, or `null` and the error when it threw. */
-  async #reduce(): Promise<{ heap: HeapReduction | null; error?: unknown }> {
+  /**
+   * One heap reduction, or `null` and the error when it threw. `raw`: the basis without the
+   * allocator credit; with the credit counted, `malloc_trim` runs only when that is at critical.
+   */
+  async #reduce(raw: number): Promise<{ heap: HeapReduction | null; error?: unknown }> {
     if (this.#heap === false) return { heap: null }
+    const trim = this.#allocator === null || raw >= (this.#levels?.enter[3] ?? 0)
     try {
-      return { heap: await reduceHeap(this.#heap) }
+      return { heap: await reduceHeap(trim ? this.#heap : { ...this.#heap, mallocTrim: false }) }
     } catch (err) {
       return { heap: null, error: err }
     }
@@ -533,7 +631,8 @@ export class PolicyEngine {
     const before = this.#snapshot()
     if (levels === null || before === null) return
     const n = ++this.#cycles
-    const startBytes = basisOf(before, levels.basis)
+    const startBytes = this.#measure(before, levels)
+    let rawNow = startBytes + this.#credit
     // The cycle's level: the current one, or the one the snapshot just read says if it is higher.
     const level = levelRank(levelFor(levels, startBytes, this.#level)) > levelRank(this.#level) ? levelFor(levels, startBytes, this.#level) : this.#level
     const cycle: Cycle = { n, level, requested: bytesToFree(levels, startBytes, level), reported: 0, updates: 0, abort: null }
@@ -545,11 +644,12 @@ export class PolicyEngine {
     let collectedBytes = 0
     let shrinkLevel = cycle.level
     if (this.#collectFirst && this.#heap !== false) {
-      first = await this.#reduce()
+      first = await this.#reduce(rawNow)
       if (this.#closed) return
       const mid = this.#snapshot()
       if (mid !== null) {
-        const midBytes = basisOf(mid, levels.basis)
+        const midBytes = this.#measure(mid, levels)
+        rawNow = midBytes + this.#credit
         collectedBytes = startBytes - midBytes
         // Notifications during the collection may have raised the cycle's level: keep the higher.
         const afterCollect = levelFor(levels, midBytes, cycle.level)
@@ -577,7 +677,7 @@ export class PolicyEngine {
     // Next cycle at this level goes on with the next priorities; a critical one asked everyone.
     this.#cursor = shrinkLevel === 'critical' || ordered.length === 0 ? 0 : (from + asked) % ordered.length
     // Collect again only when shrinkers dropped something (or when nothing collected yet).
-    const second = this.#heap !== false && (first === null || asked > 0) ? await this.#reduce() : null
+    const second = this.#heap !== false && (first === null || asked > 0) ? await this.#reduce(rawNow) : null
     if (this.#closed) return
     const final = second ?? first ?? { heap: null }
     const after = this.#snapshot()
@@ -585,7 +685,7 @@ export class PolicyEngine {
       this.#cycle = null
       return
     }
-    const afterBytes = basisOf(after, levels.basis)
+    const afterBytes = this.#measure(after, levels)
     const levelAfter = levelFor(levels, afterBytes, this.#level)
     const report: ShrinkReport = {
       cycle: n,
@@ -596,6 +696,7 @@ export class PolicyEngine {
       reportedBytes: cycle.reported,
       freedBytes: startBytes - afterBytes,
       collectedBytes,
+      allocatorFreeBytes: this.#credit,
       shrinkers: results,
       heap: final.heap,
       heapRuns: (first === null ? 0 : 1) + (second === null ? 0 : 1),

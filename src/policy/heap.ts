@@ -64,6 +64,28 @@ type GcFunction = (options?: { type?: 'major' | 'minor'; execution?: 'sync' | 'a
 
 let v8Gc: GcFunction | undefined
 
+/** How many times `reduceHeap()` ran `malloc_trim` in this process (see {@link allocatorFreeBytes}). */
+let trims = 0
+
+/** The number of `malloc_trim` calls made by {@link reduceHeap} so far, in this process. */
+export function mallocTrimCount(): number {
+  return trims
+}
+
+/**
+ * Bytes the C allocator holds free for the process's next allocations (glibc `mallinfo2()`
+ * `fordblks`, all arenas), or `null` where that is unknown (no addon, not glibc 2.33+). Part of it
+ * may not be resident: `malloc_trim` gives pages back but keeps the chunks on its free lists.
+ */
+export function allocatorFreeBytes(): number | null {
+  const native = tryLoadNative()
+  if (native instanceof MemoryPressureError || !native.platformSupported || typeof native.mallocInfo !== 'function') return null
+  const info = native.mallocInfo()
+  if (typeof info === 'number' || !Array.isArray(info)) return null
+  const free = info[1]
+  return typeof free === 'number' && Number.isFinite(free) && free >= 0 ? free : null
+}
+
 /** The `gc` function, exposed at run time if the process was not started with `--expose-gc`. */
 function exposedGc(): GcFunction {
   if (v8Gc !== undefined) return v8Gc
@@ -136,6 +158,7 @@ export async function reduceHeap(options: ReduceHeapOptions = {}): Promise<HeapR
     } else {
       const t = performance.now()
       const r = native.mallocTrim()
+      trims++
       mallocTrimMs = performance.now() - t
       mallocTrim = r === 1 ? 'released' : r === 0 ? 'nothing' : 'unavailable'
     }

@@ -87,6 +87,11 @@ export interface ShrinkReport {
    * it); 0 when `collectFirst` or heap reduction is off.
    */
   collectedBytes: number
+  /**
+   * Free allocator memory counted as available in `after` (see `allocatorFree`; 0 when not
+   * counted). `freedBytes` and `collectedBytes` include what went to the allocator's free lists.
+   */
+  allocatorFreeBytes: number
   /** Every shrinker asked, in order. */
   shrinkers: ShrinkerResult[]
   /**

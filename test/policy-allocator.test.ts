@@ -1,0 +1,201 @@
+// Free memory of the C allocator counted as available (the `allocatorFree` option): what a
+// collection gives back to malloc's free lists stays charged to the cgroup but is reused by the
+// process's next allocations, so the levels take it off the basis, and malloc_trim (whose pages are
+// faulted straight back in) runs only when the basis without that credit is at critical. Simulated
+// backend, a hand-moved clock, and a stand-in reading of the allocator; the real reading (glibc
+// mallinfo2 through the addon) is checked at the end against this process's own heap.
+
+import { describe, expect, it } from 'vitest'
+import { SimulatedBackend } from '../src/backends/simulated.js'
+import { createMemoryMonitor } from '../src/monitor.js'
+import { ManualClock } from '../src/policy/clock.js'
+import type { PressureEvent } from '../src/policy/engine.js'
+import { allocatorFreeBytes, mallocTrimCount, reduceHeap } from '../src/policy/heap.js'
+import type { ShrinkReport, ShrinkRequest } from '../src/policy/shrinker.js'
+import { MemoryPressureError } from '../src/errors.js'
+import { tryLoadNative } from '../src/native.js'
+import { Collector, turns } from './helpers/collect.js'
+
+const MiB = 2 ** 20
+const native = tryLoadNative()
+const glibc = !(native instanceof MemoryPressureError) && native.platformSupported && typeof native.mallocInfo === 'function' && Array.isArray(native.mallocInfo())
+
+/** A monitor on a 100 MiB simulated cgroup whose allocator holds `state.free` bytes free. */
+function setup(usage: number, state: { free: number | null }, gc: (sim: SimulatedBackend) => void = () => {}) {
+  const sim = new SimulatedBackend({ limit: 100 * MiB, usage })
+  const clock = new ManualClock()
+  const monitor = createMemoryMonitor({
+    backend: sim,
+    levels: true,
+    clock,
+    allocatorFree: () => state.free,
+    reduceHeap: { gc: () => gc(sim) }, // mallocTrim left at its default (true)
+  })
+  const pressure = new Collector<PressureEvent>()
+  const shrink = new Collector<ShrinkReport>()
+  monitor.on('pressure', pressure.push)
+  monitor.on('shrink', shrink.push)
+  return { sim, clock, monitor, pressure, shrink }
+}
+
+describe('allocatorFree: free allocator memory counted as available', () => {
+  it('takes the free bytes off the basis: 75 MiB used with 20 MiB free is normal', async () => {
+    const state = { free: 20 * MiB as number | null }
+    const { monitor, pressure } = setup(75 * MiB, state)
+    expect(monitor.level).toBe('normal')
+    await turns()
+    expect(pressure.items).toEqual([])
+    await monitor.close()
+    // control: the same cgroup without the credit is at moderate
+    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 75 * MiB })
+    const plain = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), allocatorFree: false, reduceHeap: false })
+    expect(plain.level).toBe('moderate')
+    await plain.close()
+  })
+
+  it('the free memory being reused moves no usage: the re-check finds the level', async () => {
+    const state = { free: 20 * MiB as number | null }
+    const { clock, monitor, pressure } = setup(75 * MiB, state)
+    state.free = 0 // the process allocated into its free lists: usage unchanged, basis 55 → 75 MiB
+    clock.advance(999)
+    await turns()
+    expect(pressure.items).toEqual([])
+    clock.advance(1)
+    const [event] = await pressure.count(1)
+    expect(event).toMatchObject({ previous: 'normal', level: 'moderate', bytes: 75 * MiB, allocatorFreeBytes: 0 })
+    await monitor.close()
+  })
+
+  it('a collection that frees into the allocator answers the cycle: no shrinker, no malloc_trim', async () => {
+    const state = { free: 0 as number | null }
+    const { sim, monitor, shrink } = setup(10 * MiB, state, () => {
+      state.free = 20 * MiB // garbage collected: the bytes go to the free lists, usage stays
+    })
+    const asked: ShrinkRequest[] = []
+    monitor.register({ name: 'cache', shrink: (r) => void asked.push(r) })
+    sim.setUsage(75 * MiB)
+    const [report] = await shrink.count(1)
+    expect(report).toMatchObject({ level: 'moderate', levelAfter: 'normal', collectedBytes: 20 * MiB, freedBytes: 20 * MiB, heapRuns: 1, allocatorFreeBytes: 20 * MiB })
+    expect(report?.shrinkers).toEqual([])
+    expect(asked).toEqual([])
+    expect(report?.heap?.mallocTrim).toBe('skipped')
+    expect(report?.after.usage).toBe(75 * MiB)
+    await monitor.close()
+  })
+
+  it('at critical without the credit, malloc_trim runs; without allocatorFree it runs at every level', async () => {
+    const state = { free: 0 as number | null }
+    const { sim, monitor, shrink } = setup(10 * MiB, state, () => {
+      state.free = 50 * MiB
+    })
+    sim.setUsage(97 * MiB) // critical on the raw basis
+    const [report] = await shrink.count(1)
+    expect(report?.level).toBe('critical')
+    expect(report?.heap?.mallocTrim).not.toBe('skipped')
+    await monitor.close()
+
+    const sim2 = new SimulatedBackend({ limit: 100 * MiB, usage: 10 * MiB })
+    const off = createMemoryMonitor({ backend: sim2, levels: true, clock: new ManualClock(), allocatorFree: false, reduceHeap: { gc: () => {} } })
+    const reports = new Collector<ShrinkReport>()
+    off.on('shrink', reports.push)
+    sim2.setUsage(75 * MiB)
+    const [moderate] = await reports.count(1)
+    expect(moderate?.level).toBe('moderate')
+    expect(moderate?.heap?.mallocTrim).not.toBe('skipped')
+    await off.close()
+  })
+
+  it('with credit on top of usage, a watch one step above usage is armed (the level points fire early)', async () => {
+    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 80 * MiB })
+    const armed = new Set<number>()
+    const watch = sim.watchThreshold.bind(sim)
+    sim.watchThreshold = (bytes, cb) => {
+      const w = watch(bytes, cb)
+      armed.add(bytes)
+      return { threshold: w.threshold, close: () => (armed.delete(bytes), w.close()) }
+    }
+    const state = { free: 30 * MiB as number | null }
+    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), allocatorFree: () => state.free, reduceHeap: false })
+    expect(monitor.level).toBe('normal') // 80 − 30 = 50 MiB
+    expect(armed.has(82.5 * MiB)).toBe(true) // usage + step (hysteresis 5 MiB / 2)
+    // usage grows past it: the engine wakes and reads the level with the credit
+    state.free = 5 * MiB
+    sim.allocate(5 * MiB) // usage 85, basis 80 → moderate
+    await turns(3)
+    expect(monitor.level).toBe('moderate')
+    await monitor.close()
+    expect(armed.size).toBe(0)
+  })
+
+  it('a reading of null, a throw or a negative number counts nothing; a bad option is a TypeError', async () => {
+    for (const read of [() => null, () => { throw new Error('no stats') }, () => -5]) {
+      const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 75 * MiB })
+      const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), allocatorFree: read, reduceHeap: false })
+      expect(monitor.level).toBe('moderate')
+      await monitor.close()
+    }
+    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 10 * MiB })
+    expect(() => createMemoryMonitor({ backend: sim, levels: true, allocatorFree: 'yes' as never })).toThrow(TypeError)
+  })
+
+  it('the raw basis at critical with the level lower (credit): the heap is trimmed anyway, once per cool-down', async () => {
+    const state = { free: 30 * MiB as number | null }
+    let collections = 0
+    const { sim, clock, monitor, pressure, shrink } = setup(10 * MiB, state, () => void collections++)
+    const trims = mallocTrimCount()
+    sim.setUsage(97 * MiB) // raw 97 MiB is critical; less the 30 MiB credit, 67 MiB is normal
+    await turns(3)
+    expect(monitor.level).toBe('normal')
+    expect(pressure.items).toEqual([])
+    expect(collections).toBe(1)
+    expect(shrink.items).toEqual([]) // not a shrink cycle: no shrinker had to be asked
+    if (glibc) expect(mallocTrimCount()).toBe(trims + 1)
+    sim.setUsage(98 * MiB)
+    await turns(3)
+    expect(collections).toBe(1) // within the cool-down
+    clock.advance(1000)
+    sim.setUsage(97 * MiB)
+    sim.setUsage(99 * MiB)
+    await turns(3)
+    expect(collections).toBe(2)
+    await monitor.close()
+  })
+
+  it('never credits more than the basis', async () => {
+    const state = { free: 500 * MiB as number | null }
+    const { monitor, pressure } = setup(30 * MiB, state)
+    expect(monitor.level).toBe('normal')
+    state.free = 0
+    await monitor.close()
+    expect(pressure.items).toEqual([])
+  })
+})
+
+
+describe('allocatorFreeBytes (glibc mallinfo2 through the addon)', () => {
+  it.skipIf(!glibc)(`sees Buffers freed by a collection on the free lists, and malloc_trim is counted${glibc ? '' : ' (skipped: no addon with glibc 2.33+ mallinfo2 here)'}`, async () => {
+    let buffers: Buffer[] = []
+    for (let i = 0; i < 512; i++) buffers.push(Buffer.alloc(64 * 1024, 1)) // 32 MiB below the mmap threshold
+    // a live allocation above them, so that once freed they do not merge into the top of the heap
+    // (which free() itself gives back to the kernel past M_TRIM_THRESHOLD)
+    const fence = Buffer.alloc(64 * 1024, 2)
+    // measured while they are live (earlier free chunks may have been reused for them)
+    const before = allocatorFreeBytes()
+    expect(before).not.toBeNull()
+    buffers = []
+    expect(buffers).toHaveLength(0)
+    const trims = mallocTrimCount()
+    await reduceHeap({ mallocTrim: false })
+    expect(mallocTrimCount()).toBe(trims)
+    // V8 frees array buffer memory on a background thread after the collection: wait for it
+    let after = allocatorFreeBytes() ?? 0
+    for (let i = 0; i < 100 && after - (before ?? 0) <= 16 * MiB; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      after = allocatorFreeBytes() ?? 0
+    }
+    expect(after - (before ?? 0)).toBeGreaterThan(16 * MiB)
+    await reduceHeap()
+    expect(mallocTrimCount()).toBe(trims + 1)
+    expect(fence[0]).toBe(2)
+  })
+})
