@@ -310,6 +310,21 @@ describe('cool-down on re-entry', () => {
     await monitor.close()
   })
 
+  it('only moderate waits: high again within the cool-down of a high cycle starts one at once', async () => {
+    const s = setup({ cooldownMs: 1000 })
+    s.monitor.register(freeing(s.sim, 's', 0, 35 * MiB))
+    s.sim.setUsage(90 * MiB) // high; the cycle frees 35 MiB: 55 MiB, normal
+    const [first] = await s.shrink.count(1)
+    expect(first?.level).toBe('high')
+    await turns()
+    expect(s.monitor.level).toBe('normal')
+    s.clock.advance(100)
+    s.sim.setUsage(90 * MiB) // high again at 100 ms: waiting would let garbage run on to critical
+    const [, second] = await s.shrink.count(2)
+    expect(second).toMatchObject({ cycle: 2, level: 'high', time: 100 })
+    await s.monitor.close()
+  })
+
   it('after the cool-down has passed, the same level starts a cycle at once', async () => {
     const { sim, clock, monitor, shrink } = await firstCycle(1000)
     clock.advance(1000)

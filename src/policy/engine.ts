@@ -59,7 +59,7 @@ export interface PolicyOptions {
   basis?: PressureBasis
   /**
    * Milliseconds after a shrink cycle before the next one, when the level is still `'moderate'`
-   * or above (a rise in level starts one at once). Default 1000. After a cycle that measured
+   * or above, or is back at `'moderate'` (a rise to `'high'` or `'critical'` starts one at once). Default 1000. After a cycle that measured
    * nothing freed the wait doubles, up to 32 times this, until the level changes: with nothing
    * left to give back, full collections every second would only cost CPU.
    */
@@ -215,10 +215,10 @@ export class PolicyEngine {
   #backoff = 1
   /** Clock time the last cycle ended, and the rank of the level it ran at. */
   #lastCycleEnd = Number.NEGATIVE_INFINITY
+  #lastCycleRank = 0
   /** Clock time of the last trim started for a raw basis at critical (see #trimIfRawCritical). */
   #lastRawTrim = Number.NEGATIVE_INFINITY
   #rawTrimRunning = false
-  #lastCycleRank = 0
   #cycle: Cycle | null = null
   #waiters = new Set<Waiter>()
   #closed = false
@@ -537,7 +537,7 @@ export class PolicyEngine {
         }
       }
     }
-    this.#trimIfRawCritical(bytes + this.#credit, levels)
+    const raw = bytes + this.#credit
     const cycle = this.#cycle
     if (cycle !== null && levelRank(level) > 0) {
       if (levelRank(level) > levelRank(cycle.level) || bytesToFree(levels, bytes, level) > cycle.requested) {
@@ -546,11 +546,11 @@ export class PolicyEngine {
         cycle.updates++
       }
     } else if (rose && levelRank(level) > 0) {
-      // Back at a level the last cycle already handled, within its cool-down (garbage building up
-      // again since, typically): wait for the cool-down; a higher level, or critical, starts a
-      // cycle at once.
+      // Back at moderate within the cool-down of the last cycle (garbage building up again since,
+      // typically): wait for the cool-down. High and critical start a cycle at once: waiting there
+      // lets the garbage run up to critical, where the cycle also trims the heap.
       const since = this.#clock.now() - this.#lastCycleEnd
-      if (since < this.#cooldownMs && level !== 'critical' && levelRank(level) <= this.#lastCycleRank) {
+      if (since < this.#cooldownMs && level === 'moderate' && this.#lastCycleRank >= 1) {
         if (this.#cooldownTimer === null) {
           this.#cooldownTimer = this.#clock.setTimeout(() => {
             this.#cooldownTimer = null
@@ -562,6 +562,7 @@ export class PolicyEngine {
         this.#startCycle()
       }
     }
+    this.#trimIfRawCritical(raw, levels)
   }
 
   /** Calls each shrinker's `levelChanged` (a hook that throws goes to 'error'). */
@@ -611,7 +612,6 @@ export class PolicyEngine {
     })
   }
 
-  /** One heap reduction, or `null` and the error when it threw. */
   /**
    * One heap reduction, or `null` and the error when it threw. `raw`: the basis without the
    * allocator credit; with the credit counted, `malloc_trim` runs only when that is at critical.
