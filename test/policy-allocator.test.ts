@@ -138,26 +138,23 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     expect(() => createMemoryMonitor({ backend: sim, levels: true, allocatorFree: 'yes' as never })).toThrow(TypeError)
   })
 
-  it('the raw basis at critical with the level lower (credit): the heap is trimmed anyway, once per cool-down', async () => {
+  it('no credit at critical without it: free lists only help allocations they fit, so critical is critical', async () => {
     const state = { free: 30 * MiB as number | null }
-    let collections = 0
-    const { sim, clock, monitor, pressure, shrink } = setup(10 * MiB, state, () => void collections++)
+    const log: string[] = []
+    const { sim, monitor, pressure, shrink } = setup(10 * MiB, state, (s) => {
+      log.push('gc')
+      s.free(40 * MiB) // the collection (and its malloc_trim) gives 40 MiB back
+    })
+    monitor.register({ name: 'cache', shrink: () => void log.push('cache') })
     const trims = mallocTrimCount()
-    sim.setUsage(97 * MiB) // raw 97 MiB is critical; less the 30 MiB credit, 67 MiB is normal
-    await turns(3)
-    expect(monitor.level).toBe('normal')
-    expect(pressure.items).toEqual([])
-    expect(collections).toBe(1)
-    expect(shrink.items).toEqual([]) // not a shrink cycle: no shrinker had to be asked
+    sim.setUsage(97 * MiB) // 97 MiB is critical; less the 30 MiB on the free lists it would be 67, normal
+    const [event] = await pressure.count(1)
+    expect(event).toMatchObject({ level: 'critical', bytes: 97 * MiB, allocatorFreeBytes: 0 })
+    const [report] = await shrink.count(1)
+    // the cycle collects and trims first; 57 MiB less the 30 MiB credit is normal: nobody is asked
+    expect(report).toMatchObject({ level: 'critical', levelAfter: 'normal', heapRuns: 1, collectedBytes: 70 * MiB })
+    expect(log).toEqual(['gc'])
     if (glibc) expect(mallocTrimCount()).toBe(trims + 1)
-    sim.setUsage(98 * MiB)
-    await turns(3)
-    expect(collections).toBe(1) // within the cool-down
-    clock.advance(1000)
-    sim.setUsage(97 * MiB)
-    sim.setUsage(99 * MiB)
-    await turns(3)
-    expect(collections).toBe(2)
     await monitor.close()
   })
 

@@ -94,7 +94,8 @@ export interface PolicyOptions {
    * `malloc_trim`, which then runs only when the basis without that credit is at `critical`: pages
    * trimmed at every cycle are faulted in again by the next allocations (measured: 5 to 10% of
    * the CPU in the kernel, issue 4's CRAMM runs). Only free memory seen since the last trim counts
-   * (trimmed chunks stay on the free lists without their pages). `false`: not counted, and every
+   * (trimmed chunks stay on the free lists without their pages), and none once the basis without
+   * it is at `critical` (free lists help only allocations they fit: critical stays critical). `false`: not counted, and every
    * cycle trims; a function: your own reading, in bytes (`null` for unknown), for another allocator.
    */
   allocatorFree?: boolean | (() => number | null)
@@ -216,9 +217,6 @@ export class PolicyEngine {
   /** Clock time the last cycle ended, and the rank of the level it ran at. */
   #lastCycleEnd = Number.NEGATIVE_INFINITY
   #lastCycleRank = 0
-  /** Clock time of the last trim started for a raw basis at critical (see #trimIfRawCritical). */
-  #lastRawTrim = Number.NEGATIVE_INFINITY
-  #rawTrimRunning = false
   #cycle: Cycle | null = null
   #waiters = new Set<Waiter>()
   #closed = false
@@ -410,6 +408,10 @@ export class PolicyEngine {
       if (free < this.#freeFloor) this.#freeFloor = free
       free -= this.#freeFloor
     }
+    // At critical without the credit the credit is not given: free lists only help allocations they
+    // fit (and those of the same arena; V8's own heap not at all), and the cycle critical starts at
+    // once gives them back with malloc_trim.
+    if (raw >= (levels.enter[3] ?? Infinity)) return raw
     this.#credit = Math.min(free, raw)
     return raw - this.#credit
   }
@@ -439,8 +441,11 @@ export class PolicyEngine {
     for (const v of [...points.all, points.drift]) if (v !== null && v > 0) values.add(v)
     // Free allocator memory counted as available (allocatorFree): the level points above are
     // placed without that credit, so they fire early, and once usage is past them nothing would
-    // fire as it grows: a point one step above usage does.
-    if (this.#credit >= step / 2 && snapshot.usage + step <= snapshot.limit) values.add(Math.ceil(snapshot.usage + step))
+    // fire as it grows: a point one step above usage does (or half-way to the limit, if nearer).
+    if (this.#credit >= step / 2) {
+      const rise = Math.ceil(Math.min(snapshot.usage + step, (snapshot.usage + snapshot.limit) / 2))
+      if (rise > snapshot.usage && rise < snapshot.limit) values.add(rise)
+    }
     // A watch within a small tolerance of a wanted point stays, if it is on the same side of usage
     // (a crossed watch would not fire again the same way): the points move with every small
     // change of the page cache, and the kernel's own check is coarser (memcg looks at usage every
@@ -537,7 +542,6 @@ export class PolicyEngine {
         }
       }
     }
-    const raw = bytes + this.#credit
     const cycle = this.#cycle
     if (cycle !== null && levelRank(level) > 0) {
       if (levelRank(level) > levelRank(cycle.level) || bytesToFree(levels, bytes, level) > cycle.requested) {
@@ -562,7 +566,6 @@ export class PolicyEngine {
         this.#startCycle()
       }
     }
-    this.#trimIfRawCritical(raw, levels)
   }
 
   /** Calls each shrinker's `levelChanged` (a hook that throws goes to 'error'). */
@@ -575,27 +578,6 @@ export class PolicyEngine {
         this.#host.error(new MemoryPressureError('ERR_HANDLER', `shrinker ${JSON.stringify(shrinker.name)} threw in levelChanged: ${String(err)}`, { cause: err }))
       }
     }
-  }
-
-  /**
-   * The safety net of the allocator credit: free memory on malloc's lists only helps allocations
-   * it fits (and those of the same arena), so when the basis without the credit reaches critical
-   * while the level, with it, is lower, the heap is reduced with `malloc_trim` (at most once per
-   * cool-down) and the level read again. A cycle does this itself; this covers the time between.
-   */
-  #trimIfRawCritical(raw: number, levels: ResolvedLevels): void {
-    if (this.#allocator === null || this.#credit < MiB || this.#heap === false || this.#cycle !== null || this.#rawTrimRunning) return
-    if (raw < (levels.enter[3] ?? Infinity) || this.#level === 'critical') return
-    const now = this.#clock.now()
-    if (now - this.#lastRawTrim < this.#cooldownMs) return
-    this.#lastRawTrim = now
-    this.#rawTrimRunning = true
-    void this.#reduce(raw).then(({ error }) => {
-      this.#rawTrimRunning = false
-      if (this.#closed) return
-      if (error !== undefined) this.#host.error(error instanceof MemoryPressureError ? error : new MemoryPressureError('ERR_HANDLER', `the heap reduction failed: ${String(error)}`, { cause: error }))
-      this.#evaluate(true)
-    })
   }
 
   #ordered(): Registered[] {
