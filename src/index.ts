@@ -56,6 +56,7 @@ export {
   DEFAULT_LEVELS,
   ManualClock,
   PRESSURE_LEVELS,
+  allocatorFreeBytes,
   levelRank,
   reduceHeap,
   type Clock,

@@ -46,6 +46,8 @@ const live = new Set()
  * v2 twin below our own v2 cgroup when `v2` is asked for (PSI of the processes inside).
  */
 export function makeCgroup({ parent, limit, v2 = false, tag = 'bench' } = {}) {
+  // After removeAll() (a signal) a bench still awaiting its last child must not make the next one.
+  if (closing) throw new Error('the bench is stopping: no new cgroups')
   const own = ownCgroups()
   const name = `mp-${tag}-${process.pid}-${randomBytes(3).toString('hex')}`
   const dir = path.join(parent ?? own.v1, name)
@@ -137,8 +139,11 @@ const spawnedHere = new Set()
 /** Spawns `node ...argv` in this process's own cgroup (watchers); see {@link spawnIn}. */
 export const spawnNode = (argv, options) => spawnIn(null, argv, options)
 
+let closing = false
+
 /** Removes whatever is left (called on SIGINT and at exit of the runner). */
 export async function removeAll() {
+  closing = true
   for (const cg of [...live]) await removeCgroup(cg)
   for (const pid of spawnedHere) {
     try { process.kill(pid, 'SIGKILL') } catch { /* gone */ }

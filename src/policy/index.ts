@@ -2,7 +2,7 @@
 
 export { ManualClock, systemClock, type Clock, type TimerHandle } from './clock.js'
 export { PolicyEngine, type LevelBytes, type PolicyHost, type PolicyOptions, type PressureEvent, type ReliefEvent } from './engine.js'
-export { reduceHeap, type GcMethod, type HeapReduction, type MallocTrimResult, type ReduceHeapOptions } from './heap.js'
+export { allocatorFreeBytes, reduceHeap, type GcMethod, type HeapReduction, type MallocTrimResult, type ReduceHeapOptions } from './heap.js'
 export {
   DEFAULT_HYSTERESIS,
   DEFAULT_LEVELS,
