@@ -263,12 +263,18 @@ describe.each([simulated, cgroupV1, cgroupV1Polled, cgroupV2Tree, cgroupV2Kernel
     await rig.lowerBelow(t1)
     await got.count(4)
     await turns()
-    expect(got.items.map((c) => [c.threshold, c.direction])).toEqual([
+    expect(got.items.slice(0, 4).map((c) => [c.threshold, c.direction])).toEqual([
       [t1, 'up'],
       [t2, 'up'],
       [t2, 'down'],
       [t1, 'down'],
     ])
+    // Usage left just below t1 may wiggle across it again (seen once on the real v2 kernel in the
+    // VM: t1 up and down once more): later crossings are genuine, but must still alternate.
+    for (const t of [t1, t2]) {
+      const directions = got.items.filter((c) => c.threshold === t).map((c) => c.direction)
+      directions.forEach((d, i) => expect(d).toBe(i % 2 === 0 ? 'up' : 'down'))
+    }
     for (const c of got.items) {
       if (c.direction === 'up') expect(c.usage).toBeGreaterThanOrEqual(c.threshold)
       else expect(c.usage).toBeLessThan(c.threshold)

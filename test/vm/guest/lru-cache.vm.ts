@@ -47,8 +47,11 @@ describe('the lru-cache plugin under a cgroup v2 memory.max', () => {
       reportedBytes: number
       shrinkers: Array<{ name: string }>
     })
-    expect(shrinks.length).toBeGreaterThanOrEqual(1)
-    expect(shrinks.every((s) => s.shrinkers[0]?.name === 'lru-cache' && s.reportedBytes > 0)).toBe(true)
+    // A cycle collects garbage first and asks the cache only when that was not enough: every cycle
+    // that asked, asked the cache and got bytes back, and at least one had to ask.
+    const asking = shrinks.filter((s) => s.shrinkers.length > 0)
+    expect(asking.length).toBeGreaterThanOrEqual(1)
+    expect(asking.every((s) => s.shrinkers[0]?.name === 'lru-cache' && s.reportedBytes > 0)).toBe(true)
     // What the cache holds at the end fits under the limit, with the rest of the process.
     expect((outcome as { held: number }).held).toBeLessThan(LIMIT)
     expect(lines.some((l) => l.startsWith('pressure '))).toBe(true)
