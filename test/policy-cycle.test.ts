@@ -11,8 +11,9 @@ import { ManualClock } from '../src/policy/clock.js'
 import type { PressureEvent } from '../src/policy/engine.js'
 import type { ReduceHeapOptions } from '../src/policy/heap.js'
 import type { PressureLevel } from '../src/policy/levels.js'
-import type { ShrinkReport, ShrinkRequest, Shrinker } from '../src/policy/shrinker.js'
+import type { ShrinkReport, Shrinker } from '../src/policy/shrinker.js'
 import { Collector, turns } from './helpers/collect.js'
+import { freeing } from './helpers/shrinkers.js'
 
 const MiB = 2 ** 20
 const noHeap = { gc: 'none', mallocTrim: false } as const
@@ -44,22 +45,6 @@ function setup(options: Setup = {}) {
   monitor.on('shrink', shrink.push)
   monitor.on('error', errors.push)
   return { sim, clock, monitor, pressure, shrink, errors }
-}
-
-/** A shrinker that frees `bytes` from the simulated cgroup each time and records its requests. */
-function freeing(sim: SimulatedBackend, name: string, priority: number, bytes: number, log: string[] = []): Shrinker & { requests: ShrinkRequest[] } {
-  const requests: ShrinkRequest[] = []
-  return {
-    name,
-    priority,
-    requests,
-    shrink(req) {
-      requests.push(req)
-      log.push(name)
-      sim.free(bytes)
-      return bytes
-    },
-  }
 }
 
 /** A gc function that frees `garbage` bytes (once: garbage is collected once) and logs each call. */

@@ -10,8 +10,9 @@ import { ManualClock } from '../src/policy/clock.js'
 import type { PressureEvent, ReliefEvent } from '../src/policy/engine.js'
 import { reduceHeap } from '../src/policy/heap.js'
 import { bytesToFree, levelFor, resolveLevels, watchPoints } from '../src/policy/levels.js'
-import type { ShrinkReport, ShrinkRequest, Shrinker } from '../src/policy/shrinker.js'
+import type { ShrinkReport, ShrinkRequest } from '../src/policy/shrinker.js'
 import { Collector, turns } from './helpers/collect.js'
+import { freeing } from './helpers/shrinkers.js'
 
 const MiB = 2 ** 20
 const noHeap = { gc: 'none', mallocTrim: false } as const
@@ -37,22 +38,6 @@ function setup(options: { usage?: number; cache?: number; inactiveFile?: number;
   monitor.on('relief', relief.push)
   monitor.on('error', errors.push)
   return { sim, clock, monitor, pressure, shrink, relief, errors }
-}
-
-/** A shrinker that frees `bytes` from the simulated cgroup each time and records its requests. */
-function freeing(sim: SimulatedBackend, name: string, priority: number, bytes: number, log: string[] = []): Shrinker & { requests: ShrinkRequest[] } {
-  const requests: ShrinkRequest[] = []
-  return {
-    name,
-    priority,
-    requests,
-    shrink(req) {
-      requests.push(req)
-      log.push(name)
-      sim.free(bytes)
-      return bytes
-    },
-  }
 }
 
 function deferred<T = void>() {
