@@ -127,6 +127,21 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     expect(armed.size).toBe(0)
   })
 
+  it('near the limit the rise watch sits half-way to it, never at or past it', async () => {
+    // critical at 99%: usage 98.5 MiB with credit is below critical, and a step (2.5 MiB) would pass the limit
+    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 98.5 * MiB })
+    const armed: number[] = []
+    const watch = sim.watchThreshold.bind(sim)
+    sim.watchThreshold = (bytes, cb) => (armed.push(bytes), watch(bytes, cb))
+    const monitor = createMemoryMonitor({
+      backend: sim, levels: { moderate: '70%', high: '85%', critical: '99%' }, clock: new ManualClock(), allocatorFree: () => 30 * MiB, reduceHeap: false,
+    })
+    expect(monitor.level).toBe('normal') // 98.5 − 30 = 68.5 MiB
+    expect(armed).toContain(99.25 * MiB) // half-way from 98.5 to 100
+    expect(armed.every((b) => b < 100 * MiB)).toBe(true)
+    await monitor.close()
+  })
+
   it('a reading of null, a throw or a negative number counts nothing; a bad option is a TypeError', async () => {
     for (const read of [() => null, () => { throw new Error('no stats') }, () => -5]) {
       const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 75 * MiB })

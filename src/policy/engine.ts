@@ -92,7 +92,7 @@ export interface PolicyOptions {
    * kernel. Counted (default where it applies: the monitor watches the cgroup of its own process,
    * glibc 2.33 or later, the addon loaded), the levels see what a collection freed without
    * `malloc_trim`, which then runs only when the basis without that credit is at `critical`: pages
-   * trimmed at every cycle are faulted in again by the next allocations (measured: 5 to 10% of
+   * trimmed at every cycle are faulted in again by the next allocations (measured: 5 to 8% of
    * the CPU in the kernel, issue 4's CRAMM runs). Only free memory seen since the last trim counts
    * (trimmed chunks stay on the free lists without their pages), and none once the basis without
    * it is at `critical` (free lists help only allocations they fit: critical stays critical). `false`: not counted, and every
@@ -433,7 +433,7 @@ export class PolicyEngine {
     const levels = this.#levels
     if (levels === null || this.#closed) return
     const step = Math.max(levels.hysteresis / 2, MiB)
-    const points = watchPoints(levels, snapshot, this.#level, step)
+    const points = watchPoints(levels, snapshot, step)
     this.#armedOffset = points.offset
     // Every level's entry and exit point, not only the two next to the current level: a level
     // change then moves no watch (only a change of the page cache on top of the basis does).

@@ -133,20 +133,16 @@ export function bytesToFree(levels: ResolvedLevels, basis: number, level: Pressu
 
 /** Usage values (bytes) to register as kernel thresholds after a wake-up; see {@link watchPoints}. */
 export interface WatchPoints {
-  /** Usage at which the basis would reach the next level up, or `null` (at `'critical'`, or above the limit). */
-  up: number | null
-  /** Usage at which the basis would fall below the current level's exit point, or `null` at `'normal'`. */
-  down: number | null
   /**
    * A usage value a little below the current usage, or `null`: page cache being dropped lowers
-   * usage and the offset between usage and basis together, and the other two points move with it.
+   * usage and the offset between usage and basis together, and the level points move with it.
    */
   drift: number | null
   /** `usage − basis` at the snapshot: the page cache (or cache and more, for `'rss'`) on top of the basis. */
   offset: number
   /**
-   * Usage values of every level's entry and exit point (`up` and `down` among them) at or below
-   * the limit: armed together, a level change moves none of them.
+   * Usage values of every reachable level's entry and exit point: armed together, a level change
+   * moves none of them.
    */
   all: number[]
 }
@@ -160,21 +156,10 @@ export interface WatchPoints {
  *
  * @param step - how far below usage the drift point sits (bytes)
  */
-export function watchPoints(levels: ResolvedLevels, snapshot: MemorySnapshot, level: PressureLevel, step: number): WatchPoints {
+export function watchPoints(levels: ResolvedLevels, snapshot: MemorySnapshot, step: number): WatchPoints {
   const basis = basisOf(snapshot, levels.basis)
   const offset = Math.max(0, snapshot.usage - basis)
-  const rank = levelRank(level)
   const limit = Number.isFinite(snapshot.limit) ? snapshot.limit : Infinity
-  let up: number | null = null
-  if (rank < 3) {
-    const u = Math.ceil((levels.enter[rank + 1] ?? Infinity) + offset)
-    if (u <= limit && Number.isSafeInteger(u)) up = u
-  }
-  let down: number | null = null
-  if (rank > 0) {
-    const d = Math.floor(exitPoint(levels, rank) + offset)
-    if (d > 0) down = d
-  }
   // Less cache than half a step on top of the basis can move the other points by no more than
   // that: not worth a watch that fires at every garbage collection (and the re-check covers it).
   const drift = offset >= step / 2 && snapshot.usage - step > 0 ? Math.floor(snapshot.usage - step) : null
@@ -187,5 +172,5 @@ export function watchPoints(levels: ResolvedLevels, snapshot: MemorySnapshot, le
     const x = Math.floor(exitPoint(levels, r) + offset)
     if (x > 0) all.push(x)
   }
-  return { up, down, drift, offset, all }
+  return { drift, offset, all }
 }
