@@ -9,7 +9,7 @@ import { type MonitorEvent, createMemoryMonitor } from '../src/monitor.js'
 import { ManualClock } from '../src/policy/clock.js'
 import type { PressureEvent, ReliefEvent } from '../src/policy/engine.js'
 import { reduceHeap } from '../src/policy/heap.js'
-import { bytesToFree, levelFor, resolveLevels, watchPoints } from '../src/policy/levels.js'
+import { type LevelThresholds, bytesToFree, levelFor, resolveLevels, watchPoints } from '../src/policy/levels.js'
 import type { ShrinkReport, ShrinkRequest } from '../src/policy/shrinker.js'
 import { Collector, turns } from './helpers/collect.js'
 import { freeing } from './helpers/shrinkers.js'
@@ -55,6 +55,22 @@ describe('level arithmetic', () => {
     expect(levels.basis).toBe('workingSet')
   })
 
+
+  it('raises the default moderate and high levels towards a fixed headroom above a 320 MiB limit, to 80/90% at most', () => {
+    const at = (limitMib: number, given: LevelThresholds | true = true) =>
+      resolveLevels(given, undefined, undefined, limitMib * MiB).enter.map((b) => b / MiB)
+    // up to 320 MiB the percentages are the defaults
+    expect(at(256)).toEqual([0, 256 * 0.7, 256 * 0.85, 256 * 0.95].map((x) => Math.floor(x * MiB) / MiB))
+    expect(at(320)).toEqual([0, 224, 272, 304])
+    // limit − 96 MiB and limit − 48 MiB while they are above 70% / 85% and below 80% / 90%
+    expect(at(384)).toEqual([0, 288, 336, Math.floor(384 * 0.95 * MiB) / MiB])
+    expect(at(512)).toEqual([0, Math.floor(512 * 0.8 * MiB) / MiB, Math.floor(512 * 0.9 * MiB) / MiB, Math.floor(512 * 0.95 * MiB) / MiB])
+    expect(at(8192)).toEqual([0, 8192 * 0.8, 8192 * 0.9, 8192 * 0.95].map((x) => Math.floor(x * MiB) / MiB))
+    // a level given explicitly is kept; the others are still raised while they stay in order
+    expect(at(512, { moderate: '60%' })).toEqual([0, Math.floor(512 * 0.6 * MiB) / MiB, Math.floor(512 * 0.9 * MiB) / MiB, Math.floor(512 * 0.95 * MiB) / MiB])
+    // a raised high (90%) would not stay below critical 88%: the defaults keep their percentages
+    expect(at(512, { critical: '88%' })).toEqual([0, Math.floor(512 * 0.7 * MiB) / MiB, Math.floor(512 * 0.85 * MiB) / MiB, Math.floor(512 * 0.88 * MiB) / MiB])
+  })
   it('goes up at a threshold, down only below threshold − hysteresis, and jumps levels', () => {
     expect(levelFor(levels, 70 * MiB - 1, 'normal')).toBe('normal')
     expect(levelFor(levels, 70 * MiB, 'normal')).toBe('moderate')
@@ -93,6 +109,23 @@ describe('level arithmetic', () => {
 })
 
 describe('levels on the simulated backend', () => {
+  it('at its default 512 MiB limit, the default levels are 80/90/95%: 75% of the limit is still normal', async () => {
+    const sim = new SimulatedBackend({ usage: 10 * MiB })
+    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), reduceHeap: noHeap })
+    const pressure = new Collector<PressureEvent>()
+    monitor.on('pressure', pressure.push)
+    await turns()
+    const limit = 512 * MiB
+    expect(monitor.levels).toMatchObject({ moderate: Math.floor(limit * 0.8), high: Math.floor(limit * 0.9), critical: Math.floor(limit * 0.95) })
+    sim.setUsage(Math.floor(limit * 0.75))
+    await turns()
+    expect(monitor.level).toBe('normal')
+    sim.setUsage(Math.floor(limit * 0.8))
+    await pressure.count(1)
+    expect(pressure.items[0]).toMatchObject({ previous: 'normal', level: 'moderate' })
+    await monitor.close()
+  })
+
   it('emits pressure up at thresholds, holds inside the hysteresis band, then relief', async () => {
     const { sim, monitor, pressure, relief } = setup()
     expect(monitor.level).toBe('normal')

@@ -44,7 +44,9 @@ import {
 export interface PolicyOptions {
   /**
    * Turns pressure levels on: `true` for the defaults (`moderate` 70%, `high` 85%, `critical` 95%
-   * of the effective limit) or thresholds per level (bytes, `'512MiB'`, `'80%'`), resolved against
+   * of the effective limit up to 320 MiB; above it `moderate` and `high` rise towards limit − 96 MiB
+   * and limit − 48 MiB, to 80% and 90% at most: see `DEFAULT_LEVEL_HEADROOM`) or thresholds per
+   * level (bytes, `'512MiB'`, `'80%'`; a level left out gets its default), resolved against
    * the limit when levels start. Default: off until the first `register()` or `until()`, which
    * start them with the defaults. Percentages need a limit (`ERR_NO_LIMIT`).
    */

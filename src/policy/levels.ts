@@ -27,18 +27,36 @@ export type PressureBasis = 'workingSet' | 'usage' | 'rss'
 
 const bases: readonly PressureBasis[] = ['workingSet', 'usage', 'rss']
 
-/** Thresholds of the levels above `'normal'`: bytes, size strings or percentages of the limit. */
+/**
+ * Thresholds of the levels above `'normal'`: bytes, size strings or percentages of the limit. A
+ * level left out gets its default: the percentage of {@link DEFAULT_LEVELS}, raised for limits above
+ * 320 MiB as {@link DEFAULT_LEVEL_HEADROOM} says.
+ */
 export interface LevelThresholds {
-  /** Entering `'moderate'`. Default `'70%'`. */
+  /** Entering `'moderate'`. Default `'70%'`, up to 80% (limit − 96 MiB) above a 320 MiB limit. */
   moderate?: Threshold
-  /** Entering `'high'`. Default `'85%'`. */
+  /** Entering `'high'`. Default `'85%'`, up to 90% (limit − 48 MiB) above a 320 MiB limit. */
   high?: Threshold
   /** Entering `'critical'`. Default `'95%'`. */
   critical?: Threshold
 }
 
-/** Defaults of {@link LevelThresholds}. */
+/** Defaults of {@link LevelThresholds} at limits up to 320 MiB, and their floor above. */
 export const DEFAULT_LEVELS: Required<LevelThresholds> = { moderate: '70%', high: '85%', critical: '95%' }
+
+/**
+ * How a default level rises with the limit. The room a Node process needs above its cache (the
+ * garbage V8 lets build up between its own collections, what is allocated while a shrink cycle
+ * reacts) is about the same number of MiB at any limit, so a fixed percentage leaves more memory
+ * unused the larger the limit. A level without a threshold of its own enters at its percentage of
+ * {@link DEFAULT_LEVELS} or at `limit − headroom`, whichever is higher, but never above `max`:
+ * 70/85/95% up to a 320 MiB limit, 75/87.5/95% at 384 MiB, 80/90/95% from 480 MiB. When a raised
+ * default would not stay below a threshold given explicitly, the defaults keep their percentages.
+ */
+export const DEFAULT_LEVEL_HEADROOM: Readonly<Record<'moderate' | 'high', { readonly headroom: number; readonly max: number }>> = {
+  moderate: { headroom: 96 * 2 ** 20, max: 0.8 },
+  high: { headroom: 48 * 2 ** 20, max: 0.9 },
+}
 /** Default hysteresis: 5% of the limit. */
 export const DEFAULT_HYSTERESIS: Threshold = '5%'
 
@@ -70,9 +88,19 @@ export function resolveLevels(
   const b = basis ?? 'workingSet'
   if (!bases.includes(b)) throw new TypeError(`basis must be 'workingSet', 'usage' or 'rss' (received ${describe(basis)})`)
   const given = levels === true ? {} : levels
-  const bytes = (['moderate', 'high', 'critical'] as const).map((name) =>
+  const names = ['moderate', 'high', 'critical'] as const
+  let bytes = names.map((name) =>
     resolveThreshold(parseThreshold(given[name] ?? DEFAULT_LEVELS[name], `levels.${name}`), limit, `levels.${name}`),
   ) as [number, number, number]
+  if (Number.isFinite(limit)) {
+    const raised = bytes.map((b, i) => {
+      const name = names[i] ?? 'critical'
+      if (given[name] !== undefined || name === 'critical') return b
+      const { headroom, max } = DEFAULT_LEVEL_HEADROOM[name]
+      return Math.max(b, Math.floor(Math.min(limit * max, limit - headroom)))
+    }) as [number, number, number]
+    if (raised[0] < raised[1] && raised[1] < raised[2]) bytes = raised
+  }
   if (!(bytes[0] < bytes[1] && bytes[1] < bytes[2])) {
     throw new RangeError(`levels must increase: moderate < high < critical (received ${bytes.join(' < ')} bytes)`)
   }
