@@ -9,7 +9,7 @@ import { runWorkload } from './lib/workload.mjs'
 export function settings(quick) {
   return quick
     ? { limits: [128, 256], grid: [32, 64, 128, 192], warmup: 5, seconds: 5, pollRssMib: 256, repeats: 1 }
-    : { limits: [128, 192, 256, 384, 512], grid: [32, 64, 96, 128, 192, 256, 384], warmup: 7, seconds: 9, pollRssMib: 256, repeats: 3 }
+    : { limits: [128, 192, 256, 384, 512], grid: [32, 64, 96, 128, 192, 256, 384], warmup: 7, seconds: 9, pollRssMib: 256, repeats: 5 }
 }
 
 // memory-pressure as shipped, and one change each, to show what each part of the policy is worth
@@ -18,7 +18,7 @@ const MP_VARIANTS = [
   { label: 'memory-pressure, hold: false', args: { 'shrinker-options': JSON.stringify({ hold: false }) } },
   { label: 'memory-pressure, collectFirst: false', args: { 'mp-options': JSON.stringify({ collectFirst: false }) } },
   { label: 'memory-pressure, allocatorFree: false', args: { 'mp-options': JSON.stringify({ allocatorFree: false }) } },
-  { label: 'memory-pressure, levels 80/90/95%', args: { 'mp-options': JSON.stringify({ levels: { moderate: '80%', high: '90%', critical: '95%' } }) } },
+  { label: 'memory-pressure, levels 70/85/95% at every limit', args: { 'mp-options': JSON.stringify({ levels: { moderate: '70%', high: '85%', critical: '95%' } }) } },
 ]
 const label = (r, args) =>
   r.strategy === 'fixed' ? `fixed ${r.cacheMib} MiB` : r.strategy === 'poll' ? 'poll 1 s, fixed rss threshold'
@@ -28,12 +28,12 @@ const label = (r, args) =>
 export async function run({ quick, machine }) {
   const s = settings(quick)
   const runs = []
-  const one = async (limitMib, args) => {
+  const one = async (limitMib, args, rep) => {
     const cg = makeCgroup({ limit: limitMib * MiB, tag: 'cramm' })
     try {
       const r = await runWorkload(cg, { warmup: s.warmup, seconds: s.seconds, ...args })
       const { progress, ...rest } = r
-      const row = { limitMib, cacheMib: args['cache-mib'] ?? null, ...rest }
+      const row = { limitMib, rep, cacheMib: args['cache-mib'] ?? null, ...rest }
       row.label = label(row, args)
       console.error(`   ${limitMib} MiB ${row.label}: ${fmt(row.perCpuSecond, 0)} req/CPU s, ${fmt(row.throughput, 0)} req/s, hit ${fmt(row.hitRatio, 3)}, peak ${mib(row.peakUsage)} MiB${row.killed ? ', OOM-KILLED' : ''}`)
       runs.push(row)
@@ -48,11 +48,11 @@ export async function run({ quick, machine }) {
       // fixed size of rep 0 (the oracle), to give a spread where it matters
       const fixed = s.grid.filter((g) => g < limitMib)
       const candidates = rep === 0 ? fixed : bestFixed(runs, limitMib, 1)
-      for (const v of rep === 0 ? MP_VARIANTS : MP_VARIANTS.slice(0, 1)) await one(limitMib, { strategy: 'memory-pressure', ...v.args })
-      for (const size of candidates) await one(limitMib, { strategy: 'fixed', 'cache-mib': size })
+      for (const v of rep === 0 ? MP_VARIANTS : MP_VARIANTS.slice(0, 1)) await one(limitMib, { strategy: 'memory-pressure', ...v.args }, rep)
+      for (const size of candidates) await one(limitMib, { strategy: 'fixed', 'cache-mib': size }, rep)
       if (rep === 0) {
-        await one(limitMib, { strategy: 'unbounded' })
-        await one(limitMib, { strategy: 'poll', 'poll-rss-mib': s.pollRssMib })
+        await one(limitMib, { strategy: 'unbounded' }, rep)
+        await one(limitMib, { strategy: 'poll', 'poll-rss-mib': s.pollRssMib }, rep)
       }
     }
   }
@@ -66,7 +66,7 @@ export async function run({ quick, machine }) {
       const t = rs.map((r) => r.throughput)
       const c = rs.map((r) => r.perCpuSecond)
       return {
-        label: l, strategy: rs[0].strategy, cacheMib: rs[0].cacheMib, n: rs.length,
+        label: l, strategy: rs[0].strategy, cacheMib: rs[0].cacheMib, n: rs.length, runs: rs,
         throughput: mean(t), throughputRange: [Math.min(...t), Math.max(...t)],
         perCpuSecond: mean(c), perCpuSecondRange: [Math.min(...c), Math.max(...c)],
         hitRatio: mean(rs.map((r) => r.hitRatio ?? 0)),
@@ -86,10 +86,19 @@ export async function run({ quick, machine }) {
     const best = (key) => safeFixed.reduce((b, r) => (b === null || r[key] > b[key] ? r : b), null)
     const oracle = best('perCpuSecond')
     const oracleWall = best('throughput')
+    // The machine's speed drifts by tens of percent between runs minutes apart (other tenants' load
+    // moves per-CPU throughput as much as wall time), so a row is compared with the oracle pair by
+    // pair: each run against the oracle's run of the same repetition, which ran right after it, and
+    // the ratio is the median of those pairs (with their range).
     for (const r of rows) {
-      r.ratio = oracle ? r.perCpuSecond / oracle.perCpuSecond : null
-      r.ratioWall = oracleWall ? r.throughput / oracleWall.throughput : null
+      const pr = pairRatios(r.runs, oracle?.runs, 'perCpuSecond')
+      const pw = pairRatios(r.runs, oracleWall?.runs, 'throughput')
+      r.ratio = pr ? median(pr) : null
+      r.ratioRange = pr ? [Math.min(...pr), Math.max(...pr)] : null
+      r.pairs = pr?.length ?? 0
+      r.ratioWall = pw ? median(pw) : null
     }
+    for (const r of rows) delete r.runs
     return { limitMib, oracle: oracle?.label ?? null, oracleWall: oracleWall?.label ?? null, rows }
   })
   const verdicts = MP_VARIANTS.map((v) => ({
@@ -102,7 +111,7 @@ export async function run({ quick, machine }) {
   const json = { bench: 'cramm', machine, settings: s, workload: { keys: 16384, zipf: 0.8, valueKiB: 64, pbkdf2Iterations: 2000 }, perLimit, target: verdicts[0].limits, variants: verdicts, runs: runs.map(({ shrinkLog, ...r }) => ({ ...r, shrinkLog: shrinkLog?.slice(0, 50) })) }
   const md = `# 4. CRAMM sweep: throughput at each memory limit against the best fixed cache size in hindsight
 
-${machineLine(machine)}. One run of the sweep; each cell is one ${s.warmup} s warm-up + ${s.seconds} s measured run in its own cgroup, with ${s.repeats > 1 ? `memory-pressure as shipped and the best fixed size run ${s.repeats} times, interleaved (mean, range in brackets)` : 'one repetition'}. Workload: 16384 keys, zipf s = 0.8, values of 64 KiB costing 2000 PBKDF2-SHA256 iterations (about 0.6 ms) to compute. Throughput is counted two ways: requests per second of wall time, and requests per CPU second of the whole process (all threads, kernel time included: the GC and shrinking the SDK causes are charged to it). The machine is shared with other engineers' test runs, which move wall-time throughput by tens of percent from one minute to the next; the per-CPU figure is not moved by that, so **ratios are computed on requests per CPU second** and the wall-time ratio is shown beside it. Oracle = the fixed size with the highest throughput and no OOM kill at that limit (sizes tried: ${s.grid.join(', ')} MiB below the limit). "poll" trims its cache to 75% when \`process.memoryUsage.rss()\` read once a second exceeds a fixed ${s.pollRssMib} MiB. memory-pressure: an lru-cache without a size bound, \`createMemoryMonitor()\` with its default levels (moderate 70%, high 85%, critical 95% of the limit, hysteresis 5%) and \`lruCacheShrinker(cache)\` with its defaults, as the README shows: each shrink cycle collects garbage first and asks the cache only for what is still over the level (\`collectFirst\`), memory on malloc's free lists counts as available so that \`malloc_trim\` runs only at critical (\`allocatorFree\`), and the cache is held at its new size until the level is back to normal, then grows 5% a second while it presses the cap (\`hold\`). The other memory-pressure rows change one thing each: \`lruCacheShrinker(cache, { hold: false })\`, \`createMemoryMonitor({ collectFirst: false })\` (shrinkers first, then the collection), \`allocatorFree: false\` (every cycle trims, and the levels see only what the trim gave back), and \`levels: { moderate: '80%', high: '90%', critical: '95%' }\` (more cache, less room for the garbage V8 lets build up between its own collections). The last columns give where the CPU went in the measured window: kernel (system) time and minor page faults, which are mostly pages \`malloc_trim\` gave back being faulted in again.
+${machineLine(machine)}. One run of the sweep; each cell is one ${s.warmup} s warm-up + ${s.seconds} s measured run in its own cgroup, with ${s.repeats > 1 ? `memory-pressure as shipped and the best fixed size run ${s.repeats} times, interleaved (mean, range in brackets)` : 'one repetition'}. Workload: 16384 keys, zipf s = 0.8, values of 64 KiB costing 2000 PBKDF2-SHA256 iterations (about 0.6 ms) to compute. Throughput is counted two ways: requests per second of wall time, and requests per CPU second of the whole process (all threads, kernel time included: the GC and shrinking the SDK causes are charged to it). **Ratios are computed on requests per CPU second, pair by pair**: each run against the oracle's run of the same repetition, which ran right after it, and the ratio is the median of those pairs (their range in brackets); the wall-time ratio is shown beside it. The workload keeps one core busy, so per-CPU and wall-time throughput move together: the machine is shared, and the same cell runs up to 25% faster or slower a few minutes later (see the oracle's range), which the pairing takes out; the hit ratio does not depend on the machine's speed and is the steadiest column. Oracle = the fixed size with the highest mean throughput and no OOM kill at that limit (sizes tried: ${s.grid.join(', ')} MiB below the limit; the size to repeat is picked from the first repetition). "poll" trims its cache to 75% when \`process.memoryUsage.rss()\` read once a second exceeds a fixed ${s.pollRssMib} MiB. memory-pressure: an lru-cache without a size bound, \`createMemoryMonitor()\` with its default levels (moderate 70%, high 85%, critical 95% of the limit up to 320 MiB; above it moderate and high keep a fixed room, limit − 96 MiB and limit − 48 MiB, at most 80% and 90%: 75/87.5/95% at 384 MiB, 80/90/95% at 512 MiB; hysteresis 5%) and \`lruCacheShrinker(cache)\` with its defaults, as the README shows: each shrink cycle collects garbage first and asks the cache only for what is still over the level (\`collectFirst\`), memory on malloc's free lists counts as available so that \`malloc_trim\` runs only at critical (\`allocatorFree\`), and the cache is held at its new size until the level is back to normal, then grows 5% a second while it presses the cap (\`hold\`). The other memory-pressure rows (one run each) change one thing each: \`lruCacheShrinker(cache, { hold: false })\`, \`createMemoryMonitor({ collectFirst: false })\` (shrinkers first, then the collection), \`allocatorFree: false\` (every cycle trims, and the levels see only what the trim gave back), and \`levels: { moderate: '70%', high: '85%', critical: '95%' }\` (the percentages at every limit, the default before the levels kept a fixed room at large limits; the same as shipped up to 320 MiB). The last columns give where the CPU went in the measured window: kernel (system) time and minor page faults, which are mostly pages \`malloc_trim\` gave back being faulted in again.
 
 Target for memory-pressure: at least 0.95 of the oracle with no OOM kill at every limit.
 ${verdicts.map((v) => `- ${v.label === 'memory-pressure' ? 'memory-pressure as shipped' : v.label}: ${verdict(v.limits)}.`).join('\n')}
@@ -110,7 +119,7 @@ ${verdicts.map((v) => `- ${v.label === 'memory-pressure' ? 'memory-pressure as s
 ${perLimit.map((l) => `### Limit ${l.limitMib} MiB (oracle: ${l.oracle ?? 'none survived'}; by wall time: ${l.oracleWall ?? 'none'})
 
 ${table(['strategy', 'runs', 'req / CPU s', 'ratio to oracle', 'req/s (wall)', 'ratio (wall)', 'hit ratio', 'p99 ms', 'peak usage MiB', 'OOM kills', 'shrink cycles', 'CPU in cycles (in GC)', 'kernel CPU', 'minor faults / s'], l.rows.map((r) => [
-  r.label, String(r.n), range(r.perCpuSecond, r.perCpuSecondRange, r.n), fmt(r.ratio, 3), range(r.throughput, r.throughputRange, r.n), fmt(r.ratioWall, 3), fmt(r.hitRatio, 3), fmt(r.p99Ms, 2), mib(r.peakUsage), String(r.oomKills), fmt(r.shrinks, 0),
+  r.label, String(r.n), range(r.perCpuSecond, r.perCpuSecondRange, r.n), ratioCell(r), range(r.throughput, r.throughputRange, r.n), fmt(r.ratioWall, 3), fmt(r.hitRatio, 3), fmt(r.p99Ms, 2), mib(r.peakUsage), String(r.oomKills), fmt(r.shrinks, 0),
   r.cycleShare === null ? '' : `${fmt(100 * r.cycleShare, 0)}% (${fmt(100 * r.gcShare, 0)}%)`,
   r.systemShare === null ? '' : `${fmt(100 * r.systemShare, 1)}%`, r.minorFaultsPerS === null ? '' : fmt(r.minorFaultsPerS, 0),
 ]))}`).join('\n\n')}
@@ -138,6 +147,21 @@ ${table(['strategy', 'runs', 'req / CPU s', 'ratio to oracle', 'req/s (wall)', '
 
 const cycleMs = (r, warmup, key) => (r.shrinkLog ?? []).filter((x) => x.t >= warmup * 1000).reduce((a, x) => a + (x[key] ?? 0), 0)
 const verdict = (ms) => ms.map((m) => `${m.limitMib} MiB ${m.met ? 'met' : '**missed**'} (${fmt(m.ratio, 3)}${m.oomKills ? `, ${m.oomKills} OOM kills` : ''})`).join('; ')
+const median = (xs) => {
+  const v = [...xs].sort((a, b) => a - b)
+  const m = v.length >> 1
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2
+}
+/** A row's runs against the oracle's run of the same repetition; null when no repetition has both. */
+function pairRatios(runs, oracleRuns, key) {
+  if (!oracleRuns) return null
+  const xs = runs.flatMap((r) => {
+    const o = oracleRuns.find((x) => x.rep === r.rep)
+    return o && o[key] > 0 ? [r[key] / o[key]] : []
+  })
+  return xs.length > 0 ? xs : null
+}
+const ratioCell = (r) => (r.pairs > 1 ? `${fmt(r.ratio, 3)} [${fmt(r.ratioRange[0], 2)}–${fmt(r.ratioRange[1], 2)}]` : fmt(r.ratio, 3))
 const range = (x, [lo, hi], n) => (n > 1 ? `${fmt(x, 0)} [${fmt(lo, 0)}–${fmt(hi, 0)}]` : fmt(x, 0))
 
 function bestFixed(runs, limitMib, k) {
