@@ -26,14 +26,16 @@ monitor.on('shrink', (r) => {
   if (pressureAt === null) return
   const done = performance.now()
   const shrinkerMs = r.shrinkers.reduce((a, s) => a + s.ms, 0)
-  const limit = r.after.limit
-  // the cycle aims at the threshold below the level minus the hysteresis (defaults: 70% − 5%)
-  const target = 0.65 * limit
-  const basisAfter = r.after.workingSet
+  // the cycle aims at the level's threshold minus the hysteresis (a cycle's level is never 'normal')
+  const levels = monitor.levels
+  const target = levels[r.level] - levels.hysteresis
+  // what the levels decide on: the working set less the malloc free bytes counted as available
+  // (allocatorFree): memory a collection freed stays charged to the cgroup until malloc reuses it
+  const basisAfter = r.after.workingSet - r.allocatorFreeBytes
   process.stdout.write(`result ${JSON.stringify({
     level: r.level, cacheBytesAtPressure: cacheAtPressure, toTargetMs: done - pressureAt, cycleMs: r.durationMs, shrinkerMs,
     gcMs: r.heap?.gcMs ?? null, mallocTrimMs: r.heap?.mallocTrimMs ?? null, freedBytes: r.freedBytes, requestedBytes: r.requestedBytes,
-    basisAfter, target, underTarget: basisAfter <= target, levelAfter: r.levelAfter,
+    basisAfter, workingSetAfter: r.after.workingSet, allocatorFreeBytes: r.allocatorFreeBytes, target, underTarget: basisAfter <= target, levelAfter: r.levelAfter,
   })}\n`)
   clearInterval(timer)
   void monitor.close().then(() => process.exit(0))
