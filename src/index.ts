@@ -54,6 +54,7 @@ export {
 export { MemoryPressureError, type MemoryPressureErrorCode, type MemoryPressureErrorOptions } from './errors.js'
 export {
   DEFAULT_LEVELS,
+  DEFAULT_LEVEL_HEADROOM,
   ManualClock,
   PRESSURE_LEVELS,
   allocatorFreeBytes,

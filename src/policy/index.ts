@@ -6,6 +6,7 @@ export { allocatorFreeBytes, reduceHeap, type GcMethod, type HeapReduction, type
 export {
   DEFAULT_HYSTERESIS,
   DEFAULT_LEVELS,
+  DEFAULT_LEVEL_HEADROOM,
   PRESSURE_LEVELS,
   basisOf,
   bytesToFree,
