@@ -55,7 +55,6 @@ describe('level arithmetic', () => {
     expect(levels.basis).toBe('workingSet')
   })
 
-
   it('raises the default moderate and high levels towards a fixed headroom above a 320 MiB limit, to 80/90% at most', () => {
     const at = (limitMib: number, given: LevelThresholds | true = true) =>
       resolveLevels(given, undefined, undefined, limitMib * MiB).enter.map((b) => b / MiB)
@@ -71,6 +70,7 @@ describe('level arithmetic', () => {
     // a raised high (90%) would not stay below critical 88%: the defaults keep their percentages
     expect(at(512, { critical: '88%' })).toEqual([0, Math.floor(512 * 0.7 * MiB) / MiB, Math.floor(512 * 0.85 * MiB) / MiB, Math.floor(512 * 0.88 * MiB) / MiB])
   })
+
   it('goes up at a threshold, down only below threshold − hysteresis, and jumps levels', () => {
     expect(levelFor(levels, 70 * MiB - 1, 'normal')).toBe('normal')
     expect(levelFor(levels, 70 * MiB, 'normal')).toBe('moderate')
