@@ -342,11 +342,39 @@ describe('shrink cycles', () => {
     await shrink.count(5)
     const start = clock.now()
     while (shrink.items.length < 6) {
-      clock.advance(250)
+      clock.advance(10)
       await turns(2)
     }
-    // Reset to 1× by the change, doubled once by the fruitless cycle at the new level (not 16×).
-    expect(clock.now() - start).toBe(2000)
+    // At high the wait is 100 ms at most; reset to 1× by the change, doubled once by the fruitless
+    // cycle at the new level (not 16×).
+    expect(clock.now() - start).toBe(200)
+    await monitor.close()
+  })
+
+  it('still at high or critical after a cycle that freed something, the next one follows within 100 ms, not a cool-down', async () => {
+    const { sim, clock, monitor, shrink } = setup({ cooldownMs: 1000 })
+    // frees 1 MiB a call, while the basis stays above high (85 MiB): allocation outruns it
+    monitor.register(freeing(sim, 'cache', 0, 1 * MiB))
+    sim.setUsage(96 * MiB) // critical
+    await shrink.count(1)
+    expect(shrink.items[0]).toMatchObject({ level: 'critical', freedBytes: 1 * MiB, levelAfter: 'critical' })
+    clock.advance(99)
+    await turns(2)
+    expect(shrink.items.length).toBe(1)
+    clock.advance(1)
+    await shrink.count(2)
+    expect(shrink.items[1]).toMatchObject({ cycle: 2, level: 'critical' })
+    // at moderate the cool-down still applies
+    sim.setUsage(75 * MiB)
+    await turns(2)
+    const n = shrink.items.length
+    clock.advance(100)
+    await turns(2)
+    expect(monitor.level).toBe('moderate')
+    expect(shrink.items.length).toBe(n)
+    clock.advance(900) // the cool-down since the last cycle has run out
+    await shrink.count(n + 1)
+    expect(shrink.items[n]).toMatchObject({ level: 'moderate' })
     await monitor.close()
   })
 

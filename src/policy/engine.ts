@@ -61,9 +61,10 @@ export interface PolicyOptions {
   basis?: PressureBasis
   /**
    * Milliseconds after a shrink cycle before the next one, when the level is still `'moderate'`
-   * or above, or is back at `'moderate'` (a rise to `'high'` or `'critical'` starts one at once). Default 1000. After a cycle that measured
-   * nothing freed the wait doubles, up to 32 times this, until the level changes: with nothing
-   * left to give back, full collections every second would only cost CPU.
+   * or is back at `'moderate'` (a rise to `'high'` or `'critical'` starts one at once; still at
+   * `'high'` or `'critical'` after a cycle, the next one follows within 100 ms). Default 1000.
+   * After a cycle that measured nothing freed the wait doubles, up to 32 times this, until the
+   * level changes: with nothing left to give back, full collections every second would only cost CPU.
    */
   cooldownMs?: number
   /** Milliseconds a shrinker may take before its signal aborts and the cycle goes on. Default 5000. */
@@ -183,6 +184,13 @@ function checkMs(name: string, value: unknown, fallback: number): number {
 }
 
 const MiB = 2 ** 20
+/**
+ * The longest a cycle that ended at `high` or `critical` waits before the next one. A whole
+ * cool-down there lets an allocation burst run up to the limit (the level cannot rise any further
+ * to start a cycle): issue 4's runs without `hold` were OOM-killed a second after a cycle that
+ * left them at critical.
+ */
+const URGENT_MS = 100
 
 /** Levels, shrinkers and shrink cycles for one backend. Used by `MemoryMonitor`. */
 export class PolicyEngine {
@@ -700,12 +708,25 @@ export class PolicyEngine {
     // The level as the fresh snapshot says (may emit 'pressure' down and 'relief').
     this.#evaluate(true)
     if (!this.#closed && levelRank(this.#level) > 0 && this.#cycle === null) {
-      this.#cooldownTimer = this.#clock.setTimeout(() => {
+      // Still under pressure: at moderate the next cycle waits for the cool-down, at high and
+      // critical for URGENT_MS at most. A cycle that freed nothing backs off from at least 50 ms,
+      // even with cooldownMs 0.
+      const wait = levelRank(this.#level) >= 2 ? Math.min(this.#cooldownMs, URGENT_MS) : this.#cooldownMs
+      const delay = this.#backoff > 1 ? Math.max(wait, 50) * this.#backoff : wait
+      const fire = (): void => {
         this.#cooldownTimer = null
         this.#evaluate(false)
-        if (levelRank(this.#level) > 0) this.#startCycle()
-        // A cycle that freed nothing backs off from at least 50 ms, even with cooldownMs 0.
-      }, this.#backoff > 1 ? Math.max(this.#cooldownMs, 50) * this.#backoff : this.#cooldownMs)
+        if (levelRank(this.#level) === 0 || this.#closed) return
+        // The short wait of high ran out with the level back at moderate: moderate waits for the
+        // rest of its cool-down.
+        const rest = this.#cooldownMs - (this.#clock.now() - this.#lastCycleEnd)
+        if (levelRank(this.#level) === 1 && delay < this.#cooldownMs && rest > 0) {
+          this.#cooldownTimer = this.#clock.setTimeout(fire, rest)
+          return
+        }
+        this.#startCycle()
+      }
+      this.#cooldownTimer = this.#clock.setTimeout(fire, delay)
     }
   }
 
