@@ -32,6 +32,8 @@ const { values: o } = parseArgs({
     'mp-options': { type: 'string', default: '{}' },
     'shrinker-options': { type: 'string', default: '{}' },
     'gc-first': { type: 'boolean', default: false },
+    // one 'pressure' line per level change (time, level, basis, credit, usage), for finding out why a run died
+    trace: { type: 'boolean', default: false },
   },
 })
 const MiB = 2 ** 20
@@ -117,6 +119,12 @@ if (strategy === 'memory-pressure' || o['attach-mp']) {
     shrinkLog.push({ level: r.level, requestedBytes: r.requestedBytes, reportedBytes: r.reportedBytes, freedBytes: r.freedBytes, durationMs: r.durationMs, gcMs: r.heap?.gcMs ?? null, mallocTrimMs: r.heap?.mallocTrimMs ?? null, heapMs: r.heap?.ms ?? null, levelAfter: r.levelAfter, collectedBytes: r.collectedBytes, heapRuns: r.heapRuns, t: Math.round(performance.now() - start) })
     process.stdout.write(`shrink ${JSON.stringify(shrinkLog.at(-1))}\n`)
   })
+  if (o.trace) {
+    monitor.on('pressure', (e) => {
+      const line = { t: Math.round(performance.now() - start), level: e.level, previous: e.previous, bytes: e.bytes, allocatorFreeBytes: e.allocatorFreeBytes, usage: e.snapshot.usage, workingSet: e.snapshot.workingSet }
+      process.stdout.write(`pressure ${JSON.stringify(line)}\n`)
+    })
+  }
   monitorInfo = { backend: monitor.backend, options: JSON.parse(o['mp-options']), shrinker: JSON.parse(o['shrinker-options']) }
   process.on('exit', () => void monitor.close())
 }

@@ -16,6 +16,7 @@ export async function runWorkload(cg, args, { onProgress } = {}) {
   let result = null
   const errors = []
   const shrinkLog = []
+  const pressureLog = []
   const child = cg.spawn(argv, {
     onLine: (line, ns) => {
       if (line.startsWith('progress ')) {
@@ -26,6 +27,7 @@ export async function runWorkload(cg, args, { onProgress } = {}) {
       } else if (line.startsWith('result ')) result = JSON.parse(line.slice(7))
       else if (line.startsWith('error ')) errors.push(line.slice(6))
       else if (line.startsWith('shrink ')) shrinkLog.push(JSON.parse(line.slice(7)))
+      else if (line.startsWith('pressure ')) pressureLog.push(JSON.parse(line.slice(9)))
     },
   })
   const exit = await child.exited
@@ -47,7 +49,7 @@ export async function runWorkload(cg, args, { onProgress } = {}) {
     }
   }
   if (exit.code !== 0 && exit.signal !== 'SIGKILL') throw new Error(`workload failed (${exit.code ?? exit.signal}): ${child.stderr().slice(-3000)}`)
-  return { ...result, killed: exit.signal === 'SIGKILL', oomKills, peakUsage: peak, errors, progress }
+  return { ...result, killed: exit.signal === 'SIGKILL', oomKills, peakUsage: peak, errors, progress, pressureLog }
 }
 
 function safeUsage(cg) {
