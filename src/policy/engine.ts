@@ -565,13 +565,7 @@ export class PolicyEngine {
       // lets the garbage run up to critical, where the cycle also trims the heap.
       const since = this.#clock.now() - this.#lastCycleEnd
       if (since < this.#cooldownMs && level === 'moderate' && this.#lastCycleRank >= 1) {
-        if (this.#cooldownTimer === null) {
-          this.#cooldownTimer = this.#clock.setTimeout(() => {
-            this.#cooldownTimer = null
-            this.#evaluate(false)
-            if (levelRank(this.#level) > 0) this.#startCycle()
-          }, this.#cooldownMs - since)
-        }
+        if (this.#cooldownTimer === null) this.#cycleAfter(this.#cooldownMs - since)
       } else {
         this.#startCycle()
       }
@@ -712,22 +706,25 @@ export class PolicyEngine {
       // critical for URGENT_MS at most. A cycle that freed nothing backs off from at least 50 ms,
       // even with cooldownMs 0.
       const wait = levelRank(this.#level) >= 2 ? Math.min(this.#cooldownMs, URGENT_MS) : this.#cooldownMs
-      const delay = this.#backoff > 1 ? Math.max(wait, 50) * this.#backoff : wait
-      const fire = (): void => {
-        this.#cooldownTimer = null
-        this.#evaluate(false)
-        if (levelRank(this.#level) === 0 || this.#closed) return
-        // The short wait of high ran out with the level back at moderate: moderate waits for the
-        // rest of its cool-down.
-        const rest = this.#cooldownMs - (this.#clock.now() - this.#lastCycleEnd)
-        if (levelRank(this.#level) === 1 && delay < this.#cooldownMs && rest > 0) {
-          this.#cooldownTimer = this.#clock.setTimeout(fire, rest)
-          return
-        }
-        this.#startCycle()
-      }
-      this.#cooldownTimer = this.#clock.setTimeout(fire, delay)
+      this.#cycleAfter(this.#backoff > 1 ? Math.max(wait, 50) * this.#backoff : wait)
     }
+  }
+
+  /**
+   * The next cycle in `ms`, if the level is still above normal then. At moderate a cycle waits
+   * for the whole cool-down since the last one (a short wait of high that ran out with the level
+   * back at moderate waits for the rest).
+   */
+  #cycleAfter(ms: number): void {
+    if (this.#cooldownTimer !== null) this.#clock.clearTimeout(this.#cooldownTimer)
+    this.#cooldownTimer = this.#clock.setTimeout(() => {
+      this.#cooldownTimer = null
+      this.#evaluate(false)
+      if (levelRank(this.#level) === 0 || this.#closed) return
+      const rest = this.#cooldownMs - (this.#clock.now() - this.#lastCycleEnd)
+      if (levelRank(this.#level) === 1 && rest > 0) this.#cycleAfter(rest)
+      else this.#startCycle()
+    }, ms)
   }
 
   async #ask(entry: Registered, cycle: Cycle, level: PressureLevel): Promise<ShrinkerResult> {
