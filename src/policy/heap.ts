@@ -130,6 +130,34 @@ export function validateReduceHeapOptions(options: ReduceHeapOptions): void {
  */
 export async function reduceHeap(options: ReduceHeapOptions = {}): Promise<HeapReduction> {
   checkOptions(options)
+  return reduce(options, 2)
+}
+
+/**
+ * For the policy engine: a reduction with `passes` calls of the `'v8-major'` collection (1 or 2;
+ * a custom method is called once either way). Options must be checked already.
+ * @internal
+ */
+export async function reduceHeapPasses(options: ReduceHeapOptions, passes: 1 | 2): Promise<HeapReduction> {
+  return reduce(options, passes)
+}
+
+/** Two reductions run one after the other, reported as one (times added, before of the first, after of the second). */
+export function joinReductions(a: HeapReduction, b: HeapReduction): HeapReduction {
+  return {
+    gc: a.gc,
+    gcMs: a.gcMs + b.gcMs,
+    mallocTrim: b.mallocTrim === 'skipped' ? a.mallocTrim : b.mallocTrim,
+    mallocTrimMs: a.mallocTrimMs + b.mallocTrimMs,
+    heapUsedBefore: a.heapUsedBefore,
+    heapUsedAfter: b.heapUsedAfter,
+    rssBefore: a.rssBefore,
+    rssAfter: b.rssAfter,
+    ms: a.ms + b.ms,
+  }
+}
+
+async function reduce(options: ReduceHeapOptions, passes: 1 | 2): Promise<HeapReduction> {
   const method = options.gc ?? 'v8-major'
   const start = performance.now()
   const before = process.memoryUsage()
@@ -145,7 +173,7 @@ export async function reduceHeap(options: ReduceHeapOptions = {}): Promise<HeapR
       // what the cache reported.
       const gc = exposedGc()
       gc()
-      gc()
+      if (passes === 2) gc()
     }
     gcMs = performance.now() - t
   }
