@@ -8,8 +8,8 @@ import { runWorkload } from './lib/workload.mjs'
 
 export function settings(quick) {
   return quick
-    ? { limits: [128, 256], grid: [32, 64, 128, 192], warmup: 5, seconds: 5, pollRssMib: 256, repeats: 1 }
-    : { limits: [128, 192, 256, 384, 512], grid: [32, 64, 96, 128, 192, 256, 384], warmup: 7, seconds: 9, pollRssMib: 256, repeats: 5 }
+    ? { limits: [128, 256], grid: [32, 64, 128, 192], warmup: 5, seconds: 5, pollRssMib: 256, repeats: 1, candidates: 1 }
+    : { limits: [128, 192, 256, 384, 512], grid: [32, 64, 96, 128, 192, 256, 384], warmup: 7, seconds: 9, pollRssMib: 256, repeats: 6, candidates: 2 }
 }
 
 // memory-pressure as shipped, and one change each, to show what each part of the policy is worth
@@ -28,14 +28,14 @@ const label = (r, args) =>
 export async function run({ quick, machine }) {
   const s = settings(quick)
   const runs = []
-  const one = async (limitMib, args, rep) => {
+  const one = async (limitMib, args, rep, pairWith = null) => {
     const cg = makeCgroup({ limit: limitMib * MiB, tag: 'cramm' })
     try {
       const r = await runWorkload(cg, { warmup: s.warmup, seconds: s.seconds, ...args })
       const { progress, ...rest } = r
-      const row = { limitMib, rep, cacheMib: args['cache-mib'] ?? null, ...rest }
+      const row = { limitMib, rep, cacheMib: args['cache-mib'] ?? null, pairWith, ...rest }
       row.label = label(row, args)
-      console.error(`   ${limitMib} MiB ${row.label}: ${fmt(row.perCpuSecond, 0)} req/CPU s, ${fmt(row.throughput, 0)} req/s, hit ${fmt(row.hitRatio, 3)}, peak ${mib(row.peakUsage)} MiB${row.killed ? ', OOM-KILLED' : ''}`)
+      console.error(`   ${limitMib} MiB ${row.label}${pairWith ? ` (beside ${pairWith})` : ''}: ${fmt(row.perCpuSecond, 0)} req/CPU s, ${fmt(row.throughput, 0)} req/s, hit ${fmt(row.hitRatio, 3)}, peak ${mib(row.peakUsage)} MiB${row.killed ? ', OOM-KILLED' : ''}`)
       runs.push(row)
       return row
     } finally {
@@ -44,15 +44,24 @@ export async function run({ quick, machine }) {
   }
   for (let rep = 0; rep < s.repeats; rep++) {
     for (const limitMib of s.limits) {
-      // rep 0 runs every strategy; later repetitions only memory-pressure as shipped and the best
-      // fixed size of rep 0 (the oracle), to give a spread where it matters
-      const fixed = s.grid.filter((g) => g < limitMib)
-      const candidates = rep === 0 ? fixed : bestFixed(runs, limitMib, 1)
-      for (const v of rep === 0 ? MP_VARIANTS : MP_VARIANTS.slice(0, 1)) await one(limitMib, { strategy: 'memory-pressure', ...v.args }, rep)
-      for (const size of candidates) await one(limitMib, { strategy: 'fixed', 'cache-mib': size }, rep)
       if (rep === 0) {
+        // every strategy once, one after the other: the table's absolute figures, and the fixed
+        // sizes worth repeating
+        for (const v of MP_VARIANTS) await one(limitMib, { strategy: 'memory-pressure', ...v.args }, rep)
+        for (const size of s.grid.filter((g) => g < limitMib)) await one(limitMib, { strategy: 'fixed', 'cache-mib': size }, rep)
         await one(limitMib, { strategy: 'unbounded' }, rep)
         await one(limitMib, { strategy: 'poll', 'poll-rss-mib': s.pollRssMib }, rep)
+      } else {
+        // The machine is shared and its speed drifts by tens of percent within minutes, so later
+        // repetitions run memory-pressure as shipped and a candidate fixed size at the same time,
+        // in two cgroups with the same limit: both see the same machine. The candidates are the
+        // two best fixed sizes of rep 0 (one run each is too noisy to tell neighbours apart).
+        for (const size of bestFixed(runs, limitMib, s.candidates)) {
+          await Promise.all([
+            one(limitMib, { strategy: 'memory-pressure' }, rep, `fixed ${size} MiB`),
+            one(limitMib, { strategy: 'fixed', 'cache-mib': size }, rep, 'memory-pressure'),
+          ])
+        }
       }
     }
   }
@@ -80,23 +89,42 @@ export async function run({ quick, machine }) {
         // kernel time share and minor faults per second of the measured window (killed runs: none)
         systemShare: rs.some((r) => r.resources) ? mean(rs.filter((r) => r.resources).map((r) => r.resources.systemMs / (1000 * r.cpuSeconds))) : null,
         minorFaultsPerS: rs.some((r) => r.resources) ? mean(rs.filter((r) => r.resources).map((r) => r.resources.minorFaults / s.seconds)) : null,
+        // every major (mark-compact) collection in the measured window, V8's own and forced ones,
+        // and the main thread's time in them as a share of the CPU time
+        majorGcPerS: rs.some((r) => r.gc) ? mean(rs.filter((r) => r.gc).map((r) => r.gc.major / s.seconds)) : null,
+        majorGcShare: rs.some((r) => r.gc) ? mean(rs.filter((r) => r.gc).map((r) => r.gc.majorMs / (1000 * r.cpuSeconds))) : null,
       }
     })
     const safeFixed = rows.filter((r) => r.strategy === 'fixed' && r.oomKills === 0)
     const best = (key) => safeFixed.reduce((b, r) => (b === null || r[key] > b[key] ? r : b), null)
-    // With repetitions, the oracle is the size the first repetition picked and every later one ran
-    // again: a single lucky run of another size must not take its place (the 07:36 run's did at
-    // 256 MiB, 96 MiB over 128 MiB with a lower hit ratio).
-    const repeated = s.repeats > 1 ? safeFixed.find((r) => r.n > 1) : undefined
-    const oracle = repeated ?? best('perCpuSecond')
-    const oracleWall = repeated ?? best('throughput')
-    // The machine's speed drifts by tens of percent between runs minutes apart (other tenants' load
-    // moves per-CPU throughput as much as wall time), so a row is compared with the oracle pair by
-    // pair: each run against the oracle's run of the same repetition, which ran right after it, and
-    // the ratio is the median of those pairs (with their range).
+    const sdk = rows.find((r) => r.label === MP_VARIANTS[0].label)
+    // memory-pressure against fixed size x, pair by pair, from the runs made side by side
+    const sideBySide = (x, key) => (sdk?.runs ?? []).filter((r) => r.pairWith === x.label).flatMap((r) => {
+      const o = x.runs.find((q) => q.rep === r.rep && q.pairWith === sdk.label)
+      return o && o[key] > 0 ? [r[key] / o[key]] : []
+    })
+    // The oracle: of the sizes run side by side with memory-pressure, the one memory-pressure did
+    // worst against (one run after another, a lucky run of a neighbouring size could take its
+    // place: the 07:36 run's did at 256 MiB); without repetitions, the fastest size of rep 0.
+    const paired = safeFixed.filter((r) => sideBySide(r, 'perCpuSecond').length > 0)
+    const oracle = paired.length > 0 ? paired.reduce((b, r) => (median(sideBySide(r, 'perCpuSecond')) < median(sideBySide(b, 'perCpuSecond')) ? r : b)) : best('perCpuSecond')
+    const oracleWall = paired.length > 0 ? oracle : best('throughput')
     for (const r of rows) {
-      const pr = pairRatios(r.runs, oracle?.runs, 'perCpuSecond')
-      const pw = pairRatios(r.runs, oracleWall?.runs, 'throughput')
+      let pr = null
+      let pw = null
+      if (r === sdk && paired.includes(oracle)) {
+        // side by side: the ratio is the median of the pairs, with their range
+        pr = sideBySide(oracle, 'perCpuSecond')
+        pw = sideBySide(oracle, 'throughput')
+      } else if (paired.includes(r) && paired.includes(oracle)) {
+        // another size run side by side: compared with the oracle through memory-pressure
+        pr = [median(sideBySide(oracle, 'perCpuSecond')) / median(sideBySide(r, 'perCpuSecond'))]
+        pw = [median(sideBySide(oracle, 'throughput')) / median(sideBySide(r, 'throughput'))]
+      } else {
+        // one run each in rep 0, one after the other: against the oracle's run of rep 0
+        pr = pairRatios(r.runs.filter((x) => x.rep === 0), oracle?.runs, 'perCpuSecond')
+        pw = pairRatios(r.runs.filter((x) => x.rep === 0), oracleWall?.runs, 'throughput')
+      }
       r.ratio = pr ? median(pr) : null
       r.ratioRange = pr ? [Math.min(...pr), Math.max(...pr)] : null
       r.pairs = pr?.length ?? 0
@@ -115,17 +143,18 @@ export async function run({ quick, machine }) {
   const json = { bench: 'cramm', machine, settings: s, workload: { keys: 16384, zipf: 0.8, valueKiB: 64, pbkdf2Iterations: 2000 }, perLimit, target: verdicts[0].limits, variants: verdicts, runs: runs.map(({ shrinkLog, ...r }) => ({ ...r, shrinkLog: shrinkLog?.slice(0, 50) })) }
   const md = `# 4. CRAMM sweep: throughput at each memory limit against the best fixed cache size in hindsight
 
-${machineLine(machine)}. One run of the sweep; each cell is one ${s.warmup} s warm-up + ${s.seconds} s measured run in its own cgroup, with ${s.repeats > 1 ? `memory-pressure as shipped and the best fixed size run ${s.repeats} times, interleaved (mean, range in brackets)` : 'one repetition'}. Workload: 16384 keys, zipf s = 0.8, values of 64 KiB costing 2000 PBKDF2-SHA256 iterations (about 0.6 ms) to compute. Throughput is counted two ways: requests per second of wall time, and requests per CPU second of the whole process (all threads, kernel time included: the GC and shrinking the SDK causes are charged to it). **Ratios are computed on requests per CPU second, pair by pair**: each run against the oracle's run of the same repetition, which ran right after it, and the ratio is the median of those pairs (their range in brackets); the wall-time ratio is shown beside it. The workload keeps one core busy, so per-CPU and wall-time throughput move together: the machine is shared, and the same cell runs up to 25% faster or slower a few minutes later (see the oracle's range), which the pairing takes out; the hit ratio does not depend on the machine's speed and is the steadiest column. Oracle = the fixed size with the highest throughput and no OOM kill at that limit in the first repetition, run again in every later one (sizes tried: ${s.grid.join(', ')} MiB below the limit). "poll" trims its cache to 75% when \`process.memoryUsage.rss()\` read once a second exceeds a fixed ${s.pollRssMib} MiB. memory-pressure: an lru-cache without a size bound, \`createMemoryMonitor()\` with its default levels (moderate 70%, high 85%, critical 95% of the limit up to 320 MiB; above it moderate and high keep a fixed room, limit − 96 MiB and limit − 48 MiB, at most 80% and 90%: 75/87.5/95% at 384 MiB, 80/90/95% at 512 MiB; hysteresis 5%) and \`lruCacheShrinker(cache)\` with its defaults, as the README shows: each shrink cycle collects garbage first and asks the cache only for what is still over the level (\`collectFirst\`), memory on malloc's free lists counts as available so that \`malloc_trim\` runs only at critical (\`allocatorFree\`), and the cache is held at its new size until the level is back to normal, then grows 5% a second while it presses the cap (\`hold\`). The other memory-pressure rows (one run each) change one thing each: \`lruCacheShrinker(cache, { hold: false })\`, \`createMemoryMonitor({ collectFirst: false })\` (shrinkers first, then the collection), \`allocatorFree: false\` (every cycle trims, and the levels see only what the trim gave back), and \`levels: { moderate: '70%', high: '85%', critical: '95%' }\` (the percentages at every limit, the default before the levels kept a fixed room at large limits; the same as shipped up to 320 MiB). The last columns give where the CPU went in the measured window: kernel (system) time and minor page faults, which are mostly pages \`malloc_trim\` gave back being faulted in again.
+${machineLine(machine)}. One run of the sweep; each cell is one ${s.warmup} s warm-up + ${s.seconds} s measured run in its own cgroup. ${s.repeats > 1 ? `Every strategy runs once (rep 0, one cell after the other); then, ${s.repeats - 1} times over, memory-pressure as shipped runs side by side with each of the ${s.candidates} best fixed sizes of rep 0: two cells with the same limit started together, one per core, so both see the same machine (rows give the mean over all their runs, the range in brackets)` : 'One repetition, one cell after the other'}. Workload: 16384 keys, zipf s = 0.8, values of 64 KiB costing 2000 PBKDF2-SHA256 iterations (about 0.4–0.6 ms, as fast as the machine is at the time) to compute. Throughput is counted two ways: requests per second of wall time, and requests per CPU second of the whole process (all threads, kernel time included: the GC and shrinking the SDK causes are charged to it). The machine is shared, and the same cell runs up to 25% faster or slower a few minutes later (see the ranges), per CPU second as much as per wall second; the hit ratio does not depend on the machine's speed and is the steadiest column. ${s.repeats > 1 ? `**memory-pressure's ratio is the median of its side-by-side pairs with the oracle (their range in brackets)**, on requests per CPU second; the wall-time ratio is shown beside it. A fixed size also run side by side is compared with the oracle through memory-pressure (the ratio of their medians against it). Every other row has one run, compared with the oracle's run in rep 0, one after the other: read those ratios as ±10–20%. Oracle = of the sizes run side by side, the one memory-pressure did worst against (sizes tried: ${s.grid.join(', ')} MiB below the limit).` : `Ratios compare each run with the oracle's, one after the other (±10–20% on this machine). Oracle = the fixed size with the highest throughput and no OOM kill (sizes tried: ${s.grid.join(', ')} MiB below the limit).`} "poll" trims its cache to 75% when \`process.memoryUsage.rss()\` read once a second exceeds a fixed ${s.pollRssMib} MiB. memory-pressure: an lru-cache without a size bound, \`createMemoryMonitor()\` with its default levels (moderate 70%, high 85%, critical 95% of the limit up to 320 MiB; above it moderate and high keep a fixed room, limit − 96 MiB and limit − 48 MiB, at most 80% and 90%: 75/87.5/95% at 384 MiB, 80/90/95% at 512 MiB; hysteresis 5%) and \`lruCacheShrinker(cache)\` with its defaults, as the README shows: each shrink cycle collects garbage first and asks the cache only for what is still over the level (\`collectFirst\`), memory on malloc's free lists counts as available so that \`malloc_trim\` runs only at critical (\`allocatorFree\`), and the cache is held at its new size until the level is back to normal, then grows 5% a second while it presses the cap (\`hold\`). The other memory-pressure rows (one run each, in rep 0) change one thing each: \`lruCacheShrinker(cache, { hold: false })\`, \`createMemoryMonitor({ collectFirst: false })\` (shrinkers first, then the collection), \`allocatorFree: false\` (every cycle trims, and the levels see only what the trim gave back), and \`levels: { moderate: '70%', high: '85%', critical: '95%' }\` (the percentages at every limit, the default before the levels kept a fixed room at large limits; the same as shipped up to 320 MiB). The last columns give where the CPU went in the measured window: kernel (system) time; minor page faults, which are mostly pages \`malloc_trim\` gave back being faulted in again; and every major (mark-compact) collection, V8's own and the ones the SDK forces, with the main thread's time in them as a share of the CPU time (V8's own collections mark mostly on helper threads, a forced one all on the main thread).
 
 Target for memory-pressure: at least 0.95 of the oracle with no OOM kill at every limit.
 ${verdicts.map((v) => `- ${v.label === 'memory-pressure' ? 'memory-pressure as shipped' : v.label}: ${verdict(v.limits)}.`).join('\n')}
 
 ${perLimit.map((l) => `### Limit ${l.limitMib} MiB (oracle: ${l.oracle ?? 'none survived'}; by wall time: ${l.oracleWall ?? 'none'})
 
-${table(['strategy', 'runs', 'req / CPU s', 'ratio to oracle', 'req/s (wall)', 'ratio (wall)', 'hit ratio', 'p99 ms', 'peak usage MiB', 'OOM kills', 'shrink cycles', 'CPU in cycles (in GC)', 'kernel CPU', 'minor faults / s'], l.rows.map((r) => [
+${table(['strategy', 'runs', 'req / CPU s', 'ratio to oracle', 'req/s (wall)', 'ratio (wall)', 'hit ratio', 'p99 ms', 'peak usage MiB', 'OOM kills', 'shrink cycles', 'CPU in cycles (in GC)', 'kernel CPU', 'minor faults / s', 'major GCs / s (time)'], l.rows.map((r) => [
   r.label, String(r.n), range(r.perCpuSecond, r.perCpuSecondRange, r.n), ratioCell(r), range(r.throughput, r.throughputRange, r.n), fmt(r.ratioWall, 3), fmt(r.hitRatio, 3), fmt(r.p99Ms, 2), mib(r.peakUsage), String(r.oomKills), fmt(r.shrinks, 0),
   r.cycleShare === null ? '' : `${fmt(100 * r.cycleShare, 0)}% (${fmt(100 * r.gcShare, 0)}%)`,
   r.systemShare === null ? '' : `${fmt(100 * r.systemShare, 1)}%`, r.minorFaultsPerS === null ? '' : fmt(r.minorFaultsPerS, 0),
+  r.majorGcPerS === null ? '' : `${fmt(r.majorGcPerS, 1)} (${fmt(100 * r.majorGcShare, 1)}%)`,
 ]))}`).join('\n\n')}
 `
   const strategies = [...MP_VARIANTS.map((v) => v.label), 'unbounded', 'poll 1 s, fixed rss threshold', ...s.grid.map((g) => `fixed ${g} MiB`)]
@@ -160,7 +189,7 @@ const median = (xs) => {
 function pairRatios(runs, oracleRuns, key) {
   if (!oracleRuns) return null
   const xs = runs.flatMap((r) => {
-    const o = oracleRuns.find((x) => x.rep === r.rep)
+    const o = oracleRuns.find((x) => x.rep === r.rep && !x.pairWith)
     return o && o[key] > 0 ? [r[key] / o[key]] : []
   })
   return xs.length > 0 ? xs : null
@@ -170,7 +199,7 @@ const range = (x, [lo, hi], n) => (n > 1 ? `${fmt(x, 0)} [${fmt(lo, 0)}–${fmt(
 
 function bestFixed(runs, limitMib, k) {
   return runs
-    .filter((r) => r.limitMib === limitMib && r.strategy === 'fixed' && !r.killed)
+    .filter((r) => r.limitMib === limitMib && r.rep === 0 && r.strategy === 'fixed' && !r.killed)
     .sort((a, b) => b.perCpuSecond - a.perCpuSecond)
     .slice(0, k)
     .map((r) => r.cacheMib)
