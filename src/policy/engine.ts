@@ -77,7 +77,9 @@ export interface PolicyOptions {
   /**
    * The heap reduction of each cycle: options of `reduceHeap()` (default
    * `{ gc: 'v8-major', mallocTrim: true }`), or `false` for none. It runs before the shrinkers
-   * (see `collectFirst`) and again after them when they were asked.
+   * (see `collectFirst`) and again after them when they were asked; below `'critical'` that second
+   * one is a single V8 collection when one ran just before the shrinkers, with another only if the
+   * level is not back to normal after it.
    */
   reduceHeap?: ReduceHeapOptions | false
   /**
@@ -601,8 +603,8 @@ export class PolicyEngine {
   /**
    * One heap reduction, or `null` and the error when it threw. `raw`: the basis without the
    * allocator credit; with the credit counted, `malloc_trim` runs only when that is at critical.
-   * `passes`: V8 collections (see {@link reduceHeap}; the collection before the shrinkers may
-   * start with one).
+   * `passes`: calls of the `'v8-major'` collection (two as {@link reduceHeap} makes; see
+   * `#collect` for when one is enough).
    */
   async #reduce(raw: number, passes: 1 | 2 = 2): Promise<{ heap: HeapReduction | null; error?: unknown }> {
     if (this.#heap === false) return { heap: null }
