@@ -128,16 +128,17 @@ describe('allocatorFree: free allocator memory counted as available', () => {
   })
 
   it('near the limit the rise watch sits half-way to it, never at or past it', async () => {
-    // critical at 99%: usage 98.5 MiB with credit is below critical, and a step (2.5 MiB) would pass the limit
-    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 98.5 * MiB })
+    // critical at 99.9 MiB without hysteresis (the credit is given up to critical's exit point):
+    // usage 99.5 MiB with credit is below critical, and a step (1 MiB) would pass the limit
+    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 99.5 * MiB })
     const armed: number[] = []
     const watch = sim.watchThreshold.bind(sim)
     sim.watchThreshold = (bytes, cb) => (armed.push(bytes), watch(bytes, cb))
     const monitor = createMemoryMonitor({
-      backend: sim, levels: { moderate: '70%', high: '85%', critical: '99%' }, clock: new ManualClock(), allocatorFree: () => 30 * MiB, reduceHeap: false,
+      backend: sim, levels: { moderate: '70%', high: '85%', critical: 99.9 * MiB }, hysteresis: 0, clock: new ManualClock(), allocatorFree: () => 30 * MiB, reduceHeap: false,
     })
-    expect(monitor.level).toBe('normal') // 98.5 − 30 = 68.5 MiB
-    expect(armed).toContain(99.25 * MiB) // half-way from 98.5 to 100
+    expect(monitor.level).toBe('normal') // 99.5 − 30 = 69.5 MiB
+    expect(armed).toContain(99.75 * MiB) // half-way from 99.5 to 100
     expect(armed.every((b) => b < 100 * MiB)).toBe(true)
     await monitor.close()
   })
@@ -171,6 +172,31 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     expect(log).toEqual(['gc'])
     if (glibc) expect(mallocTrimCount()).toBe(trims + 1)
     await monitor.close()
+  })
+
+  it('no credit within the hysteresis of critical either: 91 MiB with 30 MiB free is high, and the cycle trims', async () => {
+    // critical 95 MiB, hysteresis 5 MiB: from 90 MiB of working set the free lists count for nothing
+    const state = { free: 30 * MiB as number | null }
+    const log: string[] = []
+    const { sim, monitor, pressure, shrink } = setup(10 * MiB, state, (s) => {
+      log.push('gc')
+      s.free(35 * MiB) // the collection and its malloc_trim give the free lists' pages back
+    })
+    monitor.register({ name: 'cache', shrink: () => void log.push('cache') })
+    const trims = mallocTrimCount()
+    sim.setUsage(91 * MiB) // credited it would be 61 MiB, normal
+    const [event] = await pressure.count(1)
+    expect(event).toMatchObject({ level: 'high', bytes: 91 * MiB, allocatorFreeBytes: 0 })
+    const [report] = await shrink.count(1)
+    expect(report).toMatchObject({ level: 'high', levelAfter: 'normal', heapRuns: 1 })
+    expect(report?.heap?.mallocTrim).not.toBe('skipped')
+    expect(log).toEqual(['gc'])
+    if (glibc) expect(mallocTrimCount()).toBe(trims + 1)
+    await monitor.close()
+    // just below the exit point the credit still counts: 89 MiB with 30 MiB free is normal
+    const below = setup(89 * MiB, { free: 30 * MiB })
+    expect(below.monitor.level).toBe('normal')
+    await below.monitor.close()
   })
 
   it('never credits more than the basis', async () => {

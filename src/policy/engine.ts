@@ -96,12 +96,14 @@ export interface PolicyOptions {
    * lists, where it stays charged to the cgroup but is reused by the next allocations without the
    * kernel. Counted (default where it applies: the monitor watches the cgroup of its own process,
    * glibc 2.33 or later, the addon loaded), the levels see what a collection freed without
-   * `malloc_trim`, which then runs only when the basis without that credit is at `critical`: pages
-   * trimmed at every cycle are faulted in again by the next allocations (measured: 5 to 8% of
-   * the CPU in the kernel, issue 4's CRAMM runs). Only free memory seen since the last trim counts
-   * (trimmed chunks stay on the free lists without their pages), and none once the basis without
-   * it is at `critical` (free lists help only allocations they fit: critical stays critical). `false`: not counted, and every
-   * cycle trims; a function: your own reading, in bytes (`null` for unknown), for another allocator.
+   * `malloc_trim`, which then runs only when the basis without that credit is within the
+   * hysteresis of `critical` (at or above critical − hysteresis): pages trimmed at every cycle are
+   * faulted in again by the next allocations (measured: 5 to 8% of the CPU in the kernel, issue 4's
+   * CRAMM runs). Only free memory seen since the last trim counts (trimmed chunks stay on the free
+   * lists without their pages), and none once the basis without it is within that hysteresis
+   * (free lists help only allocations they fit; V8's own heap and the rest need room below the
+   * limit). `false`: not counted, and every cycle trims; a function: your own reading, in bytes
+   * (`null` for unknown), for another allocator.
    */
   allocatorFree?: boolean | (() => number | null)
   /** Time and timers (cool-down, timeouts, re-checks). Default: `performance.now()` and unref'd timers. */
@@ -186,6 +188,21 @@ function checkMs(name: string, value: unknown, fallback: number): number {
 }
 
 const MiB = 2 ** 20
+
+/**
+ * The basis without the allocator's credit from which the credit is no longer given and cycles
+ * trim: critical's exit point (critical − hysteresis), not critical itself. What the credit counts
+ * as room serves only allocations that fit the free lists; everything else (V8's own heap pages,
+ * allocations the free chunks do not fit) needs room below the limit. Issue 4: a 128 MiB cell with
+ * 40 MiB on the free lists sat at 121.5 MiB of working set, 0.07 MiB under critical, for 0.8 s:
+ * credited, its level was normal; the page cache above it was reclaimed with usage pinned at the
+ * limit (no threshold moves then), and 6 MiB of new pages in 60 ms brought the OOM kill (1 of 70
+ * runs).
+ */
+function noCreditFrom(levels: ResolvedLevels): number {
+  return (levels.enter[3] ?? Number.POSITIVE_INFINITY) - levels.hysteresis
+}
+
 /**
  * The longest a cycle that ended at `high` or `critical` waits before the next one. A whole
  * cool-down there lets an allocation burst run up to the limit (the level cannot rise any further
@@ -420,10 +437,10 @@ export class PolicyEngine {
       if (free < this.#freeFloor) this.#freeFloor = free
       free -= this.#freeFloor
     }
-    // At critical without the credit the credit is not given: free lists only help allocations they
-    // fit (and those of the same arena; V8's own heap not at all), and the cycle critical starts at
-    // once gives them back with malloc_trim.
-    if (raw >= (levels.enter[3] ?? Infinity)) return raw
+    // Near critical without the credit the credit is not given: free lists only help allocations
+    // they fit (and those of the same arena; V8's own heap not at all), and the cycle that starts
+    // gives them back with malloc_trim. See noCreditFrom for why near, not at.
+    if (raw >= noCreditFrom(levels)) return raw
     this.#credit = Math.min(free, raw)
     return raw - this.#credit
   }
@@ -608,7 +625,7 @@ export class PolicyEngine {
    */
   async #reduce(raw: number, passes: 1 | 2 = 2): Promise<{ heap: HeapReduction | null; error?: unknown }> {
     if (this.#heap === false) return { heap: null }
-    const trim = this.#allocator === null || raw >= (this.#levels?.enter[3] ?? 0)
+    const trim = this.#allocator === null || this.#levels === null || raw >= noCreditFrom(this.#levels)
     try {
       return { heap: await reduceHeapPasses(trim ? this.#heap : { ...this.#heap, mallocTrim: false }, passes) }
     } catch (err) {
