@@ -143,8 +143,9 @@ new PerformanceObserver((list) => {
     if (kind === 'major') gcStats.majorMs += e.duration
   }
 }).observe({ entryTypes: ['gc'] })
-// how long one miss's computation takes in this run: the machine's speed, measured in the same
-// process and window, so runs minutes apart (or on a busier core) can be put on one scale
+// how long one miss's computation takes in this run (`computeP50Ms` in the result): the machine's
+// speed in the same process and window, for reading runs minutes apart or on a busier core; no
+// table uses it (normalising by it did not narrow the side-by-side spread much)
 const computeHist = createHistogram()
 const start = performance.now()
 const warmupEnd = start + Number(o.warmup) * 1000

@@ -641,7 +641,7 @@ export class PolicyEngine {
    * dropped since the marking began stays until the next one). The collection after the
    * shrinkers is quick when one ran just before them: no marking is under way so soon after a
    * full collection, and one pass frees what the shrinkers dropped (issue 4: at a 384 MiB limit
-   * the CRAMM workload's cycles ran four full collections each, 3 to 4% of its CPU). The one
+   * the CRAMM workload's cycles ran four full collections each, 3 to 5% of its CPU). The one
    * before them is not: run quick, it left garbage that V8 was marking, the shrinkers were asked
    * for it too, and the hit ratio fell (0.450 to 0.415–0.439 at 192 MiB).
    */

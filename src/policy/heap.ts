@@ -130,16 +130,7 @@ export function validateReduceHeapOptions(options: ReduceHeapOptions): void {
  */
 export async function reduceHeap(options: ReduceHeapOptions = {}): Promise<HeapReduction> {
   checkOptions(options)
-  return reduce(options, 2)
-}
-
-/**
- * For the policy engine: a reduction with `passes` calls of the `'v8-major'` collection (1 or 2;
- * a custom method is called once either way). Options must be checked already.
- * @internal
- */
-export async function reduceHeapPasses(options: ReduceHeapOptions, passes: 1 | 2): Promise<HeapReduction> {
-  return reduce(options, passes)
+  return reduceHeapPasses(options, 2)
 }
 
 /** Two reductions run one after the other, reported as one (times added, before of the first, after of the second). */
@@ -157,7 +148,12 @@ export function joinReductions(a: HeapReduction, b: HeapReduction): HeapReductio
   }
 }
 
-async function reduce(options: ReduceHeapOptions, passes: 1 | 2): Promise<HeapReduction> {
+/**
+ * For the policy engine: a reduction with `passes` calls of the `'v8-major'` collection (1 or 2;
+ * a custom method is called once either way). Options must be checked already.
+ * @internal
+ */
+export async function reduceHeapPasses(options: ReduceHeapOptions, passes: 1 | 2): Promise<HeapReduction> {
   const method = options.gc ?? 'v8-major'
   const start = performance.now()
   const before = process.memoryUsage()
