@@ -1,7 +1,8 @@
 // Free memory of the C allocator counted as available (the `allocatorFree` option): what a
 // collection gives back to malloc's free lists stays charged to the cgroup but is reused by the
 // process's next allocations, so the levels take it off the basis, and malloc_trim (whose pages are
-// faulted straight back in) runs only when the basis without that credit is at critical. Simulated
+// faulted straight back in) runs only when the basis without that credit is at critical (or within
+// 16 MiB of the limit, where critical is closer). Simulated
 // backend, a hand-moved clock, and a stand-in reading of the allocator; the real reading (glibc
 // mallinfo2 through the addon) is checked at the end against this process's own heap.
 
@@ -106,7 +107,7 @@ describe('allocatorFree: free allocator memory counted as available', () => {
   })
 
   it('with credit on top of usage, a watch one step above usage is armed (the level points fire early)', async () => {
-    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 80 * MiB })
+    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 70 * MiB })
     const armed = new Set<number>()
     const watch = sim.watchThreshold.bind(sim)
     sim.watchThreshold = (bytes, cb) => {
@@ -116,11 +117,11 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     }
     const state = { free: 30 * MiB as number | null }
     const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), allocatorFree: () => state.free, reduceHeap: false })
-    expect(monitor.level).toBe('normal') // 80 − 30 = 50 MiB
-    expect(armed.has(82.5 * MiB)).toBe(true) // usage + step (hysteresis 5 MiB / 2)
+    expect(monitor.level).toBe('normal') // 70 − 30 = 40 MiB
+    expect(armed.has(72.5 * MiB)).toBe(true) // usage + step (hysteresis 5 MiB / 2)
     // usage grows past it: the engine wakes and reads the level with the credit
     state.free = 5 * MiB
-    sim.allocate(5 * MiB) // usage 85, basis 80 → moderate
+    sim.allocate(6 * MiB) // usage 76, basis 71 → moderate
     await turns(3)
     expect(monitor.level).toBe('moderate')
     await monitor.close()
@@ -128,16 +129,16 @@ describe('allocatorFree: free allocator memory counted as available', () => {
   })
 
   it('near the limit the rise watch sits half-way to it, never at or past it', async () => {
-    // critical at 99.9 MiB without hysteresis (the credit is given up to critical's exit point):
-    // usage 99.5 MiB with credit is below critical, and a step (1 MiB) would pass the limit
-    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 99.5 * MiB })
+    // 20 MiB of inactive page cache: usage 99.5 MiB, working set 79.5, with the credit 49.5 (normal), and a
+    // step (2.5 MiB, half the hysteresis) above usage would pass the limit
+    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 99.5 * MiB, cache: 20 * MiB, inactiveFile: 20 * MiB })
     const armed: number[] = []
     const watch = sim.watchThreshold.bind(sim)
     sim.watchThreshold = (bytes, cb) => (armed.push(bytes), watch(bytes, cb))
     const monitor = createMemoryMonitor({
-      backend: sim, levels: { moderate: '70%', high: '85%', critical: 99.9 * MiB }, hysteresis: 0, clock: new ManualClock(), allocatorFree: () => 30 * MiB, reduceHeap: false,
+      backend: sim, levels: true, clock: new ManualClock(), allocatorFree: () => 30 * MiB, reduceHeap: false,
     })
-    expect(monitor.level).toBe('normal') // 99.5 − 30 = 69.5 MiB
+    expect(monitor.level).toBe('normal')
     expect(armed).toContain(99.75 * MiB) // half-way from 99.5 to 100
     expect(armed.every((b) => b < 100 * MiB)).toBe(true)
     await monitor.close()
@@ -174,8 +175,8 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     await monitor.close()
   })
 
-  it('no credit within the hysteresis of critical either: 91 MiB with 30 MiB free is high, and the cycle trims', async () => {
-    // critical 95 MiB, hysteresis 5 MiB: from 90 MiB of working set the free lists count for nothing
+  it('no credit within 16 MiB of the limit either: 85 MiB with 30 MiB free (of 100) is high, and the cycle trims', async () => {
+    // critical 95 MiB leaves only 5 MiB of room: from 84 MiB of working set the free lists count for nothing
     const state = { free: 30 * MiB as number | null }
     const log: string[] = []
     const { sim, monitor, pressure, shrink } = setup(10 * MiB, state, (s) => {
@@ -184,19 +185,32 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     })
     monitor.register({ name: 'cache', shrink: () => void log.push('cache') })
     const trims = mallocTrimCount()
-    sim.setUsage(91 * MiB) // credited it would be 61 MiB, normal
+    sim.setUsage(85 * MiB) // credited it would be 55 MiB, normal
     const [event] = await pressure.count(1)
-    expect(event).toMatchObject({ level: 'high', bytes: 91 * MiB, allocatorFreeBytes: 0 })
+    expect(event).toMatchObject({ level: 'high', bytes: 85 * MiB, allocatorFreeBytes: 0 })
     const [report] = await shrink.count(1)
     expect(report).toMatchObject({ level: 'high', levelAfter: 'normal', heapRuns: 1 })
     expect(report?.heap?.mallocTrim).not.toBe('skipped')
     expect(log).toEqual(['gc'])
     if (glibc) expect(mallocTrimCount()).toBe(trims + 1)
     await monitor.close()
-    // just below the exit point the credit still counts: 89 MiB with 30 MiB free is normal
-    const below = setup(89 * MiB, { free: 30 * MiB })
+    // just below it the credit still counts: 83 MiB with 30 MiB free is normal
+    const below = setup(83 * MiB, { free: 30 * MiB })
     expect(below.monitor.level).toBe('normal')
     await below.monitor.close()
+  })
+
+  it('where critical leaves more than 16 MiB of room the credit counts up to critical: 480 MiB with 30 MiB free (of 512) is moderate', async () => {
+    // default levels at 512 MiB: moderate 409.6, high 460.8, critical 486.4 MiB (25.6 MiB of room)
+    const at = (usage: number) => createMemoryMonitor({
+      backend: new SimulatedBackend({ limit: 512 * MiB, usage }), levels: true, clock: new ManualClock(), allocatorFree: () => 30 * MiB, reduceHeap: false,
+    })
+    const credited = at(480 * MiB) // 450 MiB without what the free lists hold
+    expect(credited.level).toBe('moderate')
+    await credited.close()
+    const uncredited = at(487 * MiB) // at critical the free lists count for nothing
+    expect(uncredited.level).toBe('critical')
+    await uncredited.close()
   })
 
   it('never credits more than the basis', async () => {

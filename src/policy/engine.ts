@@ -96,13 +96,12 @@ export interface PolicyOptions {
    * lists, where it stays charged to the cgroup but is reused by the next allocations without the
    * kernel. Counted (default where it applies: the monitor watches the cgroup of its own process,
    * glibc 2.33 or later, the addon loaded), the levels see what a collection freed without
-   * `malloc_trim`, which then runs only when the basis without that credit is within the
-   * hysteresis of `critical` (at or above critical − hysteresis): pages trimmed at every cycle are
+   * `malloc_trim`, which then runs only when the basis without that credit is at `critical`, or
+   * within 16 MiB of the limit where critical is closer to it: pages trimmed at every cycle are
    * faulted in again by the next allocations (measured: 5 to 8% of the CPU in the kernel, issue 4's
    * CRAMM runs). Only free memory seen since the last trim counts (trimmed chunks stay on the free
-   * lists without their pages), and none once the basis without it is within that hysteresis
-   * (free lists help only allocations they fit; V8's own heap and the rest need room below the
-   * limit). `false`: not counted, and every cycle trims; a function: your own reading, in bytes
+   * lists without their pages), and none from that point (free lists help only allocations they
+   * fit; V8's own heap and the rest need room below the limit). `false`: not counted, and every cycle trims; a function: your own reading, in bytes
    * (`null` for unknown), for another allocator.
    */
   allocatorFree?: boolean | (() => number | null)
@@ -189,18 +188,22 @@ function checkMs(name: string, value: unknown, fallback: number): number {
 
 const MiB = 2 ** 20
 
+/** The least room below the limit the allocator's credit leaves (see {@link noCreditFrom}). */
+const CREDIT_ROOM = 16 * MiB
+
 /**
  * The basis without the allocator's credit from which the credit is no longer given and cycles
- * trim: critical's exit point (critical − hysteresis), not critical itself. What the credit counts
- * as room serves only allocations that fit the free lists; everything else (V8's own heap pages,
- * allocations the free chunks do not fit) needs room below the limit. Issue 4: a 128 MiB cell with
- * 40 MiB on the free lists sat at 121.5 MiB of working set, 0.07 MiB under critical, for 0.8 s:
- * credited, its level was normal; the page cache above it was reclaimed with usage pinned at the
- * limit (no threshold moves then), and 6 MiB of new pages in 60 ms brought the OOM kill (1 of 70
- * runs).
+ * trim: critical, or less where critical leaves under {@link CREDIT_ROOM} below the limit
+ * (`min(critical, limit − 16 MiB)`). What the credit counts as room serves only allocations that
+ * fit the free lists; everything else (V8's own heap pages, allocations the free chunks do not fit)
+ * needs room below the limit, and that need does not scale with the limit. Issue 4: a 128 MiB cell
+ * (critical 121.6 MiB, 6.4 MiB of room) with 40 MiB on the free lists sat at 121.5 MiB of working
+ * set for 0.8 s: credited, its level was normal; the page cache above it was reclaimed with usage
+ * pinned at the limit (no threshold moves then), and 6 MiB of new pages in 60 ms brought the OOM
+ * kill (1 of 70 runs). From 384 MiB up critical's own room (5% of the limit) is more than 16 MiB.
  */
 function noCreditFrom(levels: ResolvedLevels): number {
-  return (levels.enter[3] ?? Number.POSITIVE_INFINITY) - levels.hysteresis
+  return Math.min(levels.enter[3] ?? Number.POSITIVE_INFINITY, levels.limit - CREDIT_ROOM)
 }
 
 /**
@@ -439,7 +442,7 @@ export class PolicyEngine {
     }
     // Near critical without the credit the credit is not given: free lists only help allocations
     // they fit (and those of the same arena; V8's own heap not at all), and the cycle that starts
-    // gives them back with malloc_trim. See noCreditFrom for why near, not at.
+    // gives them back with malloc_trim. See noCreditFrom for where.
     if (raw >= noCreditFrom(levels)) return raw
     this.#credit = Math.min(free, raw)
     return raw - this.#credit
@@ -619,7 +622,8 @@ export class PolicyEngine {
 
   /**
    * One heap reduction, or `null` and the error when it threw. `raw`: the basis without the
-   * allocator credit; with the credit counted, `malloc_trim` runs only when that is at critical.
+   * allocator credit; with the credit counted, `malloc_trim` runs only when that is at critical
+   * (or 16 MiB from the limit where critical is closer: see `noCreditFrom`).
    * `passes`: calls of the `'v8-major'` collection (two as {@link reduceHeap} makes; see
    * `#collect` for when one is enough).
    */
