@@ -2,9 +2,9 @@
 // collection gives back to malloc's free lists stays charged to the cgroup but is reused by the
 // process's next allocations, so the levels take it off the basis, and malloc_trim (whose pages are
 // faulted straight back in) runs only when the basis without that credit is at critical (or within
-// 16 MiB of the limit, where critical is closer). Simulated
-// backend, a hand-moved clock, and a stand-in reading of the allocator; the real reading (glibc
-// mallinfo2 through the addon) is checked at the end against this process's own heap.
+// 16 MiB of the limit, where critical is closer). Simulated backend, a hand-moved clock, and a
+// stand-in reading of the allocator; the real reading (glibc mallinfo2 through the addon) is
+// checked at the end against this process's own heap.
 
 import { describe, expect, it } from 'vitest'
 import { SimulatedBackend } from '../src/backends/simulated.js'
@@ -129,8 +129,8 @@ describe('allocatorFree: free allocator memory counted as available', () => {
   })
 
   it('near the limit the rise watch sits half-way to it, never at or past it', async () => {
-    // 20 MiB of inactive page cache: usage 99.5 MiB, working set 79.5, with the credit 49.5 (normal), and a
-    // step (2.5 MiB, half the hysteresis) above usage would pass the limit
+    // 20 MiB of inactive page cache: usage 99.5 MiB, working set 79.5, with the credit 49.5
+    // (normal), and a step (2.5 MiB, half the hysteresis) above usage would pass the limit
     const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 99.5 * MiB, cache: 20 * MiB, inactiveFile: 20 * MiB })
     const armed: number[] = []
     const watch = sim.watchThreshold.bind(sim)
@@ -176,7 +176,8 @@ describe('allocatorFree: free allocator memory counted as available', () => {
   })
 
   it('no credit within 16 MiB of the limit either: 85 MiB with 30 MiB free (of 100) is high, and the cycle trims', async () => {
-    // critical 95 MiB leaves only 5 MiB of room: from 84 MiB of working set the free lists count for nothing
+    // critical 95 MiB leaves only 5 MiB of room: from 84 MiB of working set (100 − 16) the free
+    // lists count for nothing
     const state = { free: 30 * MiB as number | null }
     const log: string[] = []
     const { sim, monitor, pressure, shrink } = setup(10 * MiB, state, (s) => {

@@ -101,8 +101,9 @@ export interface PolicyOptions {
    * faulted in again by the next allocations (measured: 5 to 8% of the CPU in the kernel, issue 4's
    * CRAMM runs). Only free memory seen since the last trim counts (trimmed chunks stay on the free
    * lists without their pages), and none from that point (free lists help only allocations they
-   * fit; V8's own heap and the rest need room below the limit). `false`: not counted, and every cycle trims; a function: your own reading, in bytes
-   * (`null` for unknown), for another allocator.
+   * fit; V8's own heap and the rest need room below the limit). `false`: not counted, and every
+   * cycle trims; a function: your own reading, in bytes (`null` for unknown), for another
+   * allocator.
    */
   allocatorFree?: boolean | (() => number | null)
   /** Time and timers (cool-down, timeouts, re-checks). Default: `performance.now()` and unref'd timers. */
