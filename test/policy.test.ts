@@ -323,6 +323,25 @@ describe('shrink cycles', () => {
     await monitor.close()
   })
 
+  it('the default cool-down is 2 s: still at moderate after a cycle, the next one waits 2000 ms', async () => {
+    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 10 * MiB })
+    const clock = new ManualClock()
+    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock, reduceHeap: noHeap })
+    const shrink = new Collector<ShrinkReport>()
+    monitor.on('shrink', shrink.push)
+    monitor.register(freeing(sim, 'cache', 0, 1 * MiB, []))
+    sim.setUsage(80 * MiB) // moderate; the shrinker frees 1 MiB: still moderate
+    await shrink.count(1)
+    expect(monitor.level).toBe('moderate')
+    clock.advance(1999)
+    await turns()
+    expect(shrink.items.length).toBe(1)
+    clock.advance(1)
+    await shrink.count(2)
+    expect(shrink.items[1]).toMatchObject({ cycle: 2, level: 'moderate' })
+    await monitor.close()
+  })
+
   it('with nothing freed, the cool-down doubles (up to 32×) until the level changes', async () => {
     const { sim, clock, monitor, shrink } = setup({ cooldownMs: 1000 })
     sim.setUsage(75 * MiB)
