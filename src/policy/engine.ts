@@ -65,9 +65,9 @@ export interface PolicyOptions {
    * `'high'` or `'critical'` after a cycle, the next one follows within 100 ms). Default 2000:
    * at moderate the garbage V8 has not collected yet (it collects on its own after some tens of
    * MiB) brings the level back within a second, and each cycle forces a collection V8 would have
-   * run concurrently; in issue 4's CRAMM runs at 384 and 512 MiB, 2 s instead of 1 s meant 7 to 9
-   * cycles a run instead of 12 to 13, 20% fewer major GCs and 1.05 times the requests per CPU
-   * second, with a hit ratio as high. After a cycle that measured nothing freed the wait
+   * run concurrently. In issue 4's CRAMM runs, side by side with 1 s: at 384 MiB 7 to 9 cycles a
+   * run instead of 12 to 13, 29 to 34 major GCs instead of 36 to 43, 1.05 times the requests per
+   * CPU second (1.06 at 512 MiB), with a hit ratio as high. After a cycle that measured nothing freed the wait
    * doubles, up to 32 times this, until the level changes: with nothing left to give back, full
    * collections every few seconds would only cost CPU.
    */
@@ -211,7 +211,7 @@ const CREDIT_ROOM = 16 * MiB
  * signature (1 of 150 SDK runs over three sweeps; bench/README.md, "What is left").
  */
 function noCreditFrom(levels: ResolvedLevels): number {
-  return Math.min(levels.enter[3] ?? Number.POSITIVE_INFINITY, levels.limit - CREDIT_ROOM)
+  return Math.min(levels.enter[3], levels.limit - CREDIT_ROOM)
 }
 
 /**
@@ -448,9 +448,9 @@ export class PolicyEngine {
       if (free < this.#freeFloor) this.#freeFloor = free
       free -= this.#freeFloor
     }
-    // Near critical without the credit the credit is not given: free lists only help allocations
-    // they fit (and those of the same arena; V8's own heap not at all), and the cycle that starts
-    // gives them back with malloc_trim. See noCreditFrom for where.
+    // From noCreditFrom on (critical, or 16 MiB below the limit where critical is closer) the
+    // credit is not given: free lists only help allocations they fit (and those of the same arena;
+    // V8's own heap not at all), and the cycle that starts gives them back with malloc_trim.
     if (raw >= noCreditFrom(levels)) return raw
     this.#credit = Math.min(free, raw)
     return raw - this.#credit
