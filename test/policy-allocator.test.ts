@@ -106,6 +106,25 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     await off.close()
   })
 
+  it('a trim in the collection before the shrinkers shows in the report with the one after them', async () => {
+    const state = { free: 0 as number | null }
+    let calls = 0
+    const { sim, monitor, shrink } = setup(10 * MiB, state, (s) => {
+      // the first collection: garbage collected and, trimmed at 90 MiB (the cut-off is 84), given back
+      if (calls++ === 0) s.free(10 * MiB)
+    })
+    monitor.register({ name: 'cache', shrink: () => void sim.free(15 * MiB) })
+    const trims = mallocTrimCount()
+    sim.setUsage(90 * MiB) // high; 80 MiB after the first collection: moderate, 15 MiB asked
+    const [report] = await shrink.count(1)
+    expect(report).toMatchObject({ level: 'high', heapRuns: 2, collectedBytes: 10 * MiB, requestedBytes: 15 * MiB })
+    expect(calls).toBe(2)
+    // the second collection (at 80 MiB, under the cut-off) did not trim; the first one did
+    if (glibc) expect(mallocTrimCount()).toBe(trims + 1)
+    expect(report?.heap?.mallocTrim).not.toBe('skipped')
+    await monitor.close()
+  })
+
   it('with credit on top of usage, a watch one step above usage is armed (the level points fire early)', async () => {
     const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 70 * MiB })
     const armed = new Set<number>()

@@ -726,7 +726,9 @@ export class PolicyEngine {
     // Collect again only when shrinkers dropped something (or when nothing collected yet).
     const second = this.#heap !== false && (first === null || asked > 0) ? (await this.#collect(rawNow, levels, shrinkLevel, first !== null)).result : null
     if (this.#closed) return
-    const final = second ?? first ?? { heap: null }
+    // Both reductions as one: a trim in the first (the basis was at the cut-off) is the cycle's too.
+    const [h1, h2] = [first?.heap ?? null, second?.heap ?? null]
+    const final = h1 !== null && h2 !== null ? { heap: joinReductions(h1, h2) } : (second ?? first ?? { heap: null })
     const after = this.#snapshot()
     if (after === null) {
       this.#cycle = null

@@ -95,8 +95,10 @@ export interface ShrinkReport {
   /** Every shrinker asked, in order. */
   shrinkers: ShrinkerResult[]
   /**
-   * The last heap reduction of the cycle (after the shrinkers, or the first collection when no
-   * shrinker had to be asked), or `null` when turned off or when it failed (see `heapError`).
+   * The cycle's heap reduction: when it ran two (before and after the shrinkers), both as one
+   * (times added, `mallocTrim` the later result unless that one was `'skipped'`, `…Before` of the
+   * first and `…After` of the second); `null` when turned off or when the last one failed (see
+   * `heapError`).
    */
   heap: HeapReduction | null
   /** How many heap reductions the cycle ran: 0 (off), 1, or 2 (before and after the shrinkers). */
