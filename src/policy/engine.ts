@@ -658,7 +658,7 @@ export class PolicyEngine {
    * for it too, and the hit ratio fell (0.450 to 0.415–0.439 at 192 MiB).
    */
   async #collect(raw: number, levels: ResolvedLevels, level: PressureLevel, quick: boolean): Promise<{ result: { heap: HeapReduction | null; error?: unknown }; bytes: number | null }> {
-    const critical = raw >= (levels.enter[3] ?? Infinity)
+    const critical = raw >= levels.enter[3]
     let result = await this.#reduce(raw, critical || !quick ? 2 : 1)
     if (this.#closed) return { result, bytes: null }
     let snapshot = this.#snapshot()
