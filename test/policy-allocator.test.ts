@@ -110,7 +110,7 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     const state = { free: 0 as number | null }
     let calls = 0
     const { sim, monitor, shrink } = setup(10 * MiB, state, (s) => {
-      // the first collection: garbage collected and, trimmed at 90 MiB (the cut-off is 84), given back
+      // the first collection frees 10 MiB and trims (it starts at 90 MiB; the cut-off is 84)
       if (calls++ === 0) s.free(10 * MiB)
     })
     monitor.register({ name: 'cache', shrink: () => void sim.free(15 * MiB) })

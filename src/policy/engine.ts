@@ -67,9 +67,9 @@ export interface PolicyOptions {
    * MiB) brings the level back within a second, and each cycle forces a collection V8 would have
    * run concurrently. In issue 4's CRAMM runs, side by side with 1 s: at 384 MiB 7 to 9 cycles a
    * run instead of 12 to 13, 29 to 34 major GCs instead of 36 to 43, 1.05 times the requests per
-   * CPU second (1.06 at 512 MiB), with a hit ratio as high. After a cycle that measured nothing freed the wait
-   * doubles, up to 32 times this, until the level changes: with nothing left to give back, full
-   * collections every few seconds would only cost CPU.
+   * CPU second (1.06 at 512 MiB), with a hit ratio as high. After a cycle that measured nothing
+   * freed the wait doubles, up to 32 times this, until the level changes: with nothing left to
+   * give back, full collections every few seconds would only cost CPU.
    */
   cooldownMs?: number
   /** Milliseconds a shrinker may take before its signal aborts and the cycle goes on. Default 5000. */
@@ -208,7 +208,8 @@ const CREDIT_ROOM = 16 * MiB
  * pinned at the limit (no threshold moves then), and 6 MiB of new pages in 60 ms brought the OOM
  * kill (1 of 70 runs). From 384 MiB up critical's own room (5% of the limit) is more than 16 MiB.
  * Not the last word: one CRAMM sweep with this rule had a 128 MiB run killed with the same
- * signature (1 of 150 SDK runs over three sweeps; bench/README.md, "What is left").
+ * signature, 1 in about 200 SDK runs at 128 MiB under it (four sweeps and a loop of 183 pairs;
+ * bench/README.md, "What is left").
  */
 function noCreditFrom(levels: ResolvedLevels): number {
   return Math.min(levels.enter[3], levels.limit - CREDIT_ROOM)
