@@ -1,6 +1,7 @@
 // The policy engine's shrink cycle and re-arming as changed for garbage-first collection: a heap
-// reduction before the shrinkers (collectFirst), watches at every level point (a level change moves
-// none), the cool-down on re-entry, and the shrinkers' levelChanged hook. Simulated backend and a
+// reduction before the shrinkers (collectFirst), room for garbage when cycles at high come back to
+// back (garbageRoom), watches at every level point (a level change moves none), the cool-down on
+// re-entry, and the shrinkers' levelChanged hook. Simulated backend and a
 // hand-moved clock throughout; a custom gc function models garbage being collected.
 
 import { describe, expect, it } from 'vitest'
@@ -194,6 +195,73 @@ describe('collectFirst: garbage is collected before any shrinker is asked', () =
     expect(() => createMemoryMonitor({ backend: sim, levels: true, collectFirst: 'yes' as never })).toThrow(TypeError)
     expect(() => createMemoryMonitor({ backend: sim, levels: true, collectFirst: 1 as never })).toThrow(/collectFirst/)
     expect(sim.listenerCount('close')).toBe(0)
+  })
+})
+
+describe('garbageRoom: cycles at high back to back make room for garbage', () => {
+  /** A gc function that frees whatever garbage the test put in `pending` since the last call. */
+  function garbage(sim: SimulatedBackend) {
+    const pending = { bytes: 0 }
+    const reduceHeap: ReduceHeapOptions = {
+      gc: () => {
+        if (pending.bytes > 0) sim.free(pending.bytes)
+        pending.bytes = 0
+      },
+      mallocTrim: false,
+    }
+    return { pending, reduceHeap }
+  }
+
+  /** Two rises to high made of 35 MiB of garbage each, `gapMs` apart; returns both reports. */
+  async function twoHighCycles(gapMs: number, garbageRoom?: boolean) {
+    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 10 * MiB })
+    const { pending, reduceHeap } = garbage(sim)
+    const clock = new ManualClock()
+    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock, reduceHeap, cooldownMs: 1000, ...(garbageRoom === undefined ? {} : { garbageRoom }) })
+    const shrink = new Collector<ShrinkReport>()
+    monitor.on('shrink', shrink.push)
+    const cache = freeing(sim, 'cache', 0, 3 * MiB)
+    monitor.register(cache)
+    pending.bytes = 35 * MiB
+    sim.setUsage(90 * MiB) // high; the collection alone brings it to 55 MiB, normal
+    await shrink.count(1)
+    await turns()
+    expect(monitor.level).toBe('normal')
+    clock.advance(gapMs)
+    pending.bytes = 35 * MiB
+    sim.setUsage(90 * MiB) // high again, garbage again
+    const [first, second] = await shrink.count(2)
+    await monitor.close()
+    return { first: first as ShrinkReport, second: second as ShrinkReport, cache }
+  }
+
+  it('a second cycle at high within the cool-down asks the cache for half the hysteresis though the collection alone was enough', async () => {
+    const { first, second, cache } = await twoHighCycles(300)
+    // The first cycle at high: the collection alone; nothing asked.
+    expect(first).toMatchObject({ level: 'high', collectedBytes: 35 * MiB, requestedBytes: 0, shrinkers: [] })
+    // The second: the levels' hysteresis is 5% of 100 MiB; half of it is asked, at moderate.
+    expect(second).toMatchObject({ level: 'high', levelAfter: 'normal', collectedBytes: 35 * MiB, requestedBytes: 2.5 * MiB })
+    expect(cache.requests).toHaveLength(1)
+    expect(cache.requests[0]).toMatchObject({ level: 'moderate', targetBytes: 2.5 * MiB })
+    expect(second.freedBytes).toBe(38 * MiB)
+  })
+
+  it('garbageRoom: false leaves the cache alone when the collection was enough', async () => {
+    const { second, cache } = await twoHighCycles(300, false)
+    expect(second).toMatchObject({ level: 'high', collectedBytes: 35 * MiB, requestedBytes: 0, shrinkers: [] })
+    expect(cache.requests).toEqual([])
+  })
+
+  it('a cycle at high after the cool-down has passed asks nothing', async () => {
+    const { second, cache } = await twoHighCycles(1000)
+    expect(second).toMatchObject({ level: 'high', requestedBytes: 0, shrinkers: [] })
+    expect(cache.requests).toEqual([])
+  })
+
+  it('rejects a garbageRoom that is not a boolean', () => {
+    const sim = new SimulatedBackend({ limit: 100 * MiB })
+    expect(() => createMemoryMonitor({ backend: sim, levels: true, garbageRoom: 'yes' as never })).toThrow(TypeError)
+    expect(() => createMemoryMonitor({ backend: sim, levels: true, garbageRoom: 1 as never })).toThrow(/garbageRoom/)
   })
 })
 

@@ -96,6 +96,18 @@ export interface PolicyOptions {
    */
   collectFirst?: boolean
   /**
+   * Make room for garbage when cycles at `'high'` come back to back (default `true`). A cycle at
+   * `'high'` or `'critical'` that starts within `cooldownMs` of the end of one at `'high'` or above
+   * asks the shrinkers for at least half the hysteresis, even when its collection alone brought the
+   * level down: V8's garbage refilled the room below `'high'` within a cool-down, so the cache
+   * gives some of it back until V8's own collections keep the level below `'high'`. Without it a
+   * cache can settle where every cycle's collection alone ends at normal, cycles come every few
+   * hundred milliseconds, and the limit is reached whenever one comes late (issue 4: OOM kills at
+   * a 128 MiB limit, the cache held at 66 to 68 MiB, where a fixed 64 MiB cache is killed too).
+   * Needs `collectFirst`; no effect with `reduceHeap: false`.
+   */
+  garbageRoom?: boolean
+  /**
    * Count memory the C allocator holds free for this process's next allocations as available, not
    * used. Memory a collection frees (dropped Buffers, evicted values) goes back to glibc's free
    * lists, where it stays charged to the cgroup but is reused by the next allocations without the
@@ -234,6 +246,7 @@ export class PolicyEngine {
   #recheckMs: number
   #heap: ReduceHeapOptions | false
   #collectFirst: boolean
+  #garbageRoom: boolean
   /** Reads the allocator's free bytes, or null when not counted. */
   #allocator: (() => number | null) | null
   /** With the built-in reading: the trim count seen, and the free bytes not known to be resident. */
@@ -282,6 +295,10 @@ export class PolicyEngine {
       throw new TypeError(`collectFirst must be a boolean (received ${describe(options.collectFirst)})`)
     }
     this.#collectFirst = options.collectFirst ?? true
+    if (options.garbageRoom !== undefined && typeof options.garbageRoom !== 'boolean') {
+      throw new TypeError(`garbageRoom must be a boolean (received ${describe(options.garbageRoom)})`)
+    }
+    this.#garbageRoom = options.garbageRoom ?? true
     const allocator = options.allocatorFree
     if (allocator !== undefined && typeof allocator !== 'boolean' && typeof allocator !== 'function') {
       throw new TypeError(`allocatorFree must be a boolean or a function (received ${describe(allocator)})`)
@@ -703,6 +720,17 @@ export class PolicyEngine {
         const afterCollect = levelFor(levels, midBytes, cycle.level)
         shrinkLevel = cycle.updates > 0 && levelRank(cycle.level) > levelRank(afterCollect) ? cycle.level : afterCollect
         cycle.requested = bytesToFree(levels, midBytes, shrinkLevel)
+        // Back at high within a cool-down of the last cycle there: V8's garbage refilled the room
+        // below high that quickly. The cache gives some of it back even when the collection alone
+        // brought the level down, so that the next allocations do not run into the limit before
+        // the next cycle.
+        if (this.#garbageRoom && levelRank(cycle.level) >= 2 && this.#lastCycleRank >= 2 && start - this.#lastCycleEnd < this.#cooldownMs) {
+          const room = Math.ceil(levels.hysteresis / 2)
+          if (cycle.requested < room) {
+            cycle.requested = room
+            if (levelRank(shrinkLevel) < 1) shrinkLevel = 'moderate'
+          }
+        }
       }
     }
     const ordered = this.#ordered()
