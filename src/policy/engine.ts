@@ -223,9 +223,9 @@ const CREDIT_ROOM = 16 * MiB
  * set for 0.8 s: credited, its level was normal; the page cache above it was reclaimed with usage
  * pinned at the limit (no threshold moves then), and 6 MiB of new pages in 60 ms brought the OOM
  * kill (1 of 70 runs). From 384 MiB up critical's own room (5% of the limit) is more than 16 MiB.
- * Not the last word: one CRAMM sweep with this rule had a 128 MiB run killed with the same
- * signature, 1 in about 200 SDK runs at 128 MiB under it (four sweeps and a loop of 183 pairs;
- * bench/README.md, "What is left").
+ * Not the last word: three later CRAMM sweeps had a 128 MiB run killed in its first seconds, one
+ * with `allocatorFree: false` too, so that kill is not the credit's (bench/README.md, "What is
+ * left"; see `garbageRoom`).
  */
 function noCreditFrom(levels: ResolvedLevels): number {
   return Math.min(levels.enter[3], levels.limit - CREDIT_ROOM)
