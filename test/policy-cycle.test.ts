@@ -26,6 +26,7 @@ interface Setup {
   /** Heap reduction options, or a function of the simulated backend returning them. */
   reduceHeap?: ReduceHeapOptions | false | ((sim: SimulatedBackend) => ReduceHeapOptions)
   collectFirst?: boolean
+  garbageRoom?: boolean
 }
 
 function setup(options: Setup = {}) {
@@ -38,6 +39,7 @@ function setup(options: Setup = {}) {
     reduceHeap: typeof options.reduceHeap === 'function' ? options.reduceHeap(sim) : (options.reduceHeap ?? noHeap),
     cooldownMs: options.cooldownMs ?? 1000,
     ...(options.collectFirst === undefined ? {} : { collectFirst: options.collectFirst }),
+    ...(options.garbageRoom === undefined ? {} : { garbageRoom: options.garbageRoom }),
   })
   const pressure = new Collector<PressureEvent>()
   const shrink = new Collector<ShrinkReport>()
@@ -199,27 +201,18 @@ describe('collectFirst: garbage is collected before any shrinker is asked', () =
 })
 
 describe('garbageRoom: cycles at high back to back make room for garbage', () => {
-  /** A gc function that frees whatever garbage the test put in `pending` since the last call. */
-  function garbage(sim: SimulatedBackend) {
+  /** Two rises to high made of 35 MiB of garbage each, `gapMs` apart; returns both reports. */
+  async function twoHighCycles(gapMs: number, garbageRoom?: boolean) {
+    // What the test puts here is garbage the next collection frees.
     const pending = { bytes: 0 }
-    const reduceHeap: ReduceHeapOptions = {
+    const gc = (sim: SimulatedBackend): ReduceHeapOptions => ({
       gc: () => {
-        if (pending.bytes > 0) sim.free(pending.bytes)
+        sim.free(pending.bytes)
         pending.bytes = 0
       },
       mallocTrim: false,
-    }
-    return { pending, reduceHeap }
-  }
-
-  /** Two rises to high made of 35 MiB of garbage each, `gapMs` apart; returns both reports. */
-  async function twoHighCycles(gapMs: number, garbageRoom?: boolean) {
-    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 10 * MiB })
-    const { pending, reduceHeap } = garbage(sim)
-    const clock = new ManualClock()
-    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock, reduceHeap, cooldownMs: 1000, ...(garbageRoom === undefined ? {} : { garbageRoom }) })
-    const shrink = new Collector<ShrinkReport>()
-    monitor.on('shrink', shrink.push)
+    })
+    const { sim, clock, monitor, shrink } = setup({ reduceHeap: gc, ...(garbageRoom === undefined ? {} : { garbageRoom }) })
     const cache = freeing(sim, 'cache', 0, 3 * MiB)
     monitor.register(cache)
     pending.bytes = 35 * MiB

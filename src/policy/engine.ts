@@ -105,9 +105,9 @@ export interface PolicyOptions {
    * hundred milliseconds, and the limit is reached whenever one comes late (issue 4: OOM kills at
    * a 128 MiB limit, the cache held at 66 to 68 MiB, where a fixed 64 MiB cache is killed too).
    * With it, in issue 4's CRAMM runs side by side, the cache there settles at 27 to 33 MiB (the
-   * best fixed size's) with a third of the major GCs and about the same requests per CPU second.
-   * Half the hysteresis a cycle is slow for a cache that filled before the first one: the 128 MiB
-   * sweep still had a kill in the first seconds. Needs `collectFirst`; no effect with
+   * best fixed size's) with about a third of the major GCs and about the same requests per CPU
+   * second. Half the hysteresis a cycle is slow for a cache that filled before the first one: the
+   * 128 MiB sweep still had a kill in the first seconds. Needs `collectFirst`; no effect with
    * `reduceHeap: false`.
    */
   garbageRoom?: boolean
