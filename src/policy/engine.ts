@@ -106,9 +106,13 @@ export interface PolicyOptions {
    * a 128 MiB limit, the cache held at 66 to 68 MiB, where a fixed 64 MiB cache is killed too).
    * With it, in issue 4's CRAMM runs side by side, the cache there settles at 27 to 33 MiB (the
    * best fixed size's) with about a third of the major GCs and about the same requests per CPU
-   * second. Half the hysteresis a cycle is slow for a cache that filled before the first one: the
-   * 128 MiB sweep still had a kill in the first seconds. Needs `collectFirst`; no effect with
-   * `reduceHeap: false`.
+   * second. Such a cycle also asks for enough that the level after its collection is 80 MiB below
+   * the limit (at limits from about 107 MiB): V8 collects dead Buffers on its own only once its
+   * external memory has grown 64 MiB since its last collection, so above that level nothing but
+   * these cycles keeps Buffers a cache dropped from reaching the limit, and one late cycle is an
+   * OOM kill. In issue 4's runs at 128 MiB a cache that filled to 66 MiB before the first cycle is
+   * at 32 MiB 2.5 s in instead of 56 to 63 MiB, and outlives the monitor closing there by seconds
+   * instead of under half of one. Needs `collectFirst`; no effect with `reduceHeap: false`.
    */
   garbageRoom?: boolean
   /**
@@ -210,7 +214,10 @@ function checkMs(name: string, value: unknown, fallback: number): number {
 
 const MiB = 2 ** 20
 
-/** The least room below the limit the allocator's credit leaves (see {@link noCreditFrom}). */
+/**
+ * The least room below the limit the allocator's credit leaves (see {@link noCreditFrom}), and
+ * that {@link backstopRoom} keeps beyond V8's external step.
+ */
 const CREDIT_ROOM = 16 * MiB
 
 /**
@@ -224,11 +231,33 @@ const CREDIT_ROOM = 16 * MiB
  * pinned at the limit (no threshold moves then), and 6 MiB of new pages in 60 ms brought the OOM
  * kill (1 of 70 runs). From 384 MiB up critical's own room (5% of the limit) is more than 16 MiB.
  * Not the last word: three later CRAMM sweeps had a 128 MiB run killed in its first seconds, one
- * with `allocatorFree: false` too, so that kill is not the credit's (bench/README.md, "What is
- * left"; see `garbageRoom`).
+ * with `allocatorFree: false` too, so that kill is not the credit's (bench/README.md, item 9 and
+ * "What is left"; see {@link backstopRoom}).
  */
 function noCreditFrom(levels: ResolvedLevels): number {
   return Math.min(levels.enter[3], levels.limit - CREDIT_ROOM)
+}
+
+/**
+ * How far V8's external memory (the backing stores of Buffers and ArrayBuffers) grows past its
+ * size at the last collection before V8 collects on its own: `kExternalAllocationSoftLimit` in V8's
+ * public `v8-internal.h`, 64 MiB in Node 20 to 24.
+ */
+const V8_EXTERNAL_STEP = 64 * MiB
+
+/**
+ * What `garbageRoom` asks for beyond half the hysteresis: enough that the level after a collection
+ * is V8's external step, and {@link CREDIT_ROOM} more, below the limit. Above that, dead Buffers
+ * run into the limit before V8 collects them on its own, and every one of the cycles at high has
+ * to come in time: at a 128 MiB limit a cache of 50 to 68 MiB in the first seconds was OOM-killed
+ * when one came late (issue 4), and within half a second of the monitor closing.
+ * Nothing where that level would be under a quarter of the limit (limits under about 107 MiB):
+ * there no cache size brings V8's own collection below the limit, a Node process needs about that
+ * much by itself.
+ */
+function backstopRoom(levels: ResolvedLevels, bytes: number): number {
+  const below = levels.limit - V8_EXTERNAL_STEP - CREDIT_ROOM
+  return below < levels.limit / 4 ? 0 : Math.ceil(bytes - below)
 }
 
 /**
@@ -729,7 +758,7 @@ export class PolicyEngine {
         // brought the level down, so that the next allocations do not run into the limit before
         // the next cycle.
         if (this.#garbageRoom && levelRank(cycle.level) >= 2 && this.#lastCycleRank >= 2 && start - this.#lastCycleEnd < this.#cooldownMs) {
-          const room = Math.ceil(levels.hysteresis / 2)
+          const room = Math.max(Math.ceil(levels.hysteresis / 2), backstopRoom(levels, midBytes))
           if (cycle.requested < room) {
             cycle.requested = room
             if (levelRank(shrinkLevel) < 1) shrinkLevel = 'moderate'
