@@ -111,8 +111,8 @@ export interface PolicyOptions {
    * external memory has grown 64 MiB since its last collection, so above that level nothing but
    * these cycles keeps Buffers a cache dropped from reaching the limit, and one late cycle is an
    * OOM kill. In issue 4's runs at 128 MiB a cache that filled to 66 MiB before the first cycle is
-   * at 32 MiB 2.5 s in instead of 56 to 63 MiB, and outlives the monitor closing there by seconds
-   * instead of under half of one. Needs `collectFirst`; no effect with `reduceHeap: false`.
+   * at 32 to 39 MiB 2.5 s in instead of 56 to 63 MiB, and outlives the monitor closing there by
+   * seconds instead of under half of one. Needs `collectFirst`; no effect with `reduceHeap: false`.
    */
   garbageRoom?: boolean
   /**
