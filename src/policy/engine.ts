@@ -756,7 +756,8 @@ export class PolicyEngine {
         // Back at high within a cool-down of the last cycle there: V8's garbage refilled the room
         // below high that quickly. The cache gives some of it back even when the collection alone
         // brought the level down, so that the next allocations do not run into the limit before
-        // the next cycle.
+        // the next cycle; and at least down to where V8's own collection of dead Buffers comes
+        // before the limit (backstopRoom).
         if (this.#garbageRoom && levelRank(cycle.level) >= 2 && this.#lastCycleRank >= 2 && start - this.#lastCycleEnd < this.#cooldownMs) {
           const room = Math.max(Math.ceil(levels.hysteresis / 2), backstopRoom(levels, midBytes))
           if (cycle.requested < room) {
