@@ -282,6 +282,34 @@ describe('garbageRoom: cycles at high back to back make room for garbage', () =>
     expect(cache.requests.map((r) => r.targetBytes)).toEqual([20 * MiB, 30 * MiB])
   })
 
+  /** One rise to moderate with nothing to collect (a cache that filled): the first cycle's report and the cache's requests. */
+  async function fillToModerate(limit: number, usage: number, garbageRoom?: boolean) {
+    const { sim, monitor, shrink } = setup({ limit, reduceHeap: pendingGc({ bytes: 0 }), ...(garbageRoom === undefined ? {} : { garbageRoom }) })
+    const cache = freeing(sim, 'cache', 0, 60 * MiB)
+    monitor.register(cache)
+    sim.setUsage(usage)
+    const [report] = (await shrink.count(1)) as ShrinkReport[]
+    await monitor.close()
+    return { report: report as ShrinkReport, cache }
+  }
+
+  it('a cycle at moderate asks, as at high, for enough that V8\'s external step and 16 MiB fit below the limit', async () => {
+    // 200 MiB: moderate at 140 (exit 130); 200 - 64 - 16 = 120. A cache that filled to 145 MiB
+    // before there was garbage: the level alone asks 15 MiB at moderate, the floor 25 at high.
+    const { report, cache } = await fillToModerate(200 * MiB, 145 * MiB)
+    expect(report).toMatchObject({ level: 'moderate', collectedBytes: 0, requestedBytes: 25 * MiB, levelAfter: 'normal' })
+    expect(cache.requests).toHaveLength(1)
+    expect(cache.requests[0]).toMatchObject({ level: 'high', targetBytes: 25 * MiB })
+  })
+
+  it('a cycle at moderate is asked only what the level needs where moderate\'s exit already leaves that room, or with garbageRoom: false', async () => {
+    // 300 MiB: moderate at 210 (exit 195), under 300 - 80 = 220: the level's own request is more.
+    const wide = await fillToModerate(300 * MiB, 215 * MiB)
+    expect(wide.cache.requests[0]).toMatchObject({ level: 'moderate', targetBytes: 20 * MiB })
+    const off = await fillToModerate(200 * MiB, 145 * MiB, false)
+    expect(off.cache.requests[0]).toMatchObject({ level: 'moderate', targetBytes: 15 * MiB })
+  })
+
   it('rejects a garbageRoom that is not a boolean', () => {
     const sim = new SimulatedBackend({ limit: 100 * MiB })
     expect(() => createMemoryMonitor({ backend: sim, levels: true, garbageRoom: 'yes' as never })).toThrow(TypeError)

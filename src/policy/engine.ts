@@ -112,7 +112,13 @@ export interface PolicyOptions {
    * these cycles keeps Buffers a cache dropped from reaching the limit, and one late cycle is an
    * OOM kill. In issue 4's runs at 128 MiB a cache that filled to 66 MiB before the first cycle is
    * at 32 to 39 MiB 2.5 s in instead of 56 to 63 MiB, and outlives the monitor closing there by
-   * seconds instead of under half of one. Needs `collectFirst`; no effect with `reduceHeap: false`.
+   * seconds instead of under half of one. A cycle at `'moderate'` asks for that much too, and as at
+   * `'high'` (a shrinker gives up more of itself there), at limits below about 229 MiB, where
+   * moderate's exit point lies above it: the first cycle typically meets a cache that filled
+   * before there was any garbage, and held at that size it leaves the limit to the cycles at high
+   * alone (issue 4: OOM-killed 1.2 s into a run at 128 MiB, the cache held at 69 MiB after one
+   * cycle at moderate; with the floor, 38 to 45 MiB after that cycle instead of 68 to 70).
+   * Needs `collectFirst`; no effect with `reduceHeap: false`.
    */
   garbageRoom?: boolean
   /**
@@ -246,10 +252,11 @@ function noCreditFrom(levels: ResolvedLevels): number {
 const V8_EXTERNAL_STEP = 64 * MiB
 
 /**
- * What `garbageRoom` asks for beyond half the hysteresis: enough that the level after a collection
- * is V8's external step, and {@link CREDIT_ROOM} more, below the limit. Above that, dead Buffers
+ * What `garbageRoom` asks for at least, at a cycle at high back to back with one (beyond half the
+ * hysteresis) and at a cycle at moderate: enough that the level after a collection is V8's
+ * external step, and {@link CREDIT_ROOM} more, below the limit. Above that, dead Buffers
  * run into the limit before V8 collects them on its own, and every one of the cycles at high has
- * to come in time: at a 128 MiB limit a cache of 50 to 68 MiB in the first seconds was OOM-killed
+ * to come in time: at a 128 MiB limit a cache of 50 to 69 MiB in the first seconds was OOM-killed
  * when one came late (issue 4), and within half a second of the monitor closing.
  * Nothing where that level would be under a quarter of the limit (limits under about 107 MiB):
  * there no cache size brings V8's own collection below the limit, a Node process needs about that
@@ -757,12 +764,17 @@ export class PolicyEngine {
         // below high that quickly. The cache gives some of it back even when the collection alone
         // brought the level down, so that the next allocations do not run into the limit before
         // the next cycle; and at least down to where V8's own collection of dead Buffers comes
-        // before the limit (backstopRoom).
-        if (this.#garbageRoom && levelRank(cycle.level) >= 2 && this.#lastCycleRank >= 2 && start - this.#lastCycleEnd < this.#cooldownMs) {
-          const room = Math.max(Math.ceil(levels.hysteresis / 2), backstopRoom(levels, midBytes))
+        // before the limit (backstopRoom). A cycle at moderate asks for that floor too, as at
+        // high (a shrinker keeps more of itself at moderate): typically a cache that filled before
+        // there was any garbage, whose size, held from now on, would leave the limit to the
+        // cycles at high alone.
+        if (this.#garbageRoom) {
+          const backToBack = levelRank(cycle.level) >= 2 && this.#lastCycleRank >= 2 && start - this.#lastCycleEnd < this.#cooldownMs
+          const room = backToBack ? Math.max(Math.ceil(levels.hysteresis / 2), backstopRoom(levels, midBytes)) : cycle.level === 'moderate' ? backstopRoom(levels, midBytes) : 0
           if (cycle.requested < room) {
             cycle.requested = room
-            if (levelRank(shrinkLevel) < 1) shrinkLevel = 'moderate'
+            const at: PressureLevel = backToBack ? 'moderate' : 'high'
+            if (levelRank(shrinkLevel) < levelRank(at)) shrinkLevel = at
           }
         }
       }
