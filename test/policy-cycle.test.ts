@@ -4,13 +4,14 @@
 // re-entry, and the shrinkers' levelChanged hook. Simulated backend and a
 // hand-moved clock throughout; a custom gc function models garbage being collected.
 
+import v8 from 'node:v8'
 import { describe, expect, it } from 'vitest'
 import { SimulatedBackend } from '../src/backends/simulated.js'
 import type { MemoryPressureError } from '../src/errors.js'
 import { createMemoryMonitor } from '../src/monitor.js'
 import { ManualClock } from '../src/policy/clock.js'
 import type { PressureEvent } from '../src/policy/engine.js'
-import type { ReduceHeapOptions } from '../src/policy/heap.js'
+import { type ReduceHeapOptions, reduceHeap } from '../src/policy/heap.js'
 import type { PressureLevel } from '../src/policy/levels.js'
 import type { ShrinkReport, Shrinker } from '../src/policy/shrinker.js'
 import { Collector, turns } from './helpers/collect.js'
@@ -282,31 +283,45 @@ describe('garbageRoom: cycles at high back to back make room for garbage', () =>
     expect(cache.requests.map((r) => r.targetBytes)).toEqual([20 * MiB, 30 * MiB])
   })
 
-  /** One rise to moderate with nothing to collect (a cache that filled): the first cycle's report and the cache's requests. */
-  async function fillToModerate(limit: number, usage: number, garbageRoom?: boolean) {
+  /**
+   * One rise to moderate with nothing to collect (a cache that filled), with `buffers` bytes of
+   * Buffers held in this process meanwhile (V8's external memory): the first cycle's report and
+   * the cache's requests.
+   */
+  async function fillToModerate(limit: number, usage: number, buffers: number, garbageRoom?: boolean) {
     const { sim, monitor, shrink } = setup({ limit, reduceHeap: pendingGc({ bytes: 0 }), ...(garbageRoom === undefined ? {} : { garbageRoom }) })
     const cache = freeing(sim, 'cache', 0, 60 * MiB)
     monitor.register(cache)
-    sim.setUsage(usage)
-    const [report] = (await shrink.count(1)) as ShrinkReport[]
-    await monitor.close()
-    return { report: report as ShrinkReport, cache }
+    await reduceHeap({ mallocTrim: false }) // the Buffers of the test before are garbage: collect them
+    const held = Buffer.alloc(buffers)
+    try {
+      sim.setUsage(usage)
+      const [report] = (await shrink.count(1)) as ShrinkReport[]
+      return { report: report as ShrinkReport, cache, external: v8.getHeapStatistics().external_memory, held: held.length }
+    } finally {
+      await monitor.close()
+    }
   }
 
-  it('a cycle at moderate asks, as at high, for enough that V8\'s external step and 16 MiB fit below the limit', async () => {
-    // 200 MiB: moderate at 140 (exit 130); 200 - 64 - 16 = 120. A cache that filled to 145 MiB
-    // before there was garbage: the level alone asks 15 MiB at moderate, the floor 25 at high.
-    const { report, cache } = await fillToModerate(200 * MiB, 145 * MiB)
+  it('a cycle at moderate, its memory Buffers, asks as at high for enough that V8\'s external step and 16 MiB fit below the limit', async () => {
+    // 200 MiB: moderate at 140 (exit 130); 200 - 64 - 16 = 120. A cache of Buffers that filled to
+    // 145 MiB before there was garbage: the level alone asks 15 MiB at moderate, the floor 25 at high.
+    const { report, cache, external } = await fillToModerate(200 * MiB, 145 * MiB, 40 * MiB)
+    expect(external).toBeGreaterThanOrEqual(40 * MiB)
     expect(report).toMatchObject({ level: 'moderate', collectedBytes: 0, requestedBytes: 25 * MiB, levelAfter: 'normal' })
     expect(cache.requests).toHaveLength(1)
     expect(cache.requests[0]).toMatchObject({ level: 'high', targetBytes: 25 * MiB })
   })
 
-  it('a cycle at moderate is asked only what the level needs where moderate\'s exit already leaves that room, or with garbageRoom: false', async () => {
+  it('a cycle at moderate is asked only what the level needs without that much in Buffers, where moderate\'s exit leaves the room, or with garbageRoom: false', async () => {
+    // Not Buffers (this process holds under 25 MiB of them): a cache V8 collects with its heap.
+    const objects = await fillToModerate(200 * MiB, 145 * MiB, 0)
+    expect(objects.external).toBeLessThan(25 * MiB)
+    expect(objects.cache.requests[0]).toMatchObject({ level: 'moderate', targetBytes: 15 * MiB })
     // 300 MiB: moderate at 210 (exit 195), under 300 - 80 = 220: the level's own request is more.
-    const wide = await fillToModerate(300 * MiB, 215 * MiB)
+    const wide = await fillToModerate(300 * MiB, 215 * MiB, 40 * MiB)
     expect(wide.cache.requests[0]).toMatchObject({ level: 'moderate', targetBytes: 20 * MiB })
-    const off = await fillToModerate(200 * MiB, 145 * MiB, false)
+    const off = await fillToModerate(200 * MiB, 145 * MiB, 40 * MiB, false)
     expect(off.cache.requests[0]).toMatchObject({ level: 'moderate', targetBytes: 15 * MiB })
   })
 

@@ -14,6 +14,7 @@
 // on the clock (`recheckMs`) reads memory.stat while there is cache on top of the basis, and only
 // then; with no cache every basis rise is a usage rise and the watches alone are exact.
 
+import v8 from 'node:v8'
 import type { MemoryBackend, MemorySnapshot, ThresholdWatch } from '../backends/types.js'
 import { MemoryPressureError } from '../errors.js'
 import { type Threshold, describe } from '../size.js'
@@ -114,10 +115,12 @@ export interface PolicyOptions {
    * at 32 to 39 MiB 2.5 s in instead of 56 to 63 MiB, and outlives the monitor closing there by
    * seconds instead of under half of one. A cycle at `'moderate'` asks for that much too, and as at
    * `'high'` (a shrinker gives up more of itself there), at limits below about 229 MiB, where
-   * moderate's exit point lies above it: the first cycle typically meets a cache that filled
-   * before there was any garbage, and held at that size it leaves the limit to the cycles at high
-   * alone (issue 4: OOM-killed 1.2 s into a run at 128 MiB, the cache held at 69 MiB after one
-   * cycle at moderate; with the floor, 38 to 45 MiB after that cycle instead of 68 to 70).
+   * moderate's exit point lies above it, while this process's V8 external memory (Buffers) is at
+   * least what it asks: the first cycle typically meets a cache that filled before there was any
+   * garbage, and held at that size it leaves the limit to the cycles at high alone (issue 4:
+   * OOM-killed 1.2 s into a run at 128 MiB, the cache held at 69 MiB after one cycle at moderate;
+   * with the floor, 38 to 45 MiB after that cycle instead of 68 to 70). A cache of JavaScript
+   * objects, which V8 collects with its heap, is asked at moderate only what the level needs.
    * Needs `collectFirst`; no effect with `reduceHeap: false`.
    */
   garbageRoom?: boolean
@@ -265,6 +268,18 @@ const V8_EXTERNAL_STEP = 64 * MiB
 function backstopRoom(levels: ResolvedLevels, bytes: number): number {
   const below = levels.limit - V8_EXTERNAL_STEP - CREDIT_ROOM
   return below < levels.limit / 4 ? 0 : Math.ceil(bytes - below)
+}
+
+/**
+ * {@link backstopRoom} for a cycle at moderate, where nothing shows yet that garbage comes back
+ * fast: only while this process's V8 external memory (Buffers' backing stores, what V8's step
+ * counts) is at least that room, so that the memory is Buffers a cache holds, whose evictions are
+ * external garbage. A cache of JavaScript objects is collected with V8's heap, which V8 watches
+ * itself, and keeps what the level alone asks for.
+ */
+function moderateRoom(levels: ResolvedLevels, bytes: number): number {
+  const room = backstopRoom(levels, bytes)
+  return room > 0 && v8.getHeapStatistics().external_memory >= room ? room : 0
 }
 
 /**
@@ -765,12 +780,12 @@ export class PolicyEngine {
         // brought the level down, so that the next allocations do not run into the limit before
         // the next cycle; and at least down to where V8's own collection of dead Buffers comes
         // before the limit (backstopRoom). A cycle at moderate asks for that floor too, as at
-        // high (a shrinker keeps more of itself at moderate): typically a cache that filled before
-        // there was any garbage, whose size, held from now on, would leave the limit to the
-        // cycles at high alone.
+        // high (a shrinker keeps more of itself at moderate), when the memory is Buffers
+        // (moderateRoom): typically a cache that filled before there was any garbage, whose size,
+        // held from now on, would leave the limit to the cycles at high alone.
         if (this.#garbageRoom) {
           const backToBack = levelRank(cycle.level) >= 2 && this.#lastCycleRank >= 2 && start - this.#lastCycleEnd < this.#cooldownMs
-          const room = backToBack ? Math.max(Math.ceil(levels.hysteresis / 2), backstopRoom(levels, midBytes)) : cycle.level === 'moderate' ? backstopRoom(levels, midBytes) : 0
+          const room = backToBack ? Math.max(Math.ceil(levels.hysteresis / 2), backstopRoom(levels, midBytes)) : cycle.level === 'moderate' ? moderateRoom(levels, midBytes) : 0
           if (cycle.requested < room) {
             cycle.requested = room
             const at: PressureLevel = backToBack ? 'moderate' : 'high'
