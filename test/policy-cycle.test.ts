@@ -203,7 +203,7 @@ describe('collectFirst: garbage is collected before any shrinker is asked', () =
   })
 })
 
-describe('garbageRoom: cycles at high back to back make room for garbage', () => {
+describe('garbageRoom: cycles at high back to back, and a cycle at moderate over Buffers, make room for garbage', () => {
   /** A gc that frees what the test put in `pending.bytes`: garbage the next collection frees. */
   function pendingGc(pending: { bytes: number }) {
     return (sim: SimulatedBackend): ReduceHeapOptions => ({
