@@ -1,9 +1,9 @@
-// How many V8 collections a shrink cycle runs with the default `gc: 'v8-major'`: the collection
-// after the shrinkers is one when the collection before them already ran and one brings the level
-// back to normal, two when it does not (what was dropped during V8's incremental marking stays
-// until a second one), and two at once at critical. The process's `gc` is replaced by a counting
-// stand-in before the first reduction (the engine uses `globalThis.gc` when there is one), so the
-// simulated cgroup moves exactly when a collection runs.
+// Which V8 collections a shrink cycle runs with the default `gc: 'v8-major'`: each reduction is one
+// full collection and then one minor collection (which waits for V8 to free the Buffers the full one
+// found dead), one reduction before the shrinkers and one after them, and below critical a second
+// one after them when the first did not bring the level back to normal. The process's `gc` is
+// replaced by a recording stand-in before the first reduction (the engine uses `globalThis.gc` when
+// there is one), so the simulated cgroup moves exactly when a full collection runs.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { SimulatedBackend } from '../src/backends/simulated.js'
@@ -14,14 +14,18 @@ import { Collector } from './helpers/collect.js'
 
 const MiB = 2 ** 20
 const own = (globalThis as { gc?: unknown }).gc
-/** What the next calls of gc() free, one entry per call (missing: nothing). */
+/** What the next full collections free, one entry per collection (missing: nothing). */
 let frees: Array<() => void> = []
-let calls = 0
+/** The collections run, in order. */
+let calls: Array<'full' | 'minor'> = []
 
 beforeAll(() => {
-  ;(globalThis as { gc?: unknown }).gc = () => {
-    calls++
-    frees.shift()?.()
+  ;(globalThis as { gc?: unknown }).gc = (options?: { type?: string }) => {
+    if (options?.type === 'minor') calls.push('minor')
+    else {
+      calls.push('full')
+      frees.shift()?.()
+    }
   }
 })
 afterAll(() => {
@@ -34,51 +38,51 @@ function setup(usage: number) {
   const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), allocatorFree: false, reduceHeap: { mallocTrim: false } })
   const shrink = new Collector<ShrinkReport>()
   monitor.on('shrink', shrink.push)
-  calls = 0
+  calls = []
   frees = []
   return { sim, monitor, shrink, start: () => sim.setUsage(usage) }
 }
 
 describe("shrink cycle with gc: 'v8-major'", () => {
-  it('at moderate: two collections before the shrinkers, one after them when that frees what they dropped', async () => {
+  it('at moderate: one reduction (full, then minor) before the shrinkers, one after them when that frees what they dropped', async () => {
     const { sim, monitor, shrink, start } = setup(78 * MiB)
     // the cache drops 20 MiB; the memory leaves at the next collection
     monitor.register({ name: 'cache', shrink: () => void frees.push(() => sim.free(20 * MiB)) })
     start()
     const [report] = await shrink.count(1)
     expect(report).toMatchObject({ level: 'moderate', levelAfter: 'normal', heapRuns: 2, freedBytes: 20 * MiB, heap: { gc: 'v8-major' } })
-    expect(calls).toBe(3) // 2 before, 1 after (4 before this change)
+    expect(calls).toEqual(['full', 'minor', 'full', 'minor'])
     await monitor.close()
   })
 
-  it('at moderate: a second collection after the shrinkers when the first left the level where it was', async () => {
+  it('at moderate: a second reduction after the shrinkers when the first left the level where it was', async () => {
     const { sim, monitor, shrink, start } = setup(78 * MiB)
-    // the first collection after the shrink lands in a marking that keeps the dropped entries alive
+    // the first collection after the shrink frees nothing (the entries are still referenced somewhere)
     monitor.register({ name: 'cache', shrink: () => void frees.push(() => {}, () => sim.free(20 * MiB)) })
     start()
     const [report] = await shrink.count(1)
     expect(report).toMatchObject({ level: 'moderate', levelAfter: 'normal', heapRuns: 2, freedBytes: 20 * MiB })
-    expect(calls).toBe(4)
+    expect(calls).toEqual(['full', 'minor', 'full', 'minor', 'full', 'minor'])
     await monitor.close()
   })
 
-  it('at critical: two collections before and two after, whatever the first one freed', async () => {
+  it('at critical: one reduction before the shrinkers and one after, with no second one', async () => {
     const { sim, monitor, shrink, start } = setup(97 * MiB)
     monitor.register({ name: 'cache', shrink: () => void frees.push(() => sim.free(60 * MiB)) })
     start()
     const [report] = await shrink.count(1)
     expect(report).toMatchObject({ level: 'critical', levelAfter: 'normal', heapRuns: 2, freedBytes: 60 * MiB })
-    expect(calls).toBe(4)
+    expect(calls).toEqual(['full', 'minor', 'full', 'minor'])
     await monitor.close()
   })
 
-  it('without shrinkers to ask, the collection before them is the only one (two calls)', async () => {
+  it('without shrinkers to ask, the reduction before them is the only one', async () => {
     const { sim, monitor, shrink, start } = setup(78 * MiB)
     frees.push(() => sim.free(20 * MiB))
     start()
     const [report] = await shrink.count(1)
     expect(report).toMatchObject({ level: 'moderate', levelAfter: 'normal', heapRuns: 1, collectedBytes: 20 * MiB })
-    expect(calls).toBe(2)
+    expect(calls).toEqual(['full', 'minor'])
     await monitor.close()
   })
 })

@@ -2,6 +2,7 @@
 // working-set basis against page cache, shrink cycles (order, arithmetic, timeouts, errors,
 // coalescing), relief, until(), heap reduction.
 
+import v8 from 'node:v8'
 import { describe, expect, it } from 'vitest'
 import { SimulatedBackend } from '../src/backends/simulated.js'
 import { MemoryPressureError } from '../src/errors.js'
@@ -689,6 +690,18 @@ describe('reduceHeap', () => {
     expect(['released', 'nothing']).toContain(r.mallocTrim)
     expect(r.gcMs).toBeGreaterThanOrEqual(0)
     expect(r.ms).toBeGreaterThanOrEqual(r.gcMs)
+  })
+
+  it('returns with the memory of the Buffers it collected freed and counted: V8 external memory falls by them', async () => {
+    let held: Buffer[] | null = Array.from({ length: 32 }, (_, i) => Buffer.alloc(2 ** 20, i))
+    await reduceHeap({ mallocTrim: false })
+    const before = v8.getHeapStatistics().external_memory
+    expect(held.length).toBe(32)
+    held = null
+    await turns(1)
+    await reduceHeap({ mallocTrim: false })
+    // After a full collection alone, V8 frees those Buffers on a helper thread and counts them at its next collection.
+    expect(before - v8.getHeapStatistics().external_memory).toBeGreaterThanOrEqual(31 * 2 ** 20)
   })
 
   it('can skip both steps, and rejects bad options with TypeError', async () => {

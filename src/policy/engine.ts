@@ -19,7 +19,7 @@ import type { MemoryBackend, MemorySnapshot, ThresholdWatch } from '../backends/
 import { MemoryPressureError } from '../errors.js'
 import { type Threshold, describe } from '../size.js'
 import { type Clock, isClock, systemClock } from './clock.js'
-import { type HeapReduction, type ReduceHeapOptions, allocatorFreeBytes, joinReductions, mallocTrimCount, reduceHeapPasses, validateReduceHeapOptions } from './heap.js'
+import { type HeapReduction, type ReduceHeapOptions, allocatorFreeBytes, joinReductions, mallocTrimCount, reduceHeapChecked, validateReduceHeapOptions } from './heap.js'
 import {
   type LevelThresholds,
   PRESSURE_LEVELS,
@@ -705,40 +705,35 @@ export class PolicyEngine {
    * One heap reduction, or `null` and the error when it threw. `raw`: the basis without the
    * allocator credit; with the credit counted, `malloc_trim` runs only when that is at critical
    * (or 16 MiB from the limit where critical is closer: see `noCreditFrom`).
-   * `passes`: calls of the `'v8-major'` collection (two as {@link reduceHeap} makes; see
-   * `#collect` for when one is enough).
    */
-  async #reduce(raw: number, passes: 1 | 2 = 2): Promise<{ heap: HeapReduction | null; error?: unknown }> {
+  async #reduce(raw: number): Promise<{ heap: HeapReduction | null; error?: unknown }> {
     if (this.#heap === false) return { heap: null }
     const trim = this.#allocator === null || this.#levels === null || raw >= noCreditFrom(this.#levels)
     try {
-      return { heap: await reduceHeapPasses(trim ? this.#heap : { ...this.#heap, mallocTrim: false }, passes) }
+      return { heap: await reduceHeapChecked(trim ? this.#heap : { ...this.#heap, mallocTrim: false }) }
     } catch (err) {
       return { heap: null, error: err }
     }
   }
 
   /**
-   * A heap reduction, and the measure after it (`null` when no snapshot could be read). `quick`:
-   * one V8 collection below critical, and a second only when the level (from `level`, with its
-   * hysteresis) is not back to normal after it; else two at once, as {@link reduceHeap} does (a
-   * forced collection that lands in V8's incremental marking finishes that marking, and what was
-   * dropped since the marking began stays until the next one). The collection after the
-   * shrinkers is quick when one ran just before them: no marking is under way so soon after a
-   * full collection, and one pass frees what the shrinkers dropped (issue 4: at a 384 MiB limit
-   * the CRAMM workload's cycles ran four full collections each, 3 to 5% of its CPU). The one
-   * before them is not: run quick, it left garbage that V8 was marking, the shrinkers were asked
-   * for it too, and the hit ratio fell (0.450 to 0.415–0.439 at 192 MiB).
+   * A heap reduction, and the measure after it (`null` when no snapshot could be read). `again`
+   * (the collection after the shrinkers, when one ran before them): below critical, a second
+   * reduction when the level (from `level`, with its hysteresis) is not back to normal after the
+   * first. That second one dates from when the engine's reduction after the shrinkers was a single
+   * full collection with no minor one (so `malloc_trim` and the measure could run before V8 had
+   * freed the Buffers it found dead: see `GcMethod`); with the minor collection it rarely runs, and
+   * taking it out did not measure better (side by side at a 192 MiB limit, 6 pairs: 0.98
+   * [0.91–1.03] of the throughput per CPU second).
    */
-  async #collect(raw: number, levels: ResolvedLevels, level: PressureLevel, quick: boolean): Promise<{ result: { heap: HeapReduction | null; error?: unknown }; bytes: number | null }> {
-    const critical = raw >= levels.enter[3]
-    let result = await this.#reduce(raw, critical || !quick ? 2 : 1)
+  async #collect(raw: number, levels: ResolvedLevels, level: PressureLevel, again: boolean): Promise<{ result: { heap: HeapReduction | null; error?: unknown }; bytes: number | null }> {
+    let result = await this.#reduce(raw)
     if (this.#closed) return { result, bytes: null }
     let snapshot = this.#snapshot()
     let bytes = snapshot === null ? null : this.#measure(snapshot, levels)
-    if (quick && !critical && bytes !== null && result.heap !== null && result.heap.gc === 'v8-major' && levelFor(levels, bytes, level) !== 'normal') {
-      const again = await this.#reduce(bytes + this.#credit, 1)
-      result = again.heap === null ? { heap: result.heap, error: again.error } : { heap: joinReductions(result.heap, again.heap) }
+    if (again && raw < levels.enter[3] && bytes !== null && result.heap !== null && result.heap.gc === 'v8-major' && levelFor(levels, bytes, level) !== 'normal') {
+      const second = await this.#reduce(bytes + this.#credit)
+      result = second.heap === null ? { heap: result.heap, error: second.error } : { heap: joinReductions(result.heap, second.heap) }
       if (this.#closed) return { result, bytes: null }
       snapshot = this.#snapshot()
       bytes = snapshot === null ? null : this.#measure(snapshot, levels)
