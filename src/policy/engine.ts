@@ -722,9 +722,9 @@ export class PolicyEngine {
    * reduction when the level (from `level`, with its hysteresis) is not back to normal after the
    * first. That second one dates from when the engine's reduction after the shrinkers was a single
    * full collection with no minor one (so `malloc_trim` and the measure could run before V8 had
-   * freed the Buffers it found dead: see `GcMethod`); with the minor collection it rarely runs, and
-   * taking it out did not measure better (side by side at a 192 MiB limit, 6 pairs: 0.98
-   * [0.91–1.03] of the throughput per CPU second).
+   * freed the Buffers it found dead: see `GcMethod`); it is kept because taking it out did not
+   * measure better (side by side at a 192 MiB limit, 6 pairs: 0.98 [0.91–1.03] of the throughput
+   * per CPU second). How often it runs now was not counted.
    */
   async #collect(raw: number, levels: ResolvedLevels, level: PressureLevel, again: boolean): Promise<{ result: { heap: HeapReduction | null; error?: unknown }; bytes: number | null }> {
     let result = await this.#reduce(raw)
