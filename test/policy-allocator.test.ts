@@ -39,6 +39,18 @@ function setup(usage: number, state: { free: number | null }, gc: (sim: Simulate
   return { sim, clock, monitor, pressure, shrink }
 }
 
+/** The thresholds currently watched on `sim` (added when armed, removed when closed). */
+function recordArmed(sim: SimulatedBackend): Set<number> {
+  const armed = new Set<number>()
+  const watch = sim.watchThreshold.bind(sim)
+  sim.watchThreshold = (bytes, cb) => {
+    const w = watch(bytes, cb)
+    armed.add(bytes)
+    return { threshold: w.threshold, close: () => (armed.delete(bytes), w.close()) }
+  }
+  return armed
+}
+
 describe('allocatorFree: free allocator memory counted as available', () => {
   it('takes the free bytes off the basis: 75 MiB used with 20 MiB free is normal', async () => {
     const state = { free: 20 * MiB as number | null }
@@ -127,13 +139,7 @@ describe('allocatorFree: free allocator memory counted as available', () => {
 
   it('with credit on top of usage, a watch one step above usage is armed (the level points fire early)', async () => {
     const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 70 * MiB })
-    const armed = new Set<number>()
-    const watch = sim.watchThreshold.bind(sim)
-    sim.watchThreshold = (bytes, cb) => {
-      const w = watch(bytes, cb)
-      armed.add(bytes)
-      return { threshold: w.threshold, close: () => (armed.delete(bytes), w.close()) }
-    }
+    const armed = recordArmed(sim)
     const state = { free: 30 * MiB as number | null }
     const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), allocatorFree: () => state.free, reduceHeap: false })
     expect(monitor.level).toBe('normal') // 70 − 30 = 40 MiB
@@ -145,6 +151,23 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     expect(monitor.level).toBe('moderate')
     await monitor.close()
     expect(armed.size).toBe(0)
+  })
+
+  it('a credit under half a step that holds the level below the next one still arms a point: that level shifted by the credit', async () => {
+    // 200 MiB limit (high 170, critical 190 and its exit 180, credit up to 184): usage 171 MiB with
+    // 2 MiB free in the allocator is a basis of 169, moderate; without the credit it would be high.
+    // Half a step is 2.5 MiB, and no level point lies between usage and 180.
+    const sim = new SimulatedBackend({ limit: 200 * MiB, usage: 120 * MiB })
+    const armed = recordArmed(sim)
+    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), allocatorFree: () => 2 * MiB, reduceHeap: false })
+    sim.allocate(51 * MiB)
+    await turns(3)
+    expect(monitor.level).toBe('moderate')
+    expect(armed.has(172 * MiB)).toBe(true) // high (170) + the credit (2)
+    sim.allocate(1.5 * MiB) // usage 172.5, basis 170.5
+    await turns(3)
+    expect(monitor.level).toBe('high')
+    await monitor.close()
   })
 
   it('near the limit the rise watch sits half-way to it, never at or past it', async () => {

@@ -555,8 +555,16 @@ export class PolicyEngine {
     // Free allocator memory counted as available (allocatorFree): the level points above are
     // placed without that credit, so they fire early, and once usage is past them nothing would
     // fire as it grows: a point one step above usage does (or half-way to the limit, if nearer).
-    if (this.#credit >= step / 2) {
-      const rise = Math.ceil(Math.min(snapshot.usage + step, (snapshot.usage + snapshot.limit) / 2))
+    // Even a credit under half a step needs it when it is what holds the level below the next
+    // one (usage past that level's point): then no closer point is on the way up, and with the
+    // point there, shifted by the credit, the next level is seen where the credit lets it begin
+    // (issue 4: at 128 MiB, 0.6 MiB of credit left high to be seen only at critical's exit point,
+    // 6.8 MiB later, in about one run in five).
+    const rank = levelRank(this.#level)
+    const heldBelow = this.#credit > 0 && rank < 3 && levelRank(levelFor(levels, basisOf(snapshot, levels.basis), this.#level)) > rank
+    if (this.#credit >= step / 2 || heldBelow) {
+      const next = heldBelow ? Math.ceil((levels.enter[rank + 1] ?? Infinity) + points.offset + this.#credit) : Infinity
+      const rise = Math.ceil(Math.min(snapshot.usage + step, (snapshot.usage + snapshot.limit) / 2, next))
       if (rise > snapshot.usage && rise < snapshot.limit) values.add(rise)
     }
     // A watch within a small tolerance of a wanted point stays, if it is on the same side of usage
