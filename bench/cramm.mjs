@@ -26,8 +26,8 @@ const label = (r, args) =>
     : r.strategy === 'memory-pressure' ? MP_VARIANTS.find((v) => Object.entries(v.args).every(([k, x]) => args[k] === x) && Object.keys(v.args).length === Object.keys(args).filter((k) => k.endsWith('-options')).length)?.label ?? 'memory-pressure (other)'
       : r.strategy
 
-export async function run({ quick, machine }) {
-  const s = settings(quick)
+export async function run({ quick, machine, cramm = {} }) {
+  const s = { ...settings(quick), ...cramm }
   const runs = []
   const one = async (limitMib, args, rep, pairWith = null) => {
     const cg = makeCgroup({ limit: limitMib * MiB, tag: 'cramm' })
@@ -35,8 +35,11 @@ export async function run({ quick, machine }) {
       const r = await runWorkload(cg, { warmup: s.warmup, seconds: s.seconds, ...args })
       const { progress, ...rest } = r
       const row = { limitMib, rep, cacheMib: args['cache-mib'] ?? null, pairWith, ...rest }
+      // requests per CPU second at the machine's speed: times the mean CPU time of one computation
+      // in the same run (a killed run served nothing)
+      row.scaled = row.killed ? 0 : row.computeCpuMs ? row.perCpuSecond * row.computeCpuMs : null
       row.label = label(row, args)
-      console.error(`   ${limitMib} MiB ${row.label}${pairWith ? ` (beside ${pairWith})` : ''}: ${fmt(row.perCpuSecond, 0)} req/CPU s, ${fmt(row.throughput, 0)} req/s, hit ${fmt(row.hitRatio, 3)}, peak ${mib(row.peakUsage)} MiB${row.killed ? ', OOM-KILLED' : ''}`)
+      console.error(`   ${limitMib} MiB ${row.label}${pairWith ? ` (beside ${pairWith})` : ''}: ${fmt(row.perCpuSecond, 0)} req/CPU s, ${fmt(row.scaled, 3)} scaled, ${fmt(row.throughput, 0)} req/s, hit ${fmt(row.hitRatio, 3)}, peak ${mib(row.peakUsage)} MiB${row.killed ? ', OOM-KILLED' : ''}`)
       runs.push(row)
       return row
     } finally {
@@ -75,10 +78,15 @@ export async function run({ quick, machine }) {
       const rs = here.filter((r) => r.label === l)
       const t = rs.map((r) => r.throughput)
       const c = rs.map((r) => r.perCpuSecond)
+      const sc = rs.map((r) => r.scaled ?? 0)
       return {
         label: l, strategy: rs[0].strategy, cacheMib: rs[0].cacheMib, n: rs.length, runs: rs,
         throughput: mean(t), throughputRange: [Math.min(...t), Math.max(...t)],
         perCpuSecond: mean(c), perCpuSecondRange: [Math.min(...c), Math.max(...c)],
+        scaled: mean(sc), scaledRange: [Math.min(...sc), Math.max(...sc)],
+        // the main thread's share of the CPU time: the rest is helper threads (V8's concurrent
+        // marking and sweeping), which the scaled figure counts in the speed too (see workload.mjs)
+        mainThreadShare: rs.some((r) => r.mainThreadShare) ? mean(rs.filter((r) => r.mainThreadShare).map((r) => r.mainThreadShare)) : null,
         hitRatio: mean(rs.map((r) => r.hitRatio ?? 0)),
         p99Ms: rs.every((r) => r.p99Ms !== null) ? Math.max(...rs.map((r) => r.p99Ms)) : null,
         peakUsage: Math.max(...rs.map((r) => r.peakUsage)),
@@ -107,32 +115,41 @@ export async function run({ quick, machine }) {
     // The oracle: of the sizes run side by side with memory-pressure, the one memory-pressure did
     // worst against (one run after another, a lucky run of a neighbouring size could take its
     // place: the 07:36 run's did at 256 MiB); without repetitions, the fastest size of rep 0.
-    const paired = safeFixed.filter((r) => sideBySide(r, 'perCpuSecond').length > 0)
-    const oracle = paired.length > 0 ? paired.reduce((b, r) => (median(sideBySide(r, 'perCpuSecond')) < median(sideBySide(b, 'perCpuSecond')) ? r : b)) : best('perCpuSecond')
+    // The ratios are on the scaled figure (requests per CPU second at the machine's speed); runs
+    // without it (a workload from before it) fall back to requests per CPU second.
+    const key = here.every((r) => r.scaled !== null) ? 'scaled' : 'perCpuSecond'
+    const paired = safeFixed.filter((r) => sideBySide(r, key).length > 0)
+    const oracle = paired.length > 0 ? paired.reduce((b, r) => (median(sideBySide(r, key)) < median(sideBySide(b, key)) ? r : b)) : best(key)
     const oracleWall = paired.length > 0 ? oracle : best('throughput')
     for (const r of rows) {
       let pr = null
+      let pc = null
       let pw = null
       if (r === sdk && paired.includes(oracle)) {
         // side by side: the ratio is the median of the pairs, with their range
-        pr = sideBySide(oracle, 'perCpuSecond')
+        pr = sideBySide(oracle, key)
+        pc = sideBySide(oracle, 'perCpuSecond')
         pw = sideBySide(oracle, 'throughput')
       } else if (paired.includes(r) && paired.includes(oracle)) {
         // another size run side by side: compared with the oracle through memory-pressure
-        pr = [median(sideBySide(oracle, 'perCpuSecond')) / median(sideBySide(r, 'perCpuSecond'))]
+        pr = [median(sideBySide(oracle, key)) / median(sideBySide(r, key))]
+        pc = [median(sideBySide(oracle, 'perCpuSecond')) / median(sideBySide(r, 'perCpuSecond'))]
         pw = [median(sideBySide(oracle, 'throughput')) / median(sideBySide(r, 'throughput'))]
       } else {
         // one run each in rep 0, one after the other: against the oracle's run of rep 0
-        pr = pairRatios(r.runs.filter((x) => x.rep === 0), oracle?.runs, 'perCpuSecond')
+        pr = pairRatios(r.runs.filter((x) => x.rep === 0), oracle?.runs, key)
+        pc = pairRatios(r.runs.filter((x) => x.rep === 0), oracle?.runs, 'perCpuSecond')
         pw = pairRatios(r.runs.filter((x) => x.rep === 0), oracleWall?.runs, 'throughput')
       }
       r.ratio = pr ? median(pr) : null
       r.ratioRange = pr ? [Math.min(...pr), Math.max(...pr)] : null
       r.pairs = pr?.length ?? 0
+      r.ratioCpu = pc ? median(pc) : null
+      r.ratioCpuRange = pc ? [Math.min(...pc), Math.max(...pc)] : null
       r.ratioWall = pw ? median(pw) : null
     }
     for (const r of rows) delete r.runs
-    return { limitMib, oracle: oracle?.label ?? null, oracleWall: oracleWall?.label ?? null, rows }
+    return { limitMib, ratioOn: key, oracle: oracle?.label ?? null, oracleWall: oracleWall?.label ?? null, rows }
   })
   const verdicts = MP_VARIANTS.map((v) => ({
     label: v.label,
@@ -144,18 +161,19 @@ export async function run({ quick, machine }) {
   const json = { bench: 'cramm', machine, settings: s, workload: { keys: 16384, zipf: 0.8, valueKiB: 64, pbkdf2Iterations: 2000 }, perLimit, target: verdicts[0].limits, variants: verdicts, runs: runs.map(({ shrinkLog, ...r }) => ({ ...r, shrinkLog: shrinkLog?.slice(0, 50) })) }
   const md = `# 4. CRAMM sweep: throughput at each memory limit against the best fixed cache size in hindsight
 
-${machineLine(machine)}. One run of the sweep; each cell is one ${s.warmup} s warm-up + ${s.seconds} s measured run in its own cgroup. ${s.repeats > 1 ? `Every strategy runs once (rep 0, one cell after the other); then, ${s.repeats - 1} times over, memory-pressure as shipped runs side by side with each of the ${s.candidates} best fixed sizes of rep 0: two cells with the same limit started together, one per core, so both see the same machine (rows give the mean over all their runs, the range in brackets)` : 'One repetition, one cell after the other'}. Workload: 16384 keys, zipf s = 0.8, values of 64 KiB costing 2000 PBKDF2-SHA256 iterations (about 0.4–0.6 ms, as fast as the machine is at the time) to compute. Throughput is counted two ways: requests per second of wall time, and requests per CPU second of the whole process (all threads, kernel time included: the GC and shrinking the SDK causes are charged to it). The machine is shared, and the same cell runs up to 25% faster or slower a few minutes later${s.repeats > 1 ? ' (see the ranges)' : ''}, per CPU second as much as per wall second; the hit ratio does not depend on the machine's speed and is the steadiest column. ${s.repeats > 1 ? `**memory-pressure's ratio is the median of its side-by-side pairs with the oracle (their range in brackets)**, on requests per CPU second; the wall-time ratio is shown beside it. A fixed size also run side by side is compared with the oracle through memory-pressure (the ratio of their medians against it). Every other row has one run, compared with the oracle's run in rep 0, one after the other: read those ratios as ±10–20%. Oracle = of the sizes run side by side, the one memory-pressure did worst against (sizes tried: ${s.grid.join(', ')} MiB below the limit).` : `Ratios compare each run with the oracle's, one after the other (±10–20% on this machine). Oracle = the fixed size with the highest throughput and no OOM kill (sizes tried: ${s.grid.join(', ')} MiB below the limit).`} "poll" trims its cache to 75% when \`process.memoryUsage.rss()\` read once a second exceeds a fixed ${s.pollRssMib} MiB. memory-pressure: an lru-cache without a size bound, \`createMemoryMonitor()\` with its default levels (moderate 70%, high 85%, critical 95% of the limit up to 320 MiB; above it moderate and high keep a fixed room, limit − 96 MiB and limit − 48 MiB, at most 80% and 90%: 75/87.5/95% at 384 MiB, 80/90/95% at 512 MiB; hysteresis 5%) and \`lruCacheShrinker(cache)\` with its defaults, as the README shows: each shrink cycle collects garbage first and asks the cache only for what is still over the level (\`collectFirst\`), memory on malloc's free lists counts as available so that \`malloc_trim\` runs only near the limit, from critical or 16 MiB below the limit, whichever is lower (\`allocatorFree\`), and the cache is held at its new size until the level is back to normal, then grows 5% a second while it presses the cap (\`hold\`); a cycle at high within the cool-down of one at high asks the cache for at least half the hysteresis, even when its collection alone brought the level down, and for at least enough that the level after its collection is 80 MiB below the limit, V8's 64 MiB external step and 16 MiB; a cycle at moderate asks for that floor too, as at high, when the process holds at least that much in Buffers (\`garbageRoom\`). The other memory-pressure rows (one run each, in rep 0) change one thing each: \`lruCacheShrinker(cache, { hold: false })\`, \`createMemoryMonitor({ collectFirst: false })\` (shrinkers first, then the collection), \`allocatorFree: false\` (every cycle trims, and the levels see only what the trim gave back), \`garbageRoom: false\` (a cycle at high that follows one at high within the cool-down asks the cache for nothing when the collection alone brought the level down, and one at moderate only what is over the level), and \`levels: { moderate: '70%', high: '85%', critical: '95%' }\` (the percentages at every limit, the default before the levels kept a fixed room at large limits; the same as shipped up to 320 MiB). The last columns give where the CPU went in the measured window: kernel (system) time; minor page faults, which are mostly pages \`malloc_trim\` gave back being faulted in again; and every major (mark-compact) collection, V8's own and the ones the SDK forces, with the main thread's time in them as a share of the CPU time (V8's own collections mark mostly on helper threads, a forced one all on the main thread).
+${machineLine(machine)}. One run of the sweep; each cell is one ${s.warmup} s warm-up + ${s.seconds} s measured run in its own cgroup. ${s.repeats > 1 ? `Every strategy runs once (rep 0, one cell after the other); then, ${s.repeats - 1} times over, memory-pressure as shipped runs side by side with each of the ${s.candidates} best fixed sizes of rep 0: two cells with the same limit started together, one per core, so both see the same machine (rows give the mean over all their runs, the range in brackets)` : 'One repetition, one cell after the other'}. Workload: 16384 keys, zipf s = 0.8, values of 64 KiB costing 2000 PBKDF2-SHA256 iterations (about 0.4–0.6 ms, as fast as the machine is at the time) to compute. Throughput is counted three ways: requests per second of wall time; requests per CPU second of the whole process (all threads, kernel time included: the GC and shrinking the SDK causes are charged to it); and that **at equal speed**: requests per CPU second times the mean CPU time of one computation in the same run (every 4th one measured), so that a cell on a slower core is not counted as a slower strategy. The machine is shared, the same cell runs up to 25% faster or slower a few minutes later${s.repeats > 1 ? ' (see the ranges)' : ''}, and one of its two cores is at times about 1.5 times as slow as the other, so a side-by-side pair's ratio per CPU second mostly says which core each cell got (the control bench, \`control.md\`, runs identical cells side by side to show how far each measure moves); the hit ratio does not depend on the machine's speed. ${s.repeats > 1 ? `**memory-pressure's ratio is the median of its side-by-side pairs with the oracle (their range in brackets)**, at equal speed; the ratios per CPU second and per wall second are shown beside it. A fixed size also run side by side is compared with the oracle through memory-pressure (the ratio of their medians against it). Every other row has one run, compared with the oracle's run in rep 0, one after the other: read those ratios as ±10–20%. Oracle = of the sizes run side by side, the one memory-pressure did worst against at equal speed (sizes tried: ${s.grid.join(', ')} MiB below the limit).` : `Ratios compare each run with the oracle's, one after the other (±10–20% on this machine). Oracle = the fixed size with the highest throughput and no OOM kill (sizes tried: ${s.grid.join(', ')} MiB below the limit).`} "poll" trims its cache to 75% when \`process.memoryUsage.rss()\` read once a second exceeds a fixed ${s.pollRssMib} MiB. memory-pressure: an lru-cache without a size bound, \`createMemoryMonitor()\` with its default levels (moderate 70%, high 85%, critical 95% of the limit up to 320 MiB; above it moderate and high keep a fixed room, limit − 96 MiB and limit − 48 MiB, at most 80% and 90%: 75/87.5/95% at 384 MiB, 80/90/95% at 512 MiB; hysteresis 5%) and \`lruCacheShrinker(cache)\` with its defaults, as the README shows: each shrink cycle collects garbage first and asks the cache only for what is still over the level (\`collectFirst\`), memory on malloc's free lists counts as available so that \`malloc_trim\` runs only near the limit, from critical or 16 MiB below the limit, whichever is lower (\`allocatorFree\`), and the cache is held at its new size until the level is back to normal, then grows 5% a second while it presses the cap (\`hold\`); a cycle at high within the cool-down of one at high asks the cache for at least half the hysteresis, even when its collection alone brought the level down, and for at least enough that the level after its collection is 80 MiB below the limit, V8's 64 MiB external step and 16 MiB; a cycle at moderate asks for that floor too, as at high, when the process holds at least that much in Buffers (\`garbageRoom\`). The other memory-pressure rows (one run each, in rep 0) change one thing each: \`lruCacheShrinker(cache, { hold: false })\`, \`createMemoryMonitor({ collectFirst: false })\` (shrinkers first, then the collection), \`allocatorFree: false\` (every cycle trims, and the levels see only what the trim gave back), \`garbageRoom: false\` (a cycle at high that follows one at high within the cool-down asks the cache for nothing when the collection alone brought the level down, and one at moderate only what is over the level), and \`levels: { moderate: '70%', high: '85%', critical: '95%' }\` (the percentages at every limit, the default before the levels kept a fixed room at large limits; the same as shipped up to 320 MiB). The last columns give where the CPU went in the measured window: kernel (system) time; minor page faults, which are mostly pages \`malloc_trim\` gave back being faulted in again; and every major (mark-compact) collection, V8's own and the ones the SDK forces, with the main thread's time in them as a share of the CPU time (V8's own collections mark mostly on helper threads, a forced one all on the main thread); and the main thread's share of the process's CPU time (what helper threads ran during a computation is counted in its CPU time, so a cell whose helper threads run more is measured a little slower than it is, and its figure at equal speed comes out a little higher: by at most the difference of the two cells' helper shares).
 
 Target for memory-pressure: at least 0.95 of the oracle with no OOM kill at every limit.
 ${verdicts.map((v) => `- ${v.label === 'memory-pressure' ? 'memory-pressure as shipped' : v.label}: ${verdict(v.limits)}.`).join('\n')}
 
 ${perLimit.map((l) => `### Limit ${l.limitMib} MiB (oracle: ${l.oracle ?? 'none survived'}; by wall time: ${l.oracleWall ?? 'none'})
 
-${table(['strategy', 'runs', 'req / CPU s', 'ratio to oracle', 'req/s (wall)', 'ratio (wall)', 'hit ratio', 'p99 ms', 'peak usage MiB', 'OOM kills', 'shrink cycles', 'CPU in cycles (in GC)', 'kernel CPU', 'minor faults / s', 'major GCs / s (time)'], l.rows.map((r) => [
-  r.label, String(r.n), range(r.perCpuSecond, r.perCpuSecondRange, r.n), ratioCell(r), range(r.throughput, r.throughputRange, r.n), fmt(r.ratioWall, 3), fmt(r.hitRatio, 3), fmt(r.p99Ms, 2), mib(r.peakUsage), String(r.oomKills), fmt(r.shrinks, 0),
+${table(['strategy', 'runs', 'req / CPU s', `ratio to oracle (${l.ratioOn === 'scaled' ? 'at equal speed' : 'per CPU s'})`, 'ratio per CPU s', 'req/s (wall)', 'ratio (wall)', 'hit ratio', 'p99 ms', 'peak usage MiB', 'OOM kills', 'shrink cycles', 'CPU in cycles (in GC)', 'kernel CPU', 'minor faults / s', 'major GCs / s (time)', 'main thread share of CPU'], l.rows.map((r) => [
+  r.label, String(r.n), range(r.perCpuSecond, r.perCpuSecondRange, r.n), ratioCell(r), r.ratioCpuRange && r.pairs > 1 ? `${fmt(r.ratioCpu, 3)} [${fmt(r.ratioCpuRange[0], 2)}–${fmt(r.ratioCpuRange[1], 2)}]` : fmt(r.ratioCpu, 3), range(r.throughput, r.throughputRange, r.n), fmt(r.ratioWall, 3), fmt(r.hitRatio, 3), fmt(r.p99Ms, 2), mib(r.peakUsage), String(r.oomKills), fmt(r.shrinks, 0),
   r.cycleShare === null ? '' : `${fmt(100 * r.cycleShare, 0)}% (${fmt(100 * r.gcShare, 0)}%)`,
   r.systemShare === null ? '' : `${fmt(100 * r.systemShare, 1)}%`, r.minorFaultsPerS === null ? '' : fmt(r.minorFaultsPerS, 0),
   r.majorGcPerS === null ? '' : `${fmt(r.majorGcPerS, 1)} (${fmt(100 * r.majorGcShare, 1)}%)`,
+  r.mainThreadShare === null ? '' : `${fmt(100 * r.mainThreadShare, 1)}%`,
 ]))}`).join('\n\n')}
 `
   const strategies = [...MP_VARIANTS.map((v) => v.label), 'unbounded', 'poll 1 s, fixed rss threshold', ...s.grid.map((g) => `fixed ${g} MiB`)]
@@ -171,7 +189,7 @@ ${table(['strategy', 'runs', 'req / CPU s', 'ratio to oracle', 'req/s (wall)', '
   })).filter((x) => x.points.length > 0)
   const charts = {
     'cramm-ratio': lineChart({
-      title: 'Requests per CPU second relative to the best fixed size in hindsight (OOM-killed: 0)',
+      title: 'Requests per CPU second at equal speed, relative to the best fixed size in hindsight (OOM-killed: 0)',
       xLabel: 'memory limit (MiB)', yLabel: 'ratio to oracle', series, yMin: 0, yMax: 1.2,
       hlines: [{ y: 0.95, label: 'target 0.95', color: '#2ca02c' }, { y: 1, label: '' }],
     }),
@@ -201,7 +219,7 @@ const range = (x, [lo, hi], n) => (n > 1 ? `${fmt(x, 0)} [${fmt(lo, 0)}–${fmt(
 function bestFixed(runs, limitMib, k) {
   return runs
     .filter((r) => r.limitMib === limitMib && r.rep === 0 && r.strategy === 'fixed' && !r.killed)
-    .sort((a, b) => b.perCpuSecond - a.perCpuSecond)
+    .sort((a, b) => (b.scaled ?? b.perCpuSecond) - (a.scaled ?? a.perCpuSecond))
     .slice(0, k)
     .map((r) => r.cacheMib)
 }

@@ -1,4 +1,7 @@
-// Runs the benches and writes their results: `node bench/run.mjs [--quick] [--only a,b] [--out dir]`.
+// Runs the benches and writes their results:
+// `node bench/run.mjs [--quick] [--only a,b] [--out dir] [--limits 192,256] [--repeats n]`
+// (--limits and --repeats change the CRAMM sweep only: which limits, in MiB, and how many repetitions,
+// the first one of every strategy and the rest side-by-side pairs).
 // Each bench writes <out>/<name>.json (with the machine), <name>.md and SVG charts; the Markdown
 // files are also joined into <out>/README.md. Needs root and a writable cgroup v1 memory hierarchy.
 
@@ -9,17 +12,28 @@ import { removeAll } from './lib/cgroup.mjs'
 import { machine as describeMachine, write } from './lib/report.mjs'
 import { summarize } from './lib/summary.mjs'
 
-const ALL = ['latency', 'idle', 'lead-time', 'cramm', 'overhead', 'phase', 'reclaim']
+const ALL = ['latency', 'idle', 'lead-time', 'control', 'cramm', 'overhead', 'phase', 'reclaim']
 const { values } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     only: { type: 'string' },
     out: { type: 'string' },
+    limits: { type: 'string' },
+    repeats: { type: 'string' },
   },
 })
 const quick = values.quick
 const only = values.only ? values.only.split(',') : ALL
 for (const name of only) if (!ALL.includes(name)) throw new RangeError(`--only: unknown bench ${JSON.stringify(name)} (known: ${ALL.join(', ')})`)
+const cramm = {}
+if (values.limits !== undefined) {
+  cramm.limits = values.limits.split(',').map(Number)
+  if (cramm.limits.some((l) => !Number.isInteger(l) || l < 64)) throw new RangeError(`--limits: whole MiB of 64 or more, comma-separated (received ${JSON.stringify(values.limits)})`)
+}
+if (values.repeats !== undefined) {
+  cramm.repeats = Number(values.repeats)
+  if (!Number.isInteger(cramm.repeats) || cramm.repeats < 1) throw new RangeError(`--repeats: a whole number of 1 or more (received ${JSON.stringify(values.repeats)})`)
+}
 const out = values.out ?? path.join('bench', 'results', quick ? 'quick' : 'full')
 
 for (const sig of ['SIGINT', 'SIGTERM']) {
@@ -36,7 +50,7 @@ try {
     const t = Date.now()
     console.error(`== ${name}${quick ? ' (quick)' : ''}`)
     const mod = await import(`./${name}.mjs`)
-    const r = await mod.run({ quick, machine, out })
+    const r = await mod.run({ quick, machine, out, cramm })
     write(out, r.name, { ...r.json, mode: quick ? 'quick' : 'full' }, r.md)
     for (const [file, svg] of Object.entries(r.charts ?? {})) fs.writeFileSync(path.join(out, `${file}.svg`), svg)
     console.log(r.md)

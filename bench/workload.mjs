@@ -11,6 +11,7 @@
 //   shrinker before the cache's that only collects garbage).
 
 import { pbkdf2Sync } from 'node:crypto'
+import fs from 'node:fs'
 import { PerformanceObserver, constants as perfConstants, createHistogram, performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import { LRUCache } from 'lru-cache'
@@ -143,10 +144,27 @@ new PerformanceObserver((list) => {
     if (kind === 'major') gcStats.majorMs += e.duration
   }
 }).observe({ entryTypes: ['gc'] })
-// how long one miss's computation takes in this run (`computeP50Ms` in the result): the machine's
-// speed in the same process and window, for reading runs minutes apart or on a busier core; no
-// table uses it (normalising by it did not narrow the side-by-side spread much)
+// how long one miss's computation takes in this run (`computeP50Ms` in the result, wall time)
 const computeHist = createHistogram()
+// The same computation's mean CPU time (`computeCpuMs`): how fast the core this process ran on
+// was. On this machine one of the two cores is at times half again as slow as the other, and a
+// side-by-side pair's ratio per CPU second then says which core each cell ran on; multiplied by
+// this mean, the throughput is in units of the machine's speed at the time (bench/README.md, "How
+// to read the numbers"). Every 4th computation of the measured window, between two readings of
+// process.cpuUsage() (2 µs each): precise, but of all threads, so a helper thread running during a
+// computation counts too; `mainThreadShare` (this thread's CPU time over the window, from
+// /proc/thread-self/schedstat, against the process's) says how much there is of that.
+let computeCpuUs = 0
+let computeCpuN = 0
+let computeSeq = 0
+const mainThreadNs = () => {
+  try {
+    return Number(fs.readFileSync('/proc/thread-self/schedstat', 'latin1').split(' ')[0])
+  } catch {
+    return null
+  }
+}
+let mainAtWarm = null
 const start = performance.now()
 const warmupEnd = start + Number(o.warmup) * 1000
 const end = warmupEnd + Number(o.seconds) * 1000
@@ -176,7 +194,13 @@ const slice = () => {
     const hit = v !== undefined
     if (!hit) {
       const c0 = process.hrtime.bigint()
+      const u0 = c0 >= warmupNs && (++computeSeq & 3) === 0 ? process.cpuUsage() : null
       v = compute(key)
+      if (u0 !== null) {
+        const u = process.cpuUsage(u0)
+        computeCpuUs += u.user + u.system
+        computeCpuN++
+      }
       if (c0 >= warmupNs) computeHist.record(Number(process.hrtime.bigint() - c0) || 1)
       cache.set(key, v)
     }
@@ -188,6 +212,7 @@ const slice = () => {
       if (wRequests === 0) {
         cpuAtWarm = process.cpuUsage()
         ruAtWarm = process.resourceUsage()
+        mainAtWarm = mainThreadNs()
       }
       wRequests++
       if (hit) wHits++
@@ -205,6 +230,8 @@ const finish = () => {
   // during the measured window: requests per CPU second does not depend on what else the machine runs
   const cpu = process.cpuUsage(cpuAtWarm)
   const cpuSeconds = (cpu.user + cpu.system) / 1e6
+  const mainNow = mainThreadNs()
+  const mainThreadShare = mainAtWarm !== null && mainNow !== null ? (mainNow - mainAtWarm) / 1e9 / cpuSeconds : null
   // where the CPU went, for finding why a strategy is slower: kernel time, page faults, blocking
   const ru = process.resourceUsage()
   const usage = ruAtWarm && {
@@ -214,7 +241,7 @@ const finish = () => {
   }
   process.stdout.write(`result ${JSON.stringify({
     strategy, requests: wRequests, throughput: wRequests / seconds, cpuSeconds, perCpuSecond: wRequests / cpuSeconds, hitRatio: wHits / wRequests,
-    p50Ms: hist.percentile(50) / 1e6, p99Ms: hist.percentile(99) / 1e6, computeP50Ms: computeHist.count ? computeHist.percentile(50) / 1e6 : null, cacheBytes: sizeOf(), peakCacheBytes: peakCache, shrinks, monitor: monitorInfo, shrinkLog, resources: usage, gc: gcStats,
+    p50Ms: hist.percentile(50) / 1e6, p99Ms: hist.percentile(99) / 1e6, computeP50Ms: computeHist.count ? computeHist.percentile(50) / 1e6 : null, computeCpuMs: computeCpuN > 0 ? computeCpuUs / computeCpuN / 1e3 : null, mainThreadShare, cacheBytes: sizeOf(), peakCacheBytes: peakCache, shrinks, monitor: monitorInfo, shrinkLog, resources: usage, gc: gcStats,
   })}\n`)
   process.exit(0)
 }

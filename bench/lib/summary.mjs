@@ -31,7 +31,7 @@ export function summarize(dir) {
   const cramm = load(dir, 'cramm')
   if (cramm) {
     const v = (t) => t.map((m) => `${m.limitMib} MiB ${fmt(m.ratio, 2)}${m.oomKills ? ` (${m.oomKills} OOM kill${m.oomKills > 1 ? 's' : ''})` : ''}`).join(', ')
-    out.push(`- **CRAMM sweep**, ratio to the best fixed size in hindsight (requests per CPU second; target ≥ 0.95, no OOM kill): ${(cramm.variants ?? [{ label: 'memory-pressure', limits: cramm.target }]).map((x) => `${x.label === 'memory-pressure' ? 'memory-pressure as shipped' : x.label}: ${v(x.limits)}`).join('; ')}. ` +
+    out.push(`- **CRAMM sweep**, ratio to the best fixed size in hindsight (${cramm.perLimit.every((l) => l.ratioOn === 'scaled') ? 'requests per CPU second at equal speed, median of the side-by-side pairs' : 'requests per CPU second'}; target ≥ 0.95, no OOM kill): ${(cramm.variants ?? [{ label: 'memory-pressure', limits: cramm.target }]).map((x) => `${x.label === 'memory-pressure' ? 'memory-pressure as shipped' : x.label}: ${v(x.limits)}`).join('; ')}. ` +
       `Killed at some limit: ${[...new Set(cramm.perLimit.flatMap((l) => l.rows.filter((r) => r.oomKills > 0).map((r) => r.label)))].join(', ') || 'none'}.`)
   }
   const ph = load(dir, 'phase')
@@ -39,8 +39,12 @@ export function summarize(dir) {
   const ov = load(dir, 'overhead')
   if (ov) {
     const rc = ov.results.map((p) => p.ratioCpu)
-    out.push(`- **Overhead without pressure** (${ov.pairs} side-by-side pairs): with/without ${fmt(ov.medianRatioCpu, 3)} per CPU second (range ${fmt(Math.min(...rc), 3)}–${fmt(Math.max(...rc), 3)}), ${fmt(ov.medianRatioWall, 3)} per wall second.`)
+    const rs = ov.results.map((p) => p.ratioScaled).filter((x) => typeof x === 'number')
+    const scaled = rs.length === ov.results.length ? `${fmt(ov.medianRatioScaled, 3)} at equal speed (range ${fmt(Math.min(...rs), 3)}–${fmt(Math.max(...rs), 3)}), ` : ''
+    out.push(`- **Overhead without pressure** (${ov.pairs} side-by-side pairs): with/without ${scaled}${fmt(ov.medianRatioCpu, 3)} per CPU second (range ${fmt(Math.min(...rc), 3)}–${fmt(Math.max(...rc), 3)}), ${fmt(ov.medianRatioWall, 3)} per wall second.`)
   }
+  const ctl = load(dir, 'control')
+  if (ctl) out.push(`- **Control** (${ctl.pairs} pairs of identical cells side by side, fixed ${ctl.cacheMib} MiB at ${ctl.limitMib} MiB): ${ctl.measures.map((m) => `${m.label} ${fmt(m.median, 3)} [${fmt(m.min, 3)}–${fmt(m.max, 3)}]`).join('; ')}.`)
   const rec = load(dir, 'reclaim')
   if (rec) {
     const by = [...new Set(rec.results.map((r) => r.cacheMib))]
