@@ -64,4 +64,5 @@ const parts = ALL.filter((n) => fs.existsSync(path.join(out, `${n}.md`))).map((n
 const charts = fs.readdirSync(out).filter((f) => f.endsWith('.svg')).sort()
 const headline = summarize(out)
 fs.writeFileSync(path.join(out, 'SUMMARY.md'), `${headline}\n`)
-fs.writeFileSync(path.join(out, 'README.md'), `# Bench results (${quick ? 'quick' : 'full'} run)\n\nWritten by \`node bench/run.mjs${quick ? ' --quick' : ''}\`; the last run took ${((Date.now() - started) / 60000).toFixed(1)} min (${done.join(', ')}).\n\n## Summary\n\n${headline}\n\n${parts.map((p) => p.replace(/^# /m, '## ')).join('\n\n')}\n\n## Charts\n\n${charts.map((c) => `![${c}](${c})`).join('\n\n')}\n`)
+const flags = `${quick ? ' --quick' : ''}${values.only ? ` --only ${values.only}` : ''}${values.limits ? ` --limits ${values.limits}` : ''}${values.repeats ? ` --repeats ${values.repeats}` : ''}`
+fs.writeFileSync(path.join(out, 'README.md'), `# Bench results (${quick ? 'quick' : 'full'} run)\n\nWritten by \`node bench/run.mjs${flags}\`; the last run took ${((Date.now() - started) / 60000).toFixed(1)} min (${done.join(', ')}).\n\n## Summary\n\n${headline}\n\n${parts.map((p) => p.replace(/^# /m, '## ')).join('\n\n')}\n\n## Charts\n\n${charts.map((c) => `![${c}](${c})`).join('\n\n')}\n`)
