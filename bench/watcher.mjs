@@ -36,7 +36,8 @@ const usageFd = fs.openSync(usageFile, 'r')
 
 if (strategy === 'memory-pressure') {
   const { onMemoryThreshold } = await import('memory-pressure')
-  onMemoryThreshold(threshold, (e) => print(`event ${process.hrtime.bigint()} ${e.usage} ${e.direction}`), {
+  // the fifth field: the SDK delivered this crossing together with another (`coalesced`)
+  onMemoryThreshold(threshold, (e) => print(`event ${process.hrtime.bigint()} ${e.usage} ${e.direction} ${e.coalesced ? 'coalesced' : ''}`.trimEnd()), {
     cgroup: values.cgroup,
     direction: 'both',
     onError: (err) => print(`error ${err.code}`),
