@@ -19,13 +19,12 @@ export async function run({ quick, machine }) {
     try {
       const [a, b] = await Promise.all(cgs.map((cg) => runWorkload(cg, { strategy: 'fixed', 'cache-mib': cacheMib, warmup, seconds })))
       if (a.killed || b.killed) throw new Error(`the control cell (fixed ${cacheMib} MiB at ${limitMib} MiB) was OOM-killed`)
-      const scaled = (r) => (r.computeCpuMs ? r.perCpuSecond * r.computeCpuMs : null)
       const pair = {
         a: { perCpuSecond: a.perCpuSecond, throughput: a.throughput, computeCpuMs: a.computeCpuMs, computeP50Ms: a.computeP50Ms, hitRatio: a.hitRatio },
         b: { perCpuSecond: b.perCpuSecond, throughput: b.throughput, computeCpuMs: b.computeCpuMs, computeP50Ms: b.computeP50Ms, hitRatio: b.hitRatio },
         ratioCpu: a.perCpuSecond / b.perCpuSecond,
         ratioWall: a.throughput / b.throughput,
-        ratioScaled: scaled(a) && scaled(b) ? scaled(a) / scaled(b) : null,
+        ratioScaled: a.scaled && b.scaled ? a.scaled / b.scaled : null,
         ratioHit: a.hitRatio / b.hitRatio,
       }
       console.error(`   pair ${i + 1}: ${fmt(pair.ratioScaled, 3)} at equal speed, ${fmt(pair.ratioCpu, 3)} per CPU s, ${fmt(pair.ratioWall, 3)} wall; a computation ${fmt(a.computeCpuMs, 3)} / ${fmt(b.computeCpuMs, 3)} ms CPU`)

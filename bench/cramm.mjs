@@ -35,9 +35,6 @@ export async function run({ quick, machine, cramm = {} }) {
       const r = await runWorkload(cg, { warmup: s.warmup, seconds: s.seconds, ...args })
       const { progress, ...rest } = r
       const row = { limitMib, rep, cacheMib: args['cache-mib'] ?? null, pairWith, ...rest }
-      // requests per CPU second at the machine's speed: times the mean CPU time of one computation
-      // in the same run (a killed run served nothing)
-      row.scaled = row.killed ? 0 : row.computeCpuMs ? row.perCpuSecond * row.computeCpuMs : null
       row.label = label(row, args)
       console.error(`   ${limitMib} MiB ${row.label}${pairWith ? ` (beside ${pairWith})` : ''}: ${fmt(row.perCpuSecond, 0)} req/CPU s, ${fmt(row.scaled, 3)} scaled, ${fmt(row.throughput, 0)} req/s, hit ${fmt(row.hitRatio, 3)}, peak ${mib(row.peakUsage)} MiB${row.killed ? ', OOM-KILLED' : ''}`)
       runs.push(row)
@@ -78,12 +75,11 @@ export async function run({ quick, machine, cramm = {} }) {
       const rs = here.filter((r) => r.label === l)
       const t = rs.map((r) => r.throughput)
       const c = rs.map((r) => r.perCpuSecond)
-      const sc = rs.map((r) => r.scaled ?? 0)
       return {
         label: l, strategy: rs[0].strategy, cacheMib: rs[0].cacheMib, n: rs.length, runs: rs,
         throughput: mean(t), throughputRange: [Math.min(...t), Math.max(...t)],
         perCpuSecond: mean(c), perCpuSecondRange: [Math.min(...c), Math.max(...c)],
-        scaled: mean(sc), scaledRange: [Math.min(...sc), Math.max(...sc)],
+        scaled: mean(rs.map((r) => r.scaled ?? 0)),
         // the main thread's share of the CPU time: the rest is helper threads (V8's concurrent
         // marking and sweeping), which the scaled figure counts in the speed too (see workload.mjs)
         mainThreadShare: rs.some((r) => r.mainThreadShare) ? mean(rs.filter((r) => r.mainThreadShare).map((r) => r.mainThreadShare)) : null,
@@ -115,11 +111,9 @@ export async function run({ quick, machine, cramm = {} }) {
     // The oracle: of the sizes run side by side with memory-pressure, the one memory-pressure did
     // worst against (one run after another, a lucky run of a neighbouring size could take its
     // place: the 07:36 run's did at 256 MiB); without repetitions, the fastest size of rep 0.
-    // The ratios are on the scaled figure (requests per CPU second at the machine's speed); runs
-    // without it (a workload from before it) fall back to requests per CPU second.
-    const key = here.every((r) => r.scaled !== null) ? 'scaled' : 'perCpuSecond'
-    const paired = safeFixed.filter((r) => sideBySide(r, key).length > 0)
-    const oracle = paired.length > 0 ? paired.reduce((b, r) => (median(sideBySide(r, key)) < median(sideBySide(b, key)) ? r : b)) : best(key)
+    // The ratios are on the scaled figure: requests per CPU second at equal speed (runWorkload)
+    const paired = safeFixed.filter((r) => sideBySide(r, 'scaled').length > 0)
+    const oracle = paired.length > 0 ? paired.reduce((b, r) => (median(sideBySide(r, 'scaled')) < median(sideBySide(b, 'scaled')) ? r : b)) : best('scaled')
     const oracleWall = paired.length > 0 ? oracle : best('throughput')
     for (const r of rows) {
       let pr = null
@@ -127,17 +121,17 @@ export async function run({ quick, machine, cramm = {} }) {
       let pw = null
       if (r === sdk && paired.includes(oracle)) {
         // side by side: the ratio is the median of the pairs, with their range
-        pr = sideBySide(oracle, key)
+        pr = sideBySide(oracle, 'scaled')
         pc = sideBySide(oracle, 'perCpuSecond')
         pw = sideBySide(oracle, 'throughput')
       } else if (paired.includes(r) && paired.includes(oracle)) {
         // another size run side by side: compared with the oracle through memory-pressure
-        pr = [median(sideBySide(oracle, key)) / median(sideBySide(r, key))]
+        pr = [median(sideBySide(oracle, 'scaled')) / median(sideBySide(r, 'scaled'))]
         pc = [median(sideBySide(oracle, 'perCpuSecond')) / median(sideBySide(r, 'perCpuSecond'))]
         pw = [median(sideBySide(oracle, 'throughput')) / median(sideBySide(r, 'throughput'))]
       } else {
         // one run each in rep 0, one after the other: against the oracle's run of rep 0
-        pr = pairRatios(r.runs.filter((x) => x.rep === 0), oracle?.runs, key)
+        pr = pairRatios(r.runs.filter((x) => x.rep === 0), oracle?.runs, 'scaled')
         pc = pairRatios(r.runs.filter((x) => x.rep === 0), oracle?.runs, 'perCpuSecond')
         pw = pairRatios(r.runs.filter((x) => x.rep === 0), oracleWall?.runs, 'throughput')
       }
@@ -149,7 +143,7 @@ export async function run({ quick, machine, cramm = {} }) {
       r.ratioWall = pw ? median(pw) : null
     }
     for (const r of rows) delete r.runs
-    return { limitMib, ratioOn: key, oracle: oracle?.label ?? null, oracleWall: oracleWall?.label ?? null, rows }
+    return { limitMib, ratioOn: 'scaled', oracle: oracle?.label ?? null, oracleWall: oracleWall?.label ?? null, rows }
   })
   const verdicts = MP_VARIANTS.map((v) => ({
     label: v.label,
@@ -168,7 +162,7 @@ ${verdicts.map((v) => `- ${v.label === 'memory-pressure' ? 'memory-pressure as s
 
 ${perLimit.map((l) => `### Limit ${l.limitMib} MiB (oracle: ${l.oracle ?? 'none survived'}; by wall time: ${l.oracleWall ?? 'none'})
 
-${table(['strategy', 'runs', 'req / CPU s', `ratio to oracle (${l.ratioOn === 'scaled' ? 'at equal speed' : 'per CPU s'})`, 'ratio per CPU s', 'req/s (wall)', 'ratio (wall)', 'hit ratio', 'p99 ms', 'peak usage MiB', 'OOM kills', 'shrink cycles', 'CPU in cycles (in GC)', 'kernel CPU', 'minor faults / s', 'major GCs / s (time)', 'main thread share of CPU'], l.rows.map((r) => [
+${table(['strategy', 'runs', 'req / CPU s', 'ratio to oracle (at equal speed)', 'ratio per CPU s', 'req/s (wall)', 'ratio (wall)', 'hit ratio', 'p99 ms', 'peak usage MiB', 'OOM kills', 'shrink cycles', 'CPU in cycles (in GC)', 'kernel CPU', 'minor faults / s', 'major GCs / s (time)', 'main thread share of CPU'], l.rows.map((r) => [
   r.label, String(r.n), range(r.perCpuSecond, r.perCpuSecondRange, r.n), ratioCell(r), r.ratioCpuRange && r.pairs > 1 ? `${fmt(r.ratioCpu, 3)} [${fmt(r.ratioCpuRange[0], 2)}–${fmt(r.ratioCpuRange[1], 2)}]` : fmt(r.ratioCpu, 3), range(r.throughput, r.throughputRange, r.n), fmt(r.ratioWall, 3), fmt(r.hitRatio, 3), fmt(r.p99Ms, 2), mib(r.peakUsage), String(r.oomKills), fmt(r.shrinks, 0),
   r.cycleShare === null ? '' : `${fmt(100 * r.cycleShare, 0)}% (${fmt(100 * r.gcShare, 0)}%)`,
   r.systemShare === null ? '' : `${fmt(100 * r.systemShare, 1)}%`, r.minorFaultsPerS === null ? '' : fmt(r.minorFaultsPerS, 0),
@@ -219,7 +213,7 @@ const range = (x, [lo, hi], n) => (n > 1 ? `${fmt(x, 0)} [${fmt(lo, 0)}–${fmt(
 function bestFixed(runs, limitMib, k) {
   return runs
     .filter((r) => r.limitMib === limitMib && r.rep === 0 && r.strategy === 'fixed' && !r.killed)
-    .sort((a, b) => (b.scaled ?? b.perCpuSecond) - (a.scaled ?? a.perCpuSecond))
+    .sort((a, b) => (b.scaled ?? 0) - (a.scaled ?? 0))
     .slice(0, k)
     .map((r) => r.cacheMib)
 }

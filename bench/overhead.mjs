@@ -21,15 +21,14 @@ export async function run({ quick, machine }) {
         runWorkload(cgs[k], { strategy: 'fixed', 'cache-mib': 128, warmup, seconds, 'attach-mp': attach, seed: i + 1 })))
       for (const [k, r] of rs.entries()) {
         if (r.killed) throw new Error('the overhead workload was OOM-killed under a 1 GiB limit')
-        pair[k === 1 ? 'with' : 'without'] = { throughput: r.throughput, perCpuSecond: r.perCpuSecond, computeCpuMs: r.computeCpuMs, scaled: r.computeCpuMs ? r.perCpuSecond * r.computeCpuMs : null, hitRatio: r.hitRatio, shrinks: r.shrinks }
+        pair[k === 1 ? 'with' : 'without'] = { throughput: r.throughput, perCpuSecond: r.perCpuSecond, computeCpuMs: r.computeCpuMs, scaled: r.scaled, hitRatio: r.hitRatio, shrinks: r.shrinks }
       }
     } finally {
       for (const cg of cgs) await cg.remove()
     }
     pair.ratioCpu = pair.with.perCpuSecond / pair.without.perCpuSecond
     pair.ratioWall = pair.with.throughput / pair.without.throughput
-    // at equal speed: each side's requests per CPU second times its mean CPU time of one computation
-    // (see workload.mjs): whichever core each side got, the ratio is the SDK's
+    // at equal speed (runWorkload's scaled): whichever core each side got, the ratio is the SDK's
     pair.ratioScaled = pair.with.scaled && pair.without.scaled ? pair.with.scaled / pair.without.scaled : null
     console.error(`   pair ${i + 1}: with/without ${fmt(pair.ratioScaled, 3)} at equal speed, ${fmt(pair.ratioCpu, 3)} per CPU s, ${fmt(pair.ratioWall, 3)} wall`)
     results.push(pair)

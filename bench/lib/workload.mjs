@@ -49,7 +49,12 @@ export async function runWorkload(cg, args, { onProgress } = {}) {
     }
   }
   if (exit.code !== 0 && exit.signal !== 'SIGKILL') throw new Error(`workload failed (${exit.code ?? exit.signal}): ${child.stderr().slice(-3000)}`)
-  return { ...result, killed: exit.signal === 'SIGKILL', oomKills, peakUsage: peak, errors, progress, pressureLog }
+  const killed = exit.signal === 'SIGKILL'
+  // requests per CPU second at equal speed: times the run's mean CPU time of one computation (see
+  // workload.mjs, computeCpuMs), so that the core a run got does not count; a killed run served
+  // nothing
+  const scaled = killed ? 0 : result.computeCpuMs ? result.perCpuSecond * result.computeCpuMs : null
+  return { ...result, scaled, killed, oomKills, peakUsage: peak, errors, progress, pressureLog }
 }
 
 function safeUsage(cg) {
