@@ -71,7 +71,9 @@ const nextKey = () => {
   return lo
 }
 
-const compute = (key) => Buffer.alloc(valueBytes, pbkdf2Sync(`key-${key}`, 'salt', cost, 32, 'sha256'))
+// A value: the CPU part (PBKDF2: hashing only, no memory) and the memory part (a touched Buffer)
+const derive = (key) => pbkdf2Sync(`key-${key}`, 'salt', cost, 32, 'sha256')
+const materialize = (hash) => Buffer.alloc(valueBytes, hash)
 
 let cache
 const sizeOf = () => (cache instanceof Map ? cache.size * valueBytes : cache.calculatedSize)
@@ -146,14 +148,17 @@ new PerformanceObserver((list) => {
 }).observe({ entryTypes: ['gc'] })
 // how long one miss's computation takes in this run (`computeP50Ms` in the result, wall time)
 const computeHist = createHistogram()
-// The same computation's mean CPU time (`computeCpuMs`): how fast the core this process ran on
-// was. On this machine one of the two cores is at times half again as slow as the other, and a
-// side-by-side pair's ratio per CPU second then says which core each cell ran on; multiplied by
-// this mean, the throughput is in units of the machine's speed at the time (bench/README.md, "How
-// to read the numbers"). Every 4th computation of the measured window, between two readings of
-// process.cpuUsage() (2 µs each): precise, but of all threads, so a helper thread running during a
-// computation counts too; `mainThreadShare` (this thread's CPU time over the window, from
-// /proc/thread-self/schedstat, against the process's) says how much there is of that.
+// The mean CPU time of the hashing part of a computation (`computeCpuMs`): how fast the core this
+// process ran on was. On this machine one of the two cores is at times half again as slow as the
+// other, and a side-by-side pair's ratio per CPU second then says which core each cell ran on;
+// multiplied by this mean, the throughput is in units of the machine's speed at the time
+// (bench/README.md, "How to read the numbers"). Only the hashing: filling the value's Buffer
+// faults pages in when the C allocator has none free (after a malloc_trim, say), and timing that
+// too would take a strategy's page faults for a slow core and correct them away. Every 4th
+// computation of the measured window, between two readings of process.cpuUsage() (2 µs each):
+// precise, but of all threads, so a helper thread running during a computation counts too;
+// `mainThreadShare` (this thread's CPU time over the window, from /proc/thread-self/schedstat,
+// against the process's) says how much there is of that.
 let computeCpuUs = 0
 let computeCpuN = 0
 let computeSeq = 0
@@ -195,12 +200,13 @@ const slice = () => {
     if (!hit) {
       const c0 = process.hrtime.bigint()
       const u0 = c0 >= warmupNs && (++computeSeq & 3) === 0 ? process.cpuUsage() : null
-      v = compute(key)
+      const hash = derive(key)
       if (u0 !== null) {
         const u = process.cpuUsage(u0)
         computeCpuUs += u.user + u.system
         computeCpuN++
       }
+      v = materialize(hash)
       if (c0 >= warmupNs) computeHist.record(Number(process.hrtime.bigint() - c0) || 1)
       cache.set(key, v)
     }
