@@ -2,7 +2,7 @@
 // collection gives back to malloc's free lists stays charged to the cgroup but is reused by the
 // process's next allocations, so the levels take it off the basis, and malloc_trim (whose pages are
 // faulted straight back in) runs only when the basis without that credit is at critical (or within
-// 16 MiB of the limit, where critical is closer). Simulated backend, a hand-moved clock, and a
+// 8 MiB of the limit, where critical is closer). Simulated backend, a hand-moved clock, and a
 // stand-in reading of the allocator; the real reading (glibc mallinfo2 through the addon) is
 // checked at the end against this process's own heap.
 
@@ -122,14 +122,14 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     const state = { free: 0 as number | null }
     let calls = 0
     const { sim, monitor, shrink } = setup(10 * MiB, state, (s) => {
-      // the first collection frees 10 MiB and trims (it starts at 90 MiB; the cut-off is 84)
-      if (calls++ === 0) s.free(10 * MiB)
+      // the first collection frees 13 MiB and trims (it starts at 93 MiB; the cut-off is 92)
+      if (calls++ === 0) s.free(13 * MiB)
     })
     monitor.register({ name: 'cache', shrink: () => void sim.free(15 * MiB) })
     const trims = mallocTrimCount()
-    sim.setUsage(90 * MiB) // high; 80 MiB after the first collection: moderate, 15 MiB asked
+    sim.setUsage(93 * MiB) // high; 80 MiB after the first collection: moderate, 15 MiB asked
     const [report] = await shrink.count(1)
-    expect(report).toMatchObject({ level: 'high', heapRuns: 2, collectedBytes: 10 * MiB, requestedBytes: 15 * MiB })
+    expect(report).toMatchObject({ level: 'high', heapRuns: 2, collectedBytes: 13 * MiB, requestedBytes: 15 * MiB })
     expect(calls).toBe(2)
     // the second collection (at 80 MiB, under the cut-off) did not trim; the first one did
     if (glibc) expect(mallocTrimCount()).toBe(trims + 1)
@@ -217,8 +217,8 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     await monitor.close()
   })
 
-  it('no credit within 16 MiB of the limit either: 85 MiB with 30 MiB free (of 100) is high, and the cycle trims', async () => {
-    // critical 95 MiB leaves only 5 MiB of room: from 84 MiB of working set (100 − 16) the free
+  it('no credit within 8 MiB of the limit either: 93 MiB with 30 MiB free (of 100) is high, and the cycle trims', async () => {
+    // critical 95 MiB leaves only 5 MiB of room: from 92 MiB of working set (100 − 8) the free
     // lists count for nothing
     const state = { free: 30 * MiB as number | null }
     const log: string[] = []
@@ -228,22 +228,22 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     })
     monitor.register({ name: 'cache', shrink: () => void log.push('cache') })
     const trims = mallocTrimCount()
-    sim.setUsage(85 * MiB) // credited it would be 55 MiB, normal
+    sim.setUsage(93 * MiB) // credited it would be 63 MiB, normal
     const [event] = await pressure.count(1)
-    expect(event).toMatchObject({ level: 'high', bytes: 85 * MiB, allocatorFreeBytes: 0 })
+    expect(event).toMatchObject({ level: 'high', bytes: 93 * MiB, allocatorFreeBytes: 0 })
     const [report] = await shrink.count(1)
     expect(report).toMatchObject({ level: 'high', levelAfter: 'normal', heapRuns: 1 })
     expect(report?.heap?.mallocTrim).not.toBe('skipped')
     expect(log).toEqual(['gc'])
     if (glibc) expect(mallocTrimCount()).toBe(trims + 1)
     await monitor.close()
-    // just below it the credit still counts: 83 MiB with 30 MiB free is normal
-    const below = setup(83 * MiB, { free: 30 * MiB })
+    // just below it the credit still counts: 91 MiB with 30 MiB free is normal
+    const below = setup(91 * MiB, { free: 30 * MiB })
     expect(below.monitor.level).toBe('normal')
     await below.monitor.close()
   })
 
-  it('where critical leaves more than 16 MiB of room the credit counts up to critical: 480 MiB with 30 MiB free (of 512) is moderate', async () => {
+  it('where critical leaves more than 8 MiB of room the credit counts up to critical: 480 MiB with 30 MiB free (of 512) is moderate', async () => {
     // default levels at 512 MiB: moderate 409.6, high 460.8, critical 486.4 MiB (25.6 MiB of room)
     const at = (usage: number) => createMemoryMonitor({
       backend: new SimulatedBackend({ limit: 512 * MiB, usage }), levels: true, clock: new ManualClock(), allocatorFree: () => 30 * MiB, reduceHeap: false,

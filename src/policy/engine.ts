@@ -131,7 +131,7 @@ export interface PolicyOptions {
    * kernel. Counted (default where it applies: the monitor watches the cgroup of its own process,
    * glibc 2.33 or later, the addon loaded), the levels see what a collection freed without
    * `malloc_trim`, which then runs only when the basis without that credit is at `critical`, or
-   * within 16 MiB of the limit where critical is closer to it: pages trimmed at every cycle are
+   * within 8 MiB of the limit where critical is closer to it: pages trimmed at every cycle are
    * faulted in again by the next allocations (measured: 5 to 8% of the CPU in the kernel, issue 4's
    * CRAMM runs). Only free memory seen since the last trim counts (trimmed chunks stay on the free
    * lists without their pages), and none from that point (free lists help only allocations they
@@ -224,24 +224,30 @@ function checkMs(name: string, value: unknown, fallback: number): number {
 const MiB = 2 ** 20
 
 /**
- * The least room below the limit the allocator's credit leaves (see {@link noCreditFrom}), and
- * that {@link backstopRoom} keeps beyond V8's external step.
+ * The least room below the limit the allocator's credit leaves (see {@link noCreditFrom}).
  */
-const CREDIT_ROOM = 16 * MiB
+const CREDIT_ROOM = 8 * MiB
+
+/** The room {@link backstopRoom} keeps below the limit beyond V8's external step. */
+const BACKSTOP_ROOM = 16 * MiB
 
 /**
  * The basis without the allocator's credit from which the credit is no longer given and cycles
  * trim: critical, or less where critical leaves under {@link CREDIT_ROOM} below the limit
- * (`min(critical, limit − 16 MiB)`). What the credit counts as room serves only allocations that
+ * (`min(critical, limit − 8 MiB)`). What the credit counts as room serves only allocations that
  * fit the free lists; everything else (V8's own heap pages, allocations the free chunks do not fit)
  * needs room below the limit, and that need does not scale with the limit. Issue 4: a 128 MiB cell
  * (critical 121.6 MiB, 6.4 MiB of room) with 40 MiB on the free lists sat at 121.5 MiB of working
  * set for 0.8 s: credited, its level was normal; the page cache above it was reclaimed with usage
  * pinned at the limit (no threshold moves then), and 6 MiB of new pages in 60 ms brought the OOM
- * kill (1 of 70 runs). From 384 MiB up critical's own room (5% of the limit) is more than 16 MiB.
- * Not the last word: three later CRAMM sweeps had a 128 MiB run killed in its first seconds, one
- * with `allocatorFree: false` too, so that kill is not the credit's (bench/README.md, item 9 and
- * "What is left"; see {@link backstopRoom}).
+ * kill (1 of 70 runs). The room was 16 MiB after that, until the trims it brought proved the larger
+ * cost: at 192 MiB the credit stopped at 176 MiB, where V8's own peaks of garbage reach, and each
+ * trim gave 50 to 70 MiB of free pages back that the next allocations faulted in again (4 to 5% of
+ * the CPU in the kernel). With 8 MiB (critical itself from 160 MiB up) issue 4's runs side by side
+ * (2026-12-04, 6 pairs each) gave 1.037 times the requests at equal speed at 192 MiB and 1.013 at
+ * 128 MiB, without an OOM kill. Three later CRAMM sweeps had a 128 MiB run killed in its first
+ * seconds with the 16 MiB room, one with `allocatorFree: false` too, so that kill is not clearly the
+ * credit's (bench/HISTORY.md); the backstop ({@link backstopRoom}) keeps its 16 MiB.
  */
 function noCreditFrom(levels: ResolvedLevels): number {
   return Math.min(levels.enter[3], levels.limit - CREDIT_ROOM)
@@ -257,7 +263,7 @@ const V8_EXTERNAL_STEP = 64 * MiB
 /**
  * What `garbageRoom` asks for at least, at a cycle at high back to back with one (beyond half the
  * hysteresis) and at a cycle at moderate: enough that the level after a collection is V8's
- * external step, and {@link CREDIT_ROOM} more, below the limit. Above that, dead Buffers
+ * external step, and {@link BACKSTOP_ROOM} more, below the limit. Above that, dead Buffers
  * run into the limit before V8 collects them on its own, and every one of the cycles at high has
  * to come in time: at a 128 MiB limit a cache of 50 to 69 MiB in the first seconds was OOM-killed
  * when one came late (issue 4), and within half a second of the monitor closing.
@@ -266,7 +272,7 @@ const V8_EXTERNAL_STEP = 64 * MiB
  * much by itself.
  */
 function backstopRoom(levels: ResolvedLevels, bytes: number): number {
-  const below = levels.limit - V8_EXTERNAL_STEP - CREDIT_ROOM
+  const below = levels.limit - V8_EXTERNAL_STEP - BACKSTOP_ROOM
   return below < levels.limit / 4 ? 0 : Math.ceil(bytes - below)
 }
 
@@ -521,7 +527,7 @@ export class PolicyEngine {
       if (free < this.#freeFloor) this.#freeFloor = free
       free -= this.#freeFloor
     }
-    // From noCreditFrom on (critical, or 16 MiB below the limit where critical is closer) the
+    // From noCreditFrom on (critical, or 8 MiB below the limit where critical is closer) the
     // credit is not given: free lists only help allocations they fit (and those of the same arena;
     // V8's own heap not at all), and the cycle that starts gives them back with malloc_trim.
     if (raw >= noCreditFrom(levels)) return raw
@@ -712,7 +718,7 @@ export class PolicyEngine {
   /**
    * One heap reduction, or `null` and the error when it threw. `raw`: the basis without the
    * allocator credit; with the credit counted, `malloc_trim` runs only when that is at critical
-   * (or 16 MiB from the limit where critical is closer: see `noCreditFrom`).
+   * (or 8 MiB from the limit where critical is closer: see `noCreditFrom`).
    */
   async #reduce(raw: number): Promise<{ heap: HeapReduction | null; error?: unknown }> {
     if (this.#heap === false) return { heap: null }
