@@ -240,7 +240,8 @@ const BACKSTOP_ROOM = 16 * MiB
  * (critical 121.6 MiB, 6.4 MiB of room) with 40 MiB on the free lists sat at 121.5 MiB of working
  * set for 0.8 s: credited, its level was normal; the page cache above it was reclaimed with usage
  * pinned at the limit (no threshold moves then), and 6 MiB of new pages in 60 ms brought the OOM
- * kill (1 of 70 runs). The room was 16 MiB after that, until the trims it brought proved the larger
+ * kill (1 of 70 runs; at 128 MiB the credit now stops at 120 MiB, 1.5 MiB below where that run
+ * sat). The room was 16 MiB after that, until the trims it brought were measured as the larger
  * cost: at 192 MiB the credit stopped at 176 MiB, where V8's own peaks of garbage reach, and each
  * trim gave 50 to 70 MiB of free pages back that the next allocations faulted in again (4 to 5% of
  * the CPU in the kernel). With 8 MiB (critical itself from 160 MiB up) issue 4's runs side by side
