@@ -138,15 +138,28 @@ describe('allocatorFree: free allocator memory counted as available', () => {
   })
 
   it('with credit on top of usage, a watch one step above usage is armed (the level points fire early)', async () => {
+    // 60 MiB of usage with 20 MiB free: 40 MiB credited, normal, and normal without the credit too
+    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 60 * MiB })
+    const armed = recordArmed(sim)
+    const state = { free: 20 * MiB as number | null }
+    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), allocatorFree: () => state.free, reduceHeap: false })
+    expect(monitor.level).toBe('normal')
+    expect(armed.has(62.5 * MiB)).toBe(true) // usage + step (hysteresis 5 MiB / 2)
+    expect(armed.has(61 * MiB)).toBe(false)
+    await monitor.close()
+  })
+
+  it('where the credit holds the level down, the watch is 1 MiB above usage: usage rising at all means the free lists ran dry', async () => {
     const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 70 * MiB })
     const armed = recordArmed(sim)
     const state = { free: 30 * MiB as number | null }
     const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), allocatorFree: () => state.free, reduceHeap: false })
-    expect(monitor.level).toBe('normal') // 70 − 30 = 40 MiB
-    expect(armed.has(72.5 * MiB)).toBe(true) // usage + step (hysteresis 5 MiB / 2)
-    // usage grows past it: the engine wakes and reads the level with the credit
-    state.free = 5 * MiB
-    sim.allocate(6 * MiB) // usage 76, basis 71 → moderate
+    expect(monitor.level).toBe('normal') // 70 − 30 = 40 MiB; moderate (70) without the credit
+    expect(armed.has(71 * MiB)).toBe(true)
+    expect(armed.has(72.5 * MiB)).toBe(false) // not a whole step (hysteresis 5 MiB / 2)
+    // the free lists drain without moving usage; then usage rises 1.5 MiB and the engine wakes
+    state.free = 0
+    sim.allocate(1.5 * MiB) // usage 71.5, basis 71.5 → moderate
     await turns(3)
     expect(monitor.level).toBe('moderate')
     await monitor.close()
