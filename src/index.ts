@@ -53,6 +53,8 @@ export {
 } from './backends/index.js'
 export { MemoryPressureError, type MemoryPressureErrorCode, type MemoryPressureErrorOptions } from './errors.js'
 export {
+  DEFAULT_HYSTERESIS,
+  DEFAULT_HYSTERESIS_MAX,
   DEFAULT_LEVELS,
   DEFAULT_LEVEL_HEADROOM,
   ManualClock,

@@ -318,9 +318,10 @@ describe('garbageRoom: cycles at high back to back, and a cycle at moderate over
     const objects = await fillToModerate(200 * MiB, 145 * MiB, 0)
     expect(objects.external).toBeLessThan(25 * MiB)
     expect(objects.cache.requests[0]).toMatchObject({ level: 'moderate', targetBytes: 15 * MiB })
-    // 300 MiB: moderate at 210 (exit 195), under 300 - 80 = 220: the level's own request is more.
+    // 300 MiB: moderate at 210 (exit 200: the hysteresis is at its 10 MiB cap), under
+    // 300 - 80 = 220: the level's own request is more.
     const wide = await fillToModerate(300 * MiB, 215 * MiB, 40 * MiB)
-    expect(wide.cache.requests[0]).toMatchObject({ level: 'moderate', targetBytes: 20 * MiB })
+    expect(wide.cache.requests[0]).toMatchObject({ level: 'moderate', targetBytes: 15 * MiB })
     const off = await fillToModerate(200 * MiB, 145 * MiB, 40 * MiB, false)
     expect(off.cache.requests[0]).toMatchObject({ level: 'moderate', targetBytes: 15 * MiB })
   })

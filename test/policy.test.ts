@@ -10,7 +10,7 @@ import { type MonitorEvent, createMemoryMonitor } from '../src/monitor.js'
 import { ManualClock } from '../src/policy/clock.js'
 import type { PressureEvent, ReliefEvent } from '../src/policy/engine.js'
 import { reduceHeap } from '../src/policy/heap.js'
-import { type LevelThresholds, bytesToFree, levelFor, resolveLevels, watchPoints } from '../src/policy/levels.js'
+import { DEFAULT_HYSTERESIS_MAX, type LevelThresholds, bytesToFree, levelFor, resolveLevels, watchPoints } from '../src/policy/levels.js'
 import type { ShrinkReport, ShrinkRequest } from '../src/policy/shrinker.js'
 import { Collector, turns } from './helpers/collect.js'
 import { freeing } from './helpers/shrinkers.js'
@@ -70,6 +70,19 @@ describe('level arithmetic', () => {
     expect(at(512, { moderate: '60%' })).toEqual([0, Math.floor(512 * 0.6 * MiB) / MiB, Math.floor(512 * 0.9 * MiB) / MiB, Math.floor(512 * 0.95 * MiB) / MiB])
     // a raised high (90%) would not stay below critical 88%: the defaults keep their percentages
     expect(at(512, { critical: '88%' })).toEqual([0, Math.floor(512 * 0.7 * MiB) / MiB, Math.floor(512 * 0.85 * MiB) / MiB, Math.floor(512 * 0.88 * MiB) / MiB])
+  })
+
+  it('caps the default hysteresis at 10 MiB (5% of 200 MiB); a hysteresis given explicitly is kept', () => {
+    const h = (limitMib: number, given?: string) => resolveLevels(true, given, undefined, limitMib * MiB).hysteresis / MiB
+    expect(h(128)).toBeCloseTo(6.4, 5)
+    expect(h(200)).toBe(10)
+    expect(h(256)).toBe(10)
+    expect(h(512)).toBe(10)
+    expect(h(512, '5%')).toBeCloseTo(25.6, 5)
+    expect(h(512, '20MiB')).toBe(20)
+    expect(DEFAULT_HYSTERESIS_MAX).toBe(10 * MiB)
+    // without a limit too: 5% of the critical threshold, at most the cap
+    expect(resolveLevels({ moderate: '1GiB', high: '2GiB', critical: '4GiB' }, undefined, undefined, Infinity).hysteresis).toBe(10 * MiB)
   })
 
   it('goes up at a threshold, down only below threshold − hysteresis, and jumps levels', () => {

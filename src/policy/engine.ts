@@ -55,7 +55,7 @@ export interface PolicyOptions {
   /**
    * How far below a level's threshold the basis must fall before the level is left, so usage
    * hovering at a threshold does not flap: bytes, a size string or a percentage of the limit.
-   * Default `'5%'`; `0` for none.
+   * Default 5% of the limit, at most 10 MiB (`DEFAULT_HYSTERESIS_MAX`); `0` for none.
    */
   hysteresis?: Threshold
   /** What levels are decided on. Default `'workingSet'` (usage minus inactive page cache). */

@@ -5,6 +5,7 @@ export { PolicyEngine, type LevelBytes, type PolicyHost, type PolicyOptions, typ
 export { allocatorFreeBytes, reduceHeap, type GcMethod, type HeapReduction, type MallocTrimResult, type ReduceHeapOptions } from './heap.js'
 export {
   DEFAULT_HYSTERESIS,
+  DEFAULT_HYSTERESIS_MAX,
   DEFAULT_LEVELS,
   DEFAULT_LEVEL_HEADROOM,
   PRESSURE_LEVELS,

@@ -57,8 +57,18 @@ export const DEFAULT_LEVEL_HEADROOM: Readonly<Record<'moderate' | 'high', { read
   moderate: { headroom: 96 * 2 ** 20, max: 0.8 },
   high: { headroom: 48 * 2 ** 20, max: 0.9 },
 }
-/** Default hysteresis: 5% of the limit. */
+/** Default hysteresis: 5% of the limit, at most {@link DEFAULT_HYSTERESIS_MAX}. */
 export const DEFAULT_HYSTERESIS: Threshold = '5%'
+
+/**
+ * The most the default hysteresis is, in bytes (10 MiB: 5% of a 200 MiB limit). Like the room
+ * above the levels ({@link DEFAULT_LEVEL_HEADROOM}), what the band has to absorb (the garbage V8
+ * lets build up, the kernel's check granularity) is about the same number of MiB at any limit,
+ * while a cycle asks the shrinkers for everything down to the level's exit point: with 5% of a
+ * 512 MiB limit (25.6 MiB) the cache was held 20 MiB under the best fixed size in issue 4's CRAMM
+ * runs. Only the default is capped: a `hysteresis` given explicitly is taken as it is.
+ */
+export const DEFAULT_HYSTERESIS_MAX = 10 * 2 ** 20
 
 /** Levels resolved to bytes against one limit. */
 export interface ResolvedLevels {
@@ -105,11 +115,12 @@ export function resolveLevels(
     throw new RangeError(`levels must increase: moderate < high < critical (received ${bytes.join(' < ')} bytes)`)
   }
   let h = 0
-  if (hysteresis === undefined && !Number.isFinite(limit)) {
+  if (hysteresis === undefined) {
     // No limit to take 5% of: the critical threshold is the nearest thing to one.
-    h = Math.floor(bytes[2] * 0.05)
+    const of = Number.isFinite(limit) ? limit : bytes[2]
+    h = Math.min(Math.floor(of * 0.05), DEFAULT_HYSTERESIS_MAX)
   } else if (hysteresis !== 0) {
-    h = resolveThreshold(parseThreshold(hysteresis ?? DEFAULT_HYSTERESIS, 'hysteresis'), limit, 'hysteresis')
+    h = resolveThreshold(parseThreshold(hysteresis, 'hysteresis'), limit, 'hysteresis')
   }
   if (h >= bytes[0]) {
     throw new RangeError(`hysteresis must be smaller than the moderate threshold of ${bytes[0]} bytes (received ${h} bytes)`)
