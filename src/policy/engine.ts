@@ -575,7 +575,8 @@ export class PolicyEngine {
     // where cycles trim (issue 4, 192 MiB: cycles 3 to 5 MiB apart, a trim every 4 or 5 of them,
     // its pages faulted straight back in; with 1 MiB, 1.06 times the requests at equal speed, 8
     // pairs side by side, the hit ratio higher in every pair; at 384 and 512 MiB, where trims were
-    // rare already, 0.98 to 0.99 times, 8 to 10 pairs: bench/README.md, "What is left").
+    // rare already, 0.98 to 0.99 times, 8 to 10 pairs, when the step there was 9.6 and 12.8 MiB,
+    // before the default hysteresis was capped at 10 MiB: bench/HISTORY.md, build 931a77d).
     const rank = levelRank(this.#level)
     const heldBelow = this.#credit > 0 && rank < 3 && levelRank(levelFor(levels, basisOf(snapshot, levels.basis), this.#level)) > rank
     if (this.#credit >= step / 2 || heldBelow) {

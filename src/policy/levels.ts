@@ -65,8 +65,8 @@ export const DEFAULT_HYSTERESIS: Threshold = '5%'
  * above the levels ({@link DEFAULT_LEVEL_HEADROOM}), what the band has to absorb (the garbage V8
  * lets build up, the kernel's check granularity) is about the same number of MiB at any limit,
  * while a cycle asks the shrinkers for everything down to the level's exit point: with 5% of a
- * 512 MiB limit (25.6 MiB) the cache was held 20 MiB under the best fixed size in issue 4's CRAMM
- * runs. Only the default is capped: a `hysteresis` given explicitly is taken as it is.
+ * 512 MiB limit (25.6 MiB) the cache was held about 20 MiB under the best fixed size in issue 4's
+ * CRAMM runs. Only the default is capped: a `hysteresis` given explicitly is taken as it is.
  */
 export const DEFAULT_HYSTERESIS_MAX = 10 * 2 ** 20
 
