@@ -1,0 +1,79 @@
+// Side-by-side A/B of two workload configurations at one memory limit: for telling whether a
+// policy change pays, where one run after another cannot (the machine's speed moves by more than
+// the change). Each pair starts A and B together, in two cgroups with the same limit, one per core;
+// which one is spawned first alternates. The ratio is A over B in requests per CPU second at equal
+// speed (`scaled`, see workload.mjs), per pair, with the median and range.
+//
+//   node bench/ab.mjs --limit 512 --a '{"mp-options":"{\"hysteresis\":\"5%\"}"}' --b '{}' \
+//     [--pairs 10] [--out results.json]
+//
+// --a and --b are workload options as JSON (default strategy: memory-pressure), as in cramm.mjs:
+// { "strategy": "fixed", "cache-mib": 384 } runs a fixed size. Writes the pairs and the summary as
+// JSON to --out (default: print only). Needs root and a writable cgroup v1 memory hierarchy.
+
+import fs from 'node:fs'
+import { parseArgs } from 'node:util'
+import { MiB, makeCgroup, removeAll } from './lib/cgroup.mjs'
+import { fmt, machine as describeMachine } from './lib/report.mjs'
+import { runWorkload } from './lib/workload.mjs'
+
+const { values } = parseArgs({
+  options: {
+    limit: { type: 'string' },
+    a: { type: 'string', default: '{}' },
+    b: { type: 'string', default: '{}' },
+    pairs: { type: 'string', default: '10' },
+    warmup: { type: 'string', default: '7' },
+    seconds: { type: 'string', default: '9' },
+    out: { type: 'string' },
+  },
+})
+const limitMib = Number(values.limit)
+if (!(limitMib > 0)) throw new RangeError(`--limit: a limit in MiB is needed (received ${JSON.stringify(values.limit)})`)
+const pairs = Number(values.pairs)
+if (!Number.isInteger(pairs) || pairs < 1) throw new RangeError(`--pairs: a whole number above 0 (received ${JSON.stringify(values.pairs)})`)
+const config = (name) => {
+  const v = JSON.parse(values[name])
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new TypeError(`--${name}: a JSON object of workload options`)
+  return v
+}
+const A = config('a')
+// the middle value, or the mean of the two middle ones (as cramm.mjs takes the median of its pairs)
+const median = (xs) => {
+  const v = [...xs].sort((x, y) => x - y)
+  const m = v.length >> 1
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2
+}
+const B = config('b')
+
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => void removeAll().finally(() => process.exit(130)))
+
+const start = (args) => {
+  const cg = makeCgroup({ limit: limitMib * MiB, tag: 'ab' })
+  return runWorkload(cg, { strategy: 'memory-pressure', warmup: values.warmup, seconds: values.seconds, ...args }).finally(() => cg.remove())
+}
+const brief = (r) => ({
+  scaled: r.scaled, perCpuSecond: r.perCpuSecond, throughput: r.throughput, hitRatio: r.hitRatio, killed: r.killed, shrinks: r.shrinks,
+  systemShare: r.resources ? r.resources.systemMs / 1000 / r.cpuSeconds : null, majorGcs: r.gc?.major ?? null,
+  majorGcShare: r.gc ? r.gc.majorMs / 1000 / r.cpuSeconds : null, peakUsage: r.peakUsage, computeCpuMs: r.computeCpuMs ?? null,
+})
+const json = { bench: 'ab', machine: describeMachine(), limitMib, a: A, b: B, settings: { pairs, warmup: Number(values.warmup), seconds: Number(values.seconds) }, pairs: [], summary: null }
+for (let i = 0; i < pairs; i++) {
+  // spawned in turn: A first in even pairs, B first in odd ones
+  const [pa, pb] = i % 2 === 0 ? [start(A), start(B)] : (() => { const b = start(B); return [start(A), b] })()
+  const [a, b] = await Promise.all([pa, pb])
+  const ratio = b.scaled > 0 ? a.scaled / b.scaled : null
+  json.pairs.push({ a: brief(a), b: brief(b), ratio })
+  console.error(`pair ${i + 1}: ratio ${fmt(ratio, 3)}, hit ${fmt(a.hitRatio, 3)} / ${fmt(b.hitRatio, 3)}, shrink cycles ${a.shrinks} / ${b.shrinks}, major GCs ${a.gc?.major ?? '–'} / ${b.gc?.major ?? '–'}${a.killed || b.killed ? `, OOM-killed: ${a.killed ? 'A' : ''}${b.killed ? 'B' : ''}` : ''}`)
+  if (values.out) fs.writeFileSync(values.out, `${JSON.stringify(json, null, 1)}\n`)
+}
+const ratios = json.pairs.map((p) => p.ratio).filter((x) => x !== null)
+json.summary = {
+  ratioMedian: ratios.length > 0 ? median(ratios) : null, ratioMin: Math.min(...ratios), ratioMax: Math.max(...ratios), n: ratios.length,
+  hitA: median(json.pairs.map((p) => p.a.hitRatio ?? 0)), hitB: median(json.pairs.map((p) => p.b.hitRatio ?? 0)),
+  higherHitA: json.pairs.filter((p) => (p.a.hitRatio ?? 0) > (p.b.hitRatio ?? 0)).length,
+  killedA: json.pairs.filter((p) => p.a.killed).length, killedB: json.pairs.filter((p) => p.b.killed).length,
+}
+if (values.out) fs.writeFileSync(values.out, `${JSON.stringify(json, null, 1)}\n`)
+const s = json.summary
+console.log(`A/B at ${limitMib} MiB, ${s.n} pairs: median ${fmt(s.ratioMedian, 3)} (${fmt(s.ratioMin, 3)}–${fmt(s.ratioMax, 3)}) at equal speed; hit ratio ${fmt(s.hitA, 3)} / ${fmt(s.hitB, 3)} (A higher in ${s.higherHitA} pairs); OOM kills ${s.killedA} / ${s.killedB}`)
