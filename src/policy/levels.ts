@@ -116,7 +116,8 @@ export function resolveLevels(
   }
   let h = 0
   if (hysteresis === undefined) {
-    // No limit to take 5% of: the critical threshold is the nearest thing to one.
+    // 5% of the limit, at most the cap; with no limit to take 5% of, of the critical threshold,
+    // the nearest thing to one.
     const of = Number.isFinite(limit) ? limit : bytes[2]
     h = Math.min(Math.floor(of * 0.05), DEFAULT_HYSTERESIS_MAX)
   } else if (hysteresis !== 0) {
