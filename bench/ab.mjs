@@ -8,8 +8,10 @@
 //     [--pairs 10] [--out results.json]
 //
 // --a and --b are workload options as JSON (default strategy: memory-pressure), as in cramm.mjs:
-// { "strategy": "fixed", "cache-mib": 384 } runs a fixed size. Writes the pairs and the summary as
-// JSON to --out (default: print only). Needs root and a writable cgroup v1 memory hierarchy.
+// { "strategy": "fixed", "cache-mib": 384 } runs a fixed size; an "env" object in them is added to
+// that side's environment (for a switch read from process.env while trying a change). Writes the
+// pairs and the summary as JSON to --out (default: print only). Needs root and a writable cgroup
+// v1 memory hierarchy.
 
 import fs from 'node:fs'
 import { parseArgs } from 'node:util'
@@ -48,9 +50,12 @@ const B = config('b')
 
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => void removeAll().finally(() => process.exit(130)))
 
-const start = (args) => {
+const start = ({ env, ...args }) => {
+  if (env !== undefined && (env === null || typeof env !== 'object' || Object.values(env).some((v) => typeof v !== 'string'))) {
+    throw new TypeError('"env" must be an object of strings')
+  }
   const cg = makeCgroup({ limit: limitMib * MiB, tag: 'ab' })
-  return runWorkload(cg, { strategy: 'memory-pressure', warmup: values.warmup, seconds: values.seconds, ...args }).finally(() => cg.remove())
+  return runWorkload(cg, { strategy: 'memory-pressure', warmup: values.warmup, seconds: values.seconds, ...args }, { env }).finally(() => cg.remove())
 }
 const brief = (r) => ({
   scaled: r.scaled, perCpuSecond: r.perCpuSecond, throughput: r.throughput, hitRatio: r.hitRatio, killed: r.killed, shrinks: r.shrinks,
@@ -61,7 +66,14 @@ const json = { bench: 'ab', machine: describeMachine(), limitMib, a: A, b: B, se
 for (let i = 0; i < pairs; i++) {
   // spawned in turn: A first in even pairs, B first in odd ones
   const [pa, pb] = i % 2 === 0 ? [start(A), start(B)] : (() => { const b = start(B); return [start(A), b] })()
-  const [a, b] = await Promise.all([pa, pb])
+  // both settle (and remove their cgroups) before a failure of either stops the run
+  const settled = await Promise.allSettled([pa, pb])
+  const failed = settled.find((x) => x.status === 'rejected')
+  if (failed) {
+    await removeAll()
+    throw failed.reason
+  }
+  const [a, b] = settled.map((x) => x.value)
   const ratio = b.scaled > 0 ? a.scaled / b.scaled : null
   json.pairs.push({ a: brief(a), b: brief(b), ratio })
   console.error(`pair ${i + 1}: ratio ${fmt(ratio, 3)}, hit ${fmt(a.hitRatio, 3)} / ${fmt(b.hitRatio, 3)}, shrink cycles ${a.shrinks} / ${b.shrinks}, major GCs ${a.gc?.major ?? '–'} / ${b.gc?.major ?? '–'}${a.killed || b.killed ? `, OOM-killed: ${a.killed ? 'A' : ''}${b.killed ? 'B' : ''}` : ''}`)

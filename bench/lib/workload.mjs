@@ -5,8 +5,11 @@ import { fileURLToPath } from 'node:url'
 
 const script = fileURLToPath(new URL('../workload.mjs', import.meta.url))
 
-/** `args`: workload options as an object ({ strategy: 'fixed', 'cache-mib': 64, ... }). */
-export async function runWorkload(cg, args, { onProgress } = {}) {
+/**
+ * `args`: workload options as an object ({ strategy: 'fixed', 'cache-mib': 64, ... }); `env`:
+ * environment variables added to the child's.
+ */
+export async function runWorkload(cg, args, { onProgress, env } = {}) {
   const argv = [script]
   for (const [k, v] of Object.entries(args)) {
     if (v === true) argv.push(`--${k}`)
@@ -18,6 +21,7 @@ export async function runWorkload(cg, args, { onProgress } = {}) {
   const shrinkLog = []
   const pressureLog = []
   const child = cg.spawn(argv, {
+    env,
     onLine: (line, ns) => {
       if (line.startsWith('progress ')) {
         const [tMs, requests, hits, cacheBytes, entries, rss, shrinks, cpuUs] = line.split(' ').slice(1).map(Number)
