@@ -37,23 +37,24 @@ if (!Number.isInteger(pairs) || pairs < 1) throw new RangeError(`--pairs: a whol
 const config = (name) => {
   const v = JSON.parse(values[name])
   if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new TypeError(`--${name}: a JSON object of workload options`)
+  const env = v.env
+  if (env !== undefined && (env === null || typeof env !== 'object' || Object.values(env).some((x) => typeof x !== 'string'))) {
+    throw new TypeError(`--${name}: "env" must be an object of strings`)
+  }
   return v
 }
 const A = config('a')
+const B = config('b')
 // the middle value, or the mean of the two middle ones (as cramm.mjs takes the median of its pairs)
 const median = (xs) => {
   const v = [...xs].sort((x, y) => x - y)
   const m = v.length >> 1
   return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2
 }
-const B = config('b')
 
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => void removeAll().finally(() => process.exit(130)))
 
 const start = ({ env, ...args }) => {
-  if (env !== undefined && (env === null || typeof env !== 'object' || Object.values(env).some((v) => typeof v !== 'string'))) {
-    throw new TypeError('"env" must be an object of strings')
-  }
   const cg = makeCgroup({ limit: limitMib * MiB, tag: 'ab' })
   return runWorkload(cg, { strategy: 'memory-pressure', warmup: values.warmup, seconds: values.seconds, ...args }, { env }).finally(() => cg.remove())
 }
