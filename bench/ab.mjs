@@ -16,7 +16,7 @@
 import fs from 'node:fs'
 import { parseArgs } from 'node:util'
 import { MiB, makeCgroup, removeAll } from './lib/cgroup.mjs'
-import { fmt, machine as describeMachine } from './lib/report.mjs'
+import { fmt, machine as describeMachine, pairMedian as median } from './lib/report.mjs'
 import { runWorkload } from './lib/workload.mjs'
 
 const { values } = parseArgs({
@@ -45,12 +45,6 @@ const config = (name) => {
 }
 const A = config('a')
 const B = config('b')
-// the middle value, or the mean of the two middle ones (as cramm.mjs takes the median of its pairs)
-const median = (xs) => {
-  const v = [...xs].sort((x, y) => x - y)
-  const m = v.length >> 1
-  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2
-}
 
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => void removeAll().finally(() => process.exit(130)))
 
@@ -82,7 +76,7 @@ for (let i = 0; i < pairs; i++) {
 }
 const ratios = json.pairs.map((p) => p.ratio).filter((x) => x !== null)
 json.summary = {
-  ratioMedian: ratios.length > 0 ? median(ratios) : null, ratioMin: Math.min(...ratios), ratioMax: Math.max(...ratios), n: ratios.length,
+  ratioMedian: ratios.length > 0 ? median(ratios) : null, ratioMin: ratios.length > 0 ? Math.min(...ratios) : null, ratioMax: ratios.length > 0 ? Math.max(...ratios) : null, n: ratios.length,
   hitA: median(json.pairs.map((p) => p.a.hitRatio ?? 0)), hitB: median(json.pairs.map((p) => p.b.hitRatio ?? 0)),
   higherHitA: json.pairs.filter((p) => (p.a.hitRatio ?? 0) > (p.b.hitRatio ?? 0)).length,
   killedA: json.pairs.filter((p) => p.a.killed).length, killedB: json.pairs.filter((p) => p.b.killed).length,

@@ -2,7 +2,7 @@
 // the oracle is the best fixed cache size in hindsight at each limit (the fastest run not OOM-killed).
 
 import { MiB, makeCgroup } from './lib/cgroup.mjs'
-import { fmt, machineLine, mib, table } from './lib/report.mjs'
+import { fmt, machineLine, mib, pairMedian as median, table } from './lib/report.mjs'
 import { lineChart } from './lib/svg.mjs'
 import { runWorkload } from './lib/workload.mjs'
 
@@ -193,11 +193,6 @@ ${table(['strategy', 'runs', 'req / CPU s', 'ratio to oracle (at equal speed)', 
 
 const cycleMs = (r, warmup, key) => (r.shrinkLog ?? []).filter((x) => x.t >= warmup * 1000).reduce((a, x) => a + (x[key] ?? 0), 0)
 const verdict = (ms) => ms.map((m) => `${m.limitMib} MiB ${m.met ? 'met' : '**missed**'} (${fmt(m.ratio, 3)}${m.oomKills ? `, ${m.oomKills} OOM kills` : ''})`).join('; ')
-const median = (xs) => {
-  const v = [...xs].sort((a, b) => a - b)
-  const m = v.length >> 1
-  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2
-}
 /** A row's runs against the oracle's run of the same repetition; null when no repetition has both. */
 function pairRatios(runs, oracleRuns, key) {
   if (!oracleRuns) return null

@@ -17,6 +17,13 @@ export function summary(xs) {
 
 export const median = (xs) => pct(xs, 50)
 
+/** The middle value, or the mean of the two middle ones: how ratios of side-by-side pairs are summarised. */
+export function pairMedian(xs) {
+  const v = [...xs].sort((a, b) => a - b)
+  const m = v.length >> 1
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2
+}
+
 export function machine() {
   const load = os.loadavg()
   return {
