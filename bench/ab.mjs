@@ -7,7 +7,7 @@
 //   node bench/ab.mjs --limit 512 --a '{"mp-options":"{\"hysteresis\":\"5%\"}"}' --b '{}' \
 //     [--pairs 10] [--out results.json]
 //
-// --a and --b are workload options as JSON (default strategy: memory-pressure), as in cramm.mjs:
+// --a and --b are workload options as JSON (default strategy: node-memory-pressure), as in cramm.mjs:
 // { "strategy": "fixed", "cache-mib": 384 } runs a fixed size; an "env" object in them is added to
 // that side's environment (for a switch read from process.env while trying a change). Writes the
 // pairs and the summary as JSON to --out (default: print only). Needs root and a writable cgroup
@@ -50,7 +50,7 @@ for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => void removeAll().
 
 const start = ({ env, ...args }) => {
   const cg = makeCgroup({ limit: limitMib * MiB, tag: 'ab' })
-  return runWorkload(cg, { strategy: 'memory-pressure', warmup: values.warmup, seconds: values.seconds, ...args }, { env }).finally(() => cg.remove())
+  return runWorkload(cg, { strategy: 'node-memory-pressure', warmup: values.warmup, seconds: values.seconds, ...args }, { env }).finally(() => cg.remove())
 }
 const brief = (r) => ({
   scaled: r.scaled, perCpuSecond: r.perCpuSecond, throughput: r.throughput, hitRatio: r.hitRatio, killed: r.killed, shrinks: r.shrinks,

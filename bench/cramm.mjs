@@ -12,18 +12,18 @@ export function settings(quick) {
     : { limits: [128, 192, 256, 384, 512], grid: [32, 64, 96, 128, 192, 256, 384], warmup: 7, seconds: 9, pollRssMib: 256, repeats: 6, candidates: 2 }
 }
 
-// memory-pressure as shipped, and one change each, to show what each part of the policy is worth
+// node-memory-pressure as shipped, and one change each, to show what each part of the policy is worth
 const MP_VARIANTS = [
-  { label: 'memory-pressure', args: {} },
-  { label: 'memory-pressure, hold: false', args: { 'shrinker-options': JSON.stringify({ hold: false }) } },
-  { label: 'memory-pressure, collectFirst: false', args: { 'mp-options': JSON.stringify({ collectFirst: false }) } },
-  { label: 'memory-pressure, allocatorFree: false', args: { 'mp-options': JSON.stringify({ allocatorFree: false }) } },
-  { label: 'memory-pressure, garbageRoom: false', args: { 'mp-options': JSON.stringify({ garbageRoom: false }) } },
-  { label: 'memory-pressure, levels 70/85/95% at every limit', args: { 'mp-options': JSON.stringify({ levels: { moderate: '70%', high: '85%', critical: '95%' } }) } },
+  { label: 'node-memory-pressure', args: {} },
+  { label: 'node-memory-pressure, hold: false', args: { 'shrinker-options': JSON.stringify({ hold: false }) } },
+  { label: 'node-memory-pressure, collectFirst: false', args: { 'mp-options': JSON.stringify({ collectFirst: false }) } },
+  { label: 'node-memory-pressure, allocatorFree: false', args: { 'mp-options': JSON.stringify({ allocatorFree: false }) } },
+  { label: 'node-memory-pressure, garbageRoom: false', args: { 'mp-options': JSON.stringify({ garbageRoom: false }) } },
+  { label: 'node-memory-pressure, levels 70/85/95% at every limit', args: { 'mp-options': JSON.stringify({ levels: { moderate: '70%', high: '85%', critical: '95%' } }) } },
 ]
 const label = (r, args) =>
   r.strategy === 'fixed' ? `fixed ${r.cacheMib} MiB` : r.strategy === 'poll' ? 'poll 1 s, fixed rss threshold'
-    : r.strategy === 'memory-pressure' ? MP_VARIANTS.find((v) => Object.entries(v.args).every(([k, x]) => args[k] === x) && Object.keys(v.args).length === Object.keys(args).filter((k) => k.endsWith('-options')).length)?.label ?? 'memory-pressure (other)'
+    : r.strategy === 'node-memory-pressure' ? MP_VARIANTS.find((v) => Object.entries(v.args).every(([k, x]) => args[k] === x) && Object.keys(v.args).length === Object.keys(args).filter((k) => k.endsWith('-options')).length)?.label ?? 'node-memory-pressure (other)'
       : r.strategy
 
 export async function run({ quick, machine, cramm = {} }) {
@@ -48,19 +48,19 @@ export async function run({ quick, machine, cramm = {} }) {
       if (rep === 0) {
         // every strategy once, one after the other: the table's absolute figures, and the fixed
         // sizes worth repeating
-        for (const v of MP_VARIANTS) await one(limitMib, { strategy: 'memory-pressure', ...v.args }, rep)
+        for (const v of MP_VARIANTS) await one(limitMib, { strategy: 'node-memory-pressure', ...v.args }, rep)
         for (const size of s.grid.filter((g) => g < limitMib)) await one(limitMib, { strategy: 'fixed', 'cache-mib': size }, rep)
         await one(limitMib, { strategy: 'unbounded' }, rep)
         await one(limitMib, { strategy: 'poll', 'poll-rss-mib': s.pollRssMib }, rep)
       } else {
         // The machine is shared and its speed drifts by tens of percent within minutes, so later
-        // repetitions run memory-pressure as shipped and a candidate fixed size at the same time,
+        // repetitions run node-memory-pressure as shipped and a candidate fixed size at the same time,
         // in two cgroups with the same limit: both see the same machine. The candidates are the
         // two best fixed sizes of rep 0 (one run each is too noisy to tell neighbours apart).
         for (const size of bestFixed(runs, limitMib, s.candidates)) {
           await Promise.all([
-            one(limitMib, { strategy: 'memory-pressure' }, rep, `fixed ${size} MiB`),
-            one(limitMib, { strategy: 'fixed', 'cache-mib': size }, rep, 'memory-pressure'),
+            one(limitMib, { strategy: 'node-memory-pressure' }, rep, `fixed ${size} MiB`),
+            one(limitMib, { strategy: 'fixed', 'cache-mib': size }, rep, 'node-memory-pressure'),
           ])
         }
       }
@@ -89,8 +89,8 @@ export async function run({ quick, machine, cramm = {} }) {
         oomKills: rs.reduce((a, r) => a + r.oomKills, 0),
         shrinks: mean(rs.map((r) => r.shrinks ?? 0)),
         // share of the measured window's CPU time spent inside shrink cycles, and in their GC
-        cycleShare: rs[0].strategy === 'memory-pressure' ? mean(rs.map((r) => cycleMs(r, s.warmup, 'durationMs') / (1000 * (r.cpuSeconds ?? Infinity)))) : null,
-        gcShare: rs[0].strategy === 'memory-pressure' ? mean(rs.map((r) => cycleMs(r, s.warmup, 'gcMs') / (1000 * (r.cpuSeconds ?? Infinity)))) : null,
+        cycleShare: rs[0].strategy === 'node-memory-pressure' ? mean(rs.map((r) => cycleMs(r, s.warmup, 'durationMs') / (1000 * (r.cpuSeconds ?? Infinity)))) : null,
+        gcShare: rs[0].strategy === 'node-memory-pressure' ? mean(rs.map((r) => cycleMs(r, s.warmup, 'gcMs') / (1000 * (r.cpuSeconds ?? Infinity)))) : null,
         // kernel time share and minor faults per second of the measured window (killed runs: none)
         systemShare: rs.some((r) => r.resources) ? mean(rs.filter((r) => r.resources).map((r) => r.resources.systemMs / (1000 * r.cpuSeconds))) : null,
         minorFaultsPerS: rs.some((r) => r.resources) ? mean(rs.filter((r) => r.resources).map((r) => r.resources.minorFaults / s.seconds)) : null,
@@ -103,12 +103,12 @@ export async function run({ quick, machine, cramm = {} }) {
     const safeFixed = rows.filter((r) => r.strategy === 'fixed' && r.oomKills === 0)
     const best = (key) => safeFixed.reduce((b, r) => (b === null || r[key] > b[key] ? r : b), null)
     const sdk = rows.find((r) => r.label === MP_VARIANTS[0].label)
-    // memory-pressure against fixed size x, pair by pair, from the runs made side by side
+    // node-memory-pressure against fixed size x, pair by pair, from the runs made side by side
     const sideBySide = (x, key) => (sdk?.runs ?? []).filter((r) => r.pairWith === x.label).flatMap((r) => {
       const o = x.runs.find((q) => q.rep === r.rep && q.pairWith === sdk.label)
       return o && o[key] > 0 ? [r[key] / o[key]] : []
     })
-    // The oracle: of the sizes run side by side with memory-pressure, the one memory-pressure did
+    // The oracle: of the sizes run side by side with node-memory-pressure, the one node-memory-pressure did
     // worst against (one run after another, a lucky run of a neighbouring size could take its
     // place: the 07:36 run's did at 256 MiB); without repetitions, the fastest size of rep 0.
     // The ratios are on the scaled figure: requests per CPU second at equal speed (runWorkload)
@@ -125,7 +125,7 @@ export async function run({ quick, machine, cramm = {} }) {
         pc = sideBySide(oracle, 'perCpuSecond')
         pw = sideBySide(oracle, 'throughput')
       } else if (paired.includes(r) && paired.includes(oracle)) {
-        // another size run side by side: compared with the oracle through memory-pressure
+        // another size run side by side: compared with the oracle through node-memory-pressure
         pr = [median(sideBySide(oracle, 'scaled')) / median(sideBySide(r, 'scaled'))]
         pc = [median(sideBySide(oracle, 'perCpuSecond')) / median(sideBySide(r, 'perCpuSecond'))]
         pw = [median(sideBySide(oracle, 'throughput')) / median(sideBySide(r, 'throughput'))]
@@ -155,10 +155,10 @@ export async function run({ quick, machine, cramm = {} }) {
   const json = { bench: 'cramm', machine, settings: s, workload: { keys: 16384, zipf: 0.8, valueKiB: 64, pbkdf2Iterations: 2000 }, perLimit, target: verdicts[0].limits, variants: verdicts, runs: runs.map(({ shrinkLog, ...r }) => ({ ...r, shrinkLog: shrinkLog?.slice(0, 50) })) }
   const md = `# 4. CRAMM sweep: throughput at each memory limit against the best fixed cache size in hindsight
 
-${machineLine(machine)}. One run of the sweep; each cell is one ${s.warmup} s warm-up + ${s.seconds} s measured run in its own cgroup. ${s.repeats > 1 ? `Every strategy runs once (rep 0, one cell after the other); then, ${s.repeats - 1} times over, memory-pressure as shipped runs side by side with each of the ${s.candidates} best fixed sizes of rep 0: two cells with the same limit started together, one per core, so both see the same machine (rows give the mean over all their runs, the range in brackets)` : 'One repetition, one cell after the other'}. Workload: 16384 keys, zipf s = 0.8, values of 64 KiB costing 2000 PBKDF2-SHA256 iterations (about 0.4–0.6 ms, as fast as the machine is at the time) to compute. Throughput is counted three ways: requests per second of wall time; requests per CPU second of the whole process (all threads, kernel time included: the GC and shrinking the SDK causes are charged to it); and that **at equal speed**: requests per CPU second times the mean CPU time of one computation in the same run (every 4th one measured), so that a cell on a slower core is not counted as a slower strategy. The machine is shared, the same cell runs up to 25% faster or slower a few minutes later${s.repeats > 1 ? ' (see the ranges)' : ''}, and one of its two cores is at times about 1.5 times as slow as the other, so a side-by-side pair's ratio per CPU second mostly says which core each cell got (the control bench, \`control.md\`, runs identical cells side by side to show how far each measure moves); the hit ratio does not depend on the machine's speed. ${s.repeats > 1 ? `**memory-pressure's ratio is the median of its side-by-side pairs with the oracle (their range in brackets)**, at equal speed; the ratios per CPU second and per wall second are shown beside it. A fixed size also run side by side is compared with the oracle through memory-pressure (the ratio of their medians against it). Every other row has one run, compared with the oracle's run in rep 0, one after the other: read those ratios as ±10–20%. Oracle = of the sizes run side by side, the one memory-pressure did worst against at equal speed (sizes tried: ${s.grid.join(', ')} MiB below the limit).` : `Ratios compare each run with the oracle's, one after the other (±10–20% on this machine). Oracle = the fixed size with the highest throughput and no OOM kill (sizes tried: ${s.grid.join(', ')} MiB below the limit).`} "poll" trims its cache to 75% when \`process.memoryUsage.rss()\` read once a second exceeds a fixed ${s.pollRssMib} MiB. memory-pressure: an lru-cache without a size bound, \`createMemoryMonitor()\` with its default levels (moderate 70%, high 85%, critical 95% of the limit up to 320 MiB; above it moderate and high keep a fixed room, limit − 96 MiB and limit − 48 MiB, at most 80% and 90%: 75/87.5/95% at 384 MiB, 80/90/95% at 512 MiB; hysteresis 5% of the limit, at most 10 MiB) and \`lruCacheShrinker(cache)\` with its defaults, as the README shows: each shrink cycle collects garbage first and asks the cache only for what is still over the level (\`collectFirst\`), memory on malloc's free lists counts as available so that \`malloc_trim\` runs only near the limit, from critical or 8 MiB below the limit, whichever is lower (\`allocatorFree\`), and the cache is held at its new size until the level is back to normal, then grows 5% a second while it presses the cap (\`hold\`); a cycle at high within the cool-down of one at high asks the cache for at least half the hysteresis, even when its collection alone brought the level down, and for at least enough that the level after its collection is 80 MiB below the limit, V8's 64 MiB external step and 16 MiB; a cycle at moderate asks for that floor too, as at high, when the process holds at least that much in Buffers (\`garbageRoom\`). The other memory-pressure rows (one run each, in rep 0) change one thing each: \`lruCacheShrinker(cache, { hold: false })\`, \`createMemoryMonitor({ collectFirst: false })\` (shrinkers first, then the collection), \`allocatorFree: false\` (every cycle trims, and the levels see only what the trim gave back), \`garbageRoom: false\` (a cycle at high that follows one at high within the cool-down asks the cache for nothing when the collection alone brought the level down, and one at moderate only what is over the level), and \`levels: { moderate: '70%', high: '85%', critical: '95%' }\` (the percentages at every limit, the default before the levels kept a fixed room at large limits; the same as shipped up to 320 MiB). The last columns give where the CPU went in the measured window: kernel (system) time; minor page faults, which are mostly pages \`malloc_trim\` gave back being faulted in again; and every major (mark-compact) collection, V8's own and the ones the SDK forces, with the main thread's time in them as a share of the CPU time (V8's own collections mark mostly on helper threads, a forced one all on the main thread); and the main thread's share of the process's CPU time (what helper threads ran during a computation is counted in its CPU time, so a cell whose helper threads run more is measured a little slower than it is, and its figure at equal speed comes out a little higher: by up to about the difference of the two cells' helper shares).
+${machineLine(machine)}. One run of the sweep; each cell is one ${s.warmup} s warm-up + ${s.seconds} s measured run in its own cgroup. ${s.repeats > 1 ? `Every strategy runs once (rep 0, one cell after the other); then, ${s.repeats - 1} times over, node-memory-pressure as shipped runs side by side with each of the ${s.candidates} best fixed sizes of rep 0: two cells with the same limit started together, one per core, so both see the same machine (rows give the mean over all their runs, the range in brackets)` : 'One repetition, one cell after the other'}. Workload: 16384 keys, zipf s = 0.8, values of 64 KiB costing 2000 PBKDF2-SHA256 iterations (about 0.4–0.6 ms, as fast as the machine is at the time) to compute. Throughput is counted three ways: requests per second of wall time; requests per CPU second of the whole process (all threads, kernel time included: the GC and shrinking the SDK causes are charged to it); and that **at equal speed**: requests per CPU second times the mean CPU time of one computation in the same run (every 4th one measured), so that a cell on a slower core is not counted as a slower strategy. The machine is shared, the same cell runs up to 25% faster or slower a few minutes later${s.repeats > 1 ? ' (see the ranges)' : ''}, and one of its two cores is at times about 1.5 times as slow as the other, so a side-by-side pair's ratio per CPU second mostly says which core each cell got (the control bench, \`control.md\`, runs identical cells side by side to show how far each measure moves); the hit ratio does not depend on the machine's speed. ${s.repeats > 1 ? `**node-memory-pressure's ratio is the median of its side-by-side pairs with the oracle (their range in brackets)**, at equal speed; the ratios per CPU second and per wall second are shown beside it. A fixed size also run side by side is compared with the oracle through node-memory-pressure (the ratio of their medians against it). Every other row has one run, compared with the oracle's run in rep 0, one after the other: read those ratios as ±10–20%. Oracle = of the sizes run side by side, the one node-memory-pressure did worst against at equal speed (sizes tried: ${s.grid.join(', ')} MiB below the limit).` : `Ratios compare each run with the oracle's, one after the other (±10–20% on this machine). Oracle = the fixed size with the highest throughput and no OOM kill (sizes tried: ${s.grid.join(', ')} MiB below the limit).`} "poll" trims its cache to 75% when \`process.memoryUsage.rss()\` read once a second exceeds a fixed ${s.pollRssMib} MiB. node-memory-pressure: an lru-cache without a size bound, \`createMemoryMonitor()\` with its default levels (moderate 70%, high 85%, critical 95% of the limit up to 320 MiB; above it moderate and high keep a fixed room, limit − 96 MiB and limit − 48 MiB, at most 80% and 90%: 75/87.5/95% at 384 MiB, 80/90/95% at 512 MiB; hysteresis 5% of the limit, at most 10 MiB) and \`lruCacheShrinker(cache)\` with its defaults, as the README shows: each shrink cycle collects garbage first and asks the cache only for what is still over the level (\`collectFirst\`), memory on malloc's free lists counts as available so that \`malloc_trim\` runs only near the limit, from critical or 8 MiB below the limit, whichever is lower (\`allocatorFree\`), and the cache is held at its new size until the level is back to normal, then grows 5% a second while it presses the cap (\`hold\`); a cycle at high within the cool-down of one at high asks the cache for at least half the hysteresis, even when its collection alone brought the level down, and for at least enough that the level after its collection is 80 MiB below the limit, V8's 64 MiB external step and 16 MiB; a cycle at moderate asks for that floor too, as at high, when the process holds at least that much in Buffers (\`garbageRoom\`). The other node-memory-pressure rows (one run each, in rep 0) change one thing each: \`lruCacheShrinker(cache, { hold: false })\`, \`createMemoryMonitor({ collectFirst: false })\` (shrinkers first, then the collection), \`allocatorFree: false\` (every cycle trims, and the levels see only what the trim gave back), \`garbageRoom: false\` (a cycle at high that follows one at high within the cool-down asks the cache for nothing when the collection alone brought the level down, and one at moderate only what is over the level), and \`levels: { moderate: '70%', high: '85%', critical: '95%' }\` (the percentages at every limit, the default before the levels kept a fixed room at large limits; the same as shipped up to 320 MiB). The last columns give where the CPU went in the measured window: kernel (system) time; minor page faults, which are mostly pages \`malloc_trim\` gave back being faulted in again; and every major (mark-compact) collection, V8's own and the ones the SDK forces, with the main thread's time in them as a share of the CPU time (V8's own collections mark mostly on helper threads, a forced one all on the main thread); and the main thread's share of the process's CPU time (what helper threads ran during a computation is counted in its CPU time, so a cell whose helper threads run more is measured a little slower than it is, and its figure at equal speed comes out a little higher: by up to about the difference of the two cells' helper shares).
 
-Target for memory-pressure: at least 0.95 of the oracle with no OOM kill at every limit.
-${verdicts.map((v) => `- ${v.label === 'memory-pressure' ? 'memory-pressure as shipped' : v.label}: ${verdict(v.limits)}.`).join('\n')}
+Target for node-memory-pressure: at least 0.95 of the oracle with no OOM kill at every limit.
+${verdicts.map((v) => `- ${v.label === 'node-memory-pressure' ? 'node-memory-pressure as shipped' : v.label}: ${verdict(v.limits)}.`).join('\n')}
 
 ${perLimit.map((l) => `### Limit ${l.limitMib} MiB (oracle: ${l.oracle ?? 'none survived'}; by wall time: ${l.oracleWall ?? 'none'})
 
@@ -178,7 +178,7 @@ ${table(['strategy', 'runs', 'req / CPU s', 'ratio to oracle (at equal speed)', 
       return [l.limitMib, r ? (r.oomKills > 0 ? 0 : r.ratio) : NaN]
     }).filter((p) => Number.isFinite(p[1])),
     dots: true,
-    width: name.startsWith('memory-pressure') ? 3.5 : 1.5,
+    width: name.startsWith('node-memory-pressure') ? 3.5 : 1.5,
     dash: name.startsWith('fixed') ? '4 3' : undefined,
   })).filter((x) => x.points.length > 0)
   const charts = {

@@ -25,7 +25,7 @@ else await main()
 
 /** One measurement: build a live heap, drop 64 MiB of objects and 64 MiB of Buffers, reduce. */
 async function child(method, liveMib) {
-  const { reduceHeap } = await import('memory-pressure')
+  const { reduceHeap } = await import('node-memory-pressure')
   const v8 = await import('node:v8')
   const vm = await import('node:vm')
   v8.setFlagsFromString('--expose-gc')

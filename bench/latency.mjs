@@ -13,7 +13,7 @@ const allocator = fileURLToPath(new URL('../test/helpers/allocator.mjs', import.
 const watcherScript = fileURLToPath(new URL('./watcher.mjs', import.meta.url))
 
 export const STRATEGIES = [
-  { name: 'memory-pressure (eventfd)', args: ['memory-pressure'], fastOk: true },
+  { name: 'node-memory-pressure (eventfd)', args: ['node-memory-pressure'], fastOk: true },
   { name: 'raw eventfd, no SDK (floor)', args: ['raw-eventfd'], fastOk: true },
   { name: 'poll 10 ms', args: ['poll', '--interval', '10'], fastOk: true },
   { name: 'poll 100 ms', args: ['poll', '--interval', '100'] },
@@ -155,7 +155,7 @@ export async function run({ quick, machine }) {
 
 ${machineLine(machine)}. One run: ${rounds} rounds of 1 MiB steps (${stepPauseMs} ms apart) from ${mib(base)} MiB to 24 MiB above it and back, threshold ${mib(threshold)} MiB; ${phases.filter((p) => !p.fast).length} crossings in these rounds. All strategies watched the same crossings at the same time, each in its own process.
 
-"Crossings seen" counts a strategy's report of a crossing in the phase (the steps up, or down, and the hold after them) in which it happened; one reported only in the next phase is counted apart: the SDK holds back a crossing that the usage it reads right after contradicts (usage hovering at the threshold within a step) until the kernel reports the next one, then delivers both, marked \`coalesced\` (the SDK's events marked so: ${results.find((r) => r.strategy.startsWith('memory-pressure'))?.coalesced ?? 0} in the slow rounds, ${fastResults.find((r) => r.strategy.startsWith('memory-pressure'))?.coalesced ?? 0} in the fast ones). Latency is from the end of the step that crossed (as the parent read usage after it) to the watcher's handler; it can be negative when the handler ran while the step was still filling its buffer (the kernel noticed the crossing inside the step). Overshoot is the usage the watcher reported minus the threshold; the kernel checks thresholds every 128 pages per CPU (${mib(granularity)} MiB on ${os.availableParallelism()} CPUs).
+"Crossings seen" counts a strategy's report of a crossing in the phase (the steps up, or down, and the hold after them) in which it happened; one reported only in the next phase is counted apart: the SDK holds back a crossing that the usage it reads right after contradicts (usage hovering at the threshold within a step) until the kernel reports the next one, then delivers both, marked \`coalesced\` (the SDK's events marked so: ${results.find((r) => r.strategy.startsWith('node-memory-pressure'))?.coalesced ?? 0} in the slow rounds, ${fastResults.find((r) => r.strategy.startsWith('node-memory-pressure'))?.coalesced ?? 0} in the fast ones). Latency is from the end of the step that crossed (as the parent read usage after it) to the watcher's handler; it can be negative when the handler ran while the step was still filling its buffer (the kernel noticed the crossing inside the step). Overshoot is the usage the watcher reported minus the threshold; the kernel checks thresholds every 128 pages per CPU (${mib(granularity)} MiB on ${os.availableParallelism()} CPUs).
 
 ${table(header, results.map(row))}
 

@@ -1,5 +1,5 @@
 // Benchmark 6, overhead without pressure: the same workload (fixed 128 MiB lru-cache, 1 GiB limit, so
-// no level is ever reached) with a memory-pressure monitor and lru-cache shrinker attached and
+// no level is ever reached) with a node-memory-pressure monitor and lru-cache shrinker attached and
 // without, in pairs run side by side; the ratio of throughput within each pair.
 
 import { MiB, makeCgroup } from './lib/cgroup.mjs'

@@ -77,8 +77,8 @@ export async function run({ quick, machine, out }) {
     if (oracle) fixedMib = Number(/fixed (\d+) MiB/.exec(oracle)[1])
   } catch { /* sweep not run: keep the default */ }
   const strategies = [
-    { label: 'memory-pressure', args: { strategy: 'memory-pressure' } },
-    { label: 'memory-pressure, hold: false', args: { strategy: 'memory-pressure', 'shrinker-options': JSON.stringify({ hold: false }) } },
+    { label: 'node-memory-pressure', args: { strategy: 'node-memory-pressure' } },
+    { label: 'node-memory-pressure, hold: false', args: { strategy: 'node-memory-pressure', 'shrinker-options': JSON.stringify({ hold: false }) } },
     { label: `fixed ${fixedMib} MiB (best fixed size at ${limitMib} MiB)`, args: { strategy: 'fixed', 'cache-mib': fixedMib } },
   ]
   const results = []

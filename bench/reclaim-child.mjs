@@ -3,8 +3,8 @@
 import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import { LRUCache } from 'lru-cache'
-import { createMemoryMonitor } from 'memory-pressure'
-import { lruCacheShrinker } from 'memory-pressure/lru-cache'
+import { createMemoryMonitor } from 'node-memory-pressure'
+import { lruCacheShrinker } from 'node-memory-pressure/lru-cache'
 
 const { values } = parseArgs({ options: { 'fill-mib': { type: 'string' } } })
 const MiB = 2 ** 20

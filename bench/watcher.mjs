@@ -2,7 +2,7 @@
 // to learn that a cgroup crossed a memory threshold, printing `event <ns> <usage> <up|down>` on each.
 //
 //   node bench/watcher.mjs <strategy> --cgroup <v1 dir> --threshold <bytes> [--v2 <dir>] [--interval ms]
-//   strategies: memory-pressure (kernel eventfd threshold through the public API), raw-eventfd (the
+//   strategies: node-memory-pressure (kernel eventfd threshold through the public API), raw-eventfd (the
 //   same registration by hand, no SDK: the floor), poll (read
 //   memory.usage_in_bytes every --interval ms), psi (a PSI trigger on <v2>/memory.pressure, Bun's
 //   `some 150000 2000000`), none (an idle Node process: the baseline of the idle cost).
@@ -34,8 +34,8 @@ const readUsage = () => {
 }
 const usageFd = fs.openSync(usageFile, 'r')
 
-if (strategy === 'memory-pressure') {
-  const { onMemoryThreshold } = await import('memory-pressure')
+if (strategy === 'node-memory-pressure') {
+  const { onMemoryThreshold } = await import('node-memory-pressure')
   // the fifth field: the SDK delivered this crossing together with another (`coalesced`)
   onMemoryThreshold(threshold, (e) => print(`event ${process.hrtime.bigint()} ${e.usage} ${e.direction} ${e.coalesced ? 'coalesced' : ''}`.trimEnd()), {
     cgroup: values.cgroup,
@@ -44,7 +44,7 @@ if (strategy === 'memory-pressure') {
   })
 } else if (strategy === 'raw-eventfd') {
   // The same kernel mechanism without the SDK (memory.rst, "Memory thresholds"): what is left of the
-  // latency here is the kernel and the scheduler, so the difference to 'memory-pressure' is the SDK's.
+  // latency here is the kernel and the scheduler, so the difference to 'node-memory-pressure' is the SDK's.
   const { tryLoadNative } = await import('../dist/native.js')
   const native = tryLoadNative()
   if (native instanceof Error) throw native

@@ -2,9 +2,9 @@
 // to compute (PBKDF2) and memory to cache (a touched Buffer each), with one cache strategy a user
 // could pick. Prints `progress ...` lines while it runs and `result <json>` at the end.
 //
-//   node bench/workload.mjs --strategy unbounded|fixed|poll|memory-pressure [options]
+//   node bench/workload.mjs --strategy unbounded|fixed|poll|node-memory-pressure [options]
 //   fixed: lru-cache with maxSize --cache-mib; poll: @fastify/under-pressure style, rss read every
-//   second against a fixed --poll-rss-mib, trimming the cache to 75% above it; memory-pressure: an
+//   second against a fixed --poll-rss-mib, trimming the cache to 75% above it; node-memory-pressure: an
 //   unbounded lru-cache shrunk by the SDK's policy and lru-cache plugin (--attach-mp adds the same
 //   monitor to any strategy, for the overhead bench; --mp-options '<json>' is passed to
 //   createMemoryMonitor, --shrinker-options '<json>' to lruCacheShrinker; --gc-first registers a
@@ -79,7 +79,7 @@ let cache
 const sizeOf = () => (cache instanceof Map ? cache.size * valueBytes : cache.calculatedSize)
 if (strategy === 'unbounded') cache = new Map()
 else if (strategy === 'fixed') cache = new LRUCache({ maxSize: Number(o['cache-mib']) * MiB, sizeCalculation: (v) => v.length })
-else if (strategy === 'poll' || strategy === 'memory-pressure') cache = new LRUCache({ maxSize: 2 ** 40, sizeCalculation: (v) => v.length })
+else if (strategy === 'poll' || strategy === 'node-memory-pressure') cache = new LRUCache({ maxSize: 2 ** 40, sizeCalculation: (v) => v.length })
 else throw new RangeError(`--strategy: unknown ${JSON.stringify(strategy)}`)
 
 let shrinks = 0
@@ -98,11 +98,11 @@ if (strategy === 'poll') {
 }
 let monitorInfo = null
 const shrinkLog = []
-if (strategy === 'memory-pressure' || o['attach-mp']) {
+if (strategy === 'node-memory-pressure' || o['attach-mp']) {
   // the SDK as its README shows it: a monitor with the default levels (70/85/95% of the limit) and
   // the lru-cache plugin; shrinking frees the cache, then a full GC and malloc_trim
-  const { createMemoryMonitor, reduceHeap } = await import('memory-pressure')
-  const { lruCacheShrinker } = await import('memory-pressure/lru-cache')
+  const { createMemoryMonitor, reduceHeap } = await import('node-memory-pressure')
+  const { lruCacheShrinker } = await import('node-memory-pressure/lru-cache')
   const monitor = createMemoryMonitor(JSON.parse(o['mp-options']))
   monitor.on('error', (e) => process.stdout.write(`error ${e.code}\n`))
   if (o['gc-first']) {

@@ -1,5 +1,5 @@
 // `npm run example:fastify`: a fastify service whose lru-cache of rendered pages would outgrow a
-// 256 MiB limit under load; memory-pressure shrinks the cache by level and sheds load with 503 at
+// 256 MiB limit under load; node-memory-pressure shrinks the cache by level and sheds load with 503 at
 // 'critical', so the service is never OOM-killed. It loads itself with autocannon for a few seconds.
 // Without a writable cgroup v1 memory controller the same service runs on the simulated backend.
 //
@@ -9,7 +9,7 @@
 //   node examples/fastify-service.mjs --simulated
 //   node examples/fastify-service.mjs --serve [--no-sdk [--under-pressure]]
 //       serve and load here, in whatever cgroup this process is (the tests use it); --no-sdk without
-//       memory-pressure, --under-pressure with @fastify/under-pressure instead (RSS sampled every
+//       node-memory-pressure, --under-pressure with @fastify/under-pressure instead (RSS sampled every
 //       second against 90% of the limit: it sheds, but nothing gives memory back)
 // Environment: LOAD_SECONDS (default 5), or LOAD_REQUESTS (a number of requests instead of a
 // duration), CONNECTIONS (default 10).
@@ -21,9 +21,9 @@ import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
 import Fastify from 'fastify'
 import { LRUCache } from 'lru-cache'
-import { SimulatedBackend, createMemoryMonitor, findMemoryCgroup, formatBytes } from 'memory-pressure'
-import memoryPressure from 'memory-pressure/fastify'
-import { lruCacheShrinker } from 'memory-pressure/lru-cache'
+import { SimulatedBackend, createMemoryMonitor, findMemoryCgroup, formatBytes } from 'node-memory-pressure'
+import memoryPressure from 'node-memory-pressure/fastify'
+import { lruCacheShrinker } from 'node-memory-pressure/lru-cache'
 
 const MiB = 2 ** 20
 const LIMIT = 256 * MiB
@@ -125,7 +125,7 @@ async function inLimitedCgroup() {
   }
   if (own.version !== 1) return serve({ sdk: true, simulated: 'cgroup v2: a limited child cgroup needs a delegated subtree' })
   if (process.getuid?.() !== 0) return serve({ sdk: true, simulated: 'not root: cannot create a cgroup' })
-  const dir = path.join(own.path, `memory-pressure-fastify-example-${process.pid}`)
+  const dir = path.join(own.path, `node-memory-pressure-fastify-example-${process.pid}`)
   try {
     fs.mkdirSync(dir)
     fs.writeFileSync(path.join(dir, 'memory.limit_in_bytes'), String(LIMIT))
@@ -134,10 +134,10 @@ async function inLimitedCgroup() {
     return serve({ sdk: true, simulated: `cannot create a limited cgroup (${err.code})` })
   }
   console.log(`Made ${dir} with a ${formatBytes(LIMIT)} limit.`)
-  // --compare: the same load three times, with memory-pressure, with @fastify/under-pressure, with
+  // --compare: the same load three times, with node-memory-pressure, with @fastify/under-pressure, with
   // neither; otherwise only the first.
   const variants = [
-    { name: 'memory-pressure', args: [] },
+    { name: 'node-memory-pressure', args: [] },
     { name: '@fastify/under-pressure (maxRssBytes 90%)', args: ['--no-sdk', '--under-pressure'] },
     { name: 'neither', args: ['--no-sdk'] },
   ].slice(0, process.argv.includes('--compare') ? 3 : 1)

@@ -13,8 +13,8 @@ import path from 'node:path'
 import { setImmediate as turn } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { LRUCache } from 'lru-cache'
-import { SimulatedBackend, createMemoryMonitor, findMemoryCgroup, formatBytes, reduceHeap } from 'memory-pressure'
-import { lruCacheShrinker } from 'memory-pressure/lru-cache'
+import { SimulatedBackend, createMemoryMonitor, findMemoryCgroup, formatBytes, reduceHeap } from 'node-memory-pressure'
+import { lruCacheShrinker } from 'node-memory-pressure/lru-cache'
 
 const MiB = 2 ** 20
 const LIMIT = 256 * MiB
@@ -124,7 +124,7 @@ async function makeCgroupAndRun() {
   }
   if (own.version !== 1) return onSimulated('cgroup v2: creating a limited child cgroup needs a delegated subtree')
   if (process.getuid?.() !== 0) return onSimulated('not root: cannot create a cgroup')
-  const dir = path.join(own.path, `memory-pressure-lru-example-${process.pid}`)
+  const dir = path.join(own.path, `node-memory-pressure-lru-example-${process.pid}`)
   try {
     fs.mkdirSync(dir)
     fs.writeFileSync(path.join(dir, 'memory.limit_in_bytes'), String(LIMIT))

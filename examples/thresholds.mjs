@@ -12,7 +12,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { setImmediate as turn } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { SimulatedBackend, createMemoryMonitor, findMemoryCgroup, formatBytes, onMemoryThreshold } from 'memory-pressure'
+import { SimulatedBackend, createMemoryMonitor, findMemoryCgroup, formatBytes, onMemoryThreshold } from 'node-memory-pressure'
 
 const MiB = 2 ** 20
 const LIMIT = 256 * MiB
@@ -60,7 +60,7 @@ async function child() {
 async function parent() {
   const where = writableV1Cgroup()
   if ('reason' in where) return simulated(`no writable cgroup v1 memory controller here (${where.reason})`)
-  const dir = path.join(where.dir, `memory-pressure-example-${process.pid}-${randomBytes(3).toString('hex')}`)
+  const dir = path.join(where.dir, `node-memory-pressure-example-${process.pid}-${randomBytes(3).toString('hex')}`)
   fs.mkdirSync(dir)
   let pid
   const cleanup = () => {

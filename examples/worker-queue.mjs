@@ -9,7 +9,7 @@
 import { once } from 'node:events'
 import v8 from 'node:v8'
 import { Worker } from 'node:worker_threads'
-import { SimulatedBackend, createMemoryMonitor, formatBytes } from 'memory-pressure'
+import { SimulatedBackend, createMemoryMonitor, formatBytes } from 'node-memory-pressure'
 
 const MiB = 2 ** 20
 const BUFFER = 8 * MiB

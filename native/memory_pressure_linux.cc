@@ -1,4 +1,4 @@
-// Native half of memory-pressure on Linux: only system calls and fd plumbing (eventfd(2), uv_poll
+// Native half of node-memory-pressure on Linux: only system calls and fd plumbing (eventfd(2), uv_poll
 // on the Node event loop, reading eventfd counters, close(2), malloc_trim(3)). Policy lives in JS.
 
 #include <errno.h>
@@ -349,7 +349,7 @@ Napi::Value WatchFd(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   PollWatcher* wrapper = PollWatcher::Unwrap(object);
-  napi_value name = Napi::String::New(env, "memory-pressure:PollWatcher");
+  napi_value name = Napi::String::New(env, "node-memory-pressure:PollWatcher");
   napi_value resource = Napi::Object::New(env);
   if (wrapper == nullptr ||
       napi_create_reference(env, info[2], 1, &w->callback) != napi_ok ||

@@ -2,7 +2,7 @@
 // without it, because the simulated backend needs no addon.
 'use strict'
 console.warn(
-  'memory-pressure: no prebuilt addon matches this platform and compiling one failed (see above). ' +
+  'node-memory-pressure: no prebuilt addon matches this platform and compiling one failed (see above). ' +
     'Installed without it: the kernel backends are unavailable (a warning with code ERR_NATIVE_UNAVAILABLE ' +
     'says so once at run time); the simulated backend works.',
 )

@@ -6,7 +6,7 @@
 #   scripts/node-versions.sh 22 26           # only these
 #   scripts/node-versions.sh 24 -- test/worker.test.ts   # vitest arguments after --
 #
-# Node binaries are kept in $MP_NODE_CACHE (default: $TMPDIR/memory-pressure-nodes) and reused.
+# Node binaries are kept in $MP_NODE_CACHE (default: $TMPDIR/node-memory-pressure-nodes) and reused.
 # Exits non-zero when any version fails; prints one summary line per version.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ versions=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do versions+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
 [ ${#versions[@]} -eq 0 ] && versions=(20 22 24 26)
-cache="${MP_NODE_CACHE:-${TMPDIR:-/tmp}/memory-pressure-nodes}"
+cache="${MP_NODE_CACHE:-${TMPDIR:-/tmp}/node-memory-pressure-nodes}"
 mkdir -p "$cache"
 
 # The suite loads dist/ and build/; both are made by the Node on PATH, once.

@@ -7,5 +7,5 @@ const path = require('node:path')
 process.env.PREBUILDS_ONLY = '1'
 const binding = require('node-gyp-build')(path.join(__dirname, '..'))
 if (typeof binding.eventfd !== 'function' || typeof binding.platformSupported !== 'boolean') {
-  throw new Error('the prebuild is not the memory-pressure addon')
+  throw new Error('the prebuild is not the node-memory-pressure addon')
 }

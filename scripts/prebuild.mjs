@@ -23,7 +23,7 @@ try {
   fs.symlinkSync(path.join(root, 'node_modules'), path.join(work, 'node_modules'))
   const prebuildify = path.join(root, 'node_modules', 'prebuildify', 'bin.js')
   // --napi: one build serves every Node version with Node-API 8 (the addon's NAPI_VERSION).
-  // --tag-libc: names the file memory-pressure.glibc.node, so node-gyp-build skips it on musl.
+  // --tag-libc: names the file node-memory-pressure.glibc.node, so node-gyp-build skips it on musl.
   execFileSync(process.execPath, [prebuildify, '--napi', '--strip', '--tag-libc', '-t', process.versions.node, '--cwd', work, '--out', root], {
     stdio: 'inherit',
     env,

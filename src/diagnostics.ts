@@ -9,27 +9,27 @@ import type { ShrinkReport } from './policy/shrinker.js'
 
 /**
  * Names of the channels. Subscribe with `diagnostics_channel.subscribe(name, fn)`; each message is
- * `{ monitor, event }` (for `memory-pressure:monitor`, `{ monitor }` only), published
+ * `{ monitor, event }` (for `node-memory-pressure:monitor`, `{ monitor }` only), published
  * synchronously right after the monitor's own event of the same name.
  */
 export const CHANNELS = {
   /** A monitor was created: `{ monitor }`. */
-  monitor: 'memory-pressure:monitor',
+  monitor: 'node-memory-pressure:monitor',
   /** A threshold was crossed: `{ monitor, event: ThresholdEvent }`. */
-  threshold: 'memory-pressure:threshold',
+  threshold: 'node-memory-pressure:threshold',
   /** The pressure level changed: `{ monitor, event: PressureEvent }`. */
-  pressure: 'memory-pressure:pressure',
+  pressure: 'node-memory-pressure:pressure',
   /** Memory came back below moderate − hysteresis: `{ monitor, event: ReliefEvent }`. */
-  relief: 'memory-pressure:relief',
+  relief: 'node-memory-pressure:relief',
   /** A shrink cycle finished: `{ monitor, event: ShrinkReport }`. */
-  shrink: 'memory-pressure:shrink',
+  shrink: 'node-memory-pressure:shrink',
   /** The kernel reported an OOM in the watched cgroup: `{ monitor, event: OomEvent }`. */
-  oom: 'memory-pressure:oom',
+  oom: 'node-memory-pressure:oom',
   /** The monitor closed: `{ monitor, event: CloseEvent }`. */
-  close: 'memory-pressure:close',
+  close: 'node-memory-pressure:close',
 } as const
 
-/** The message published on `memory-pressure:monitor`. */
+/** The message published on `node-memory-pressure:monitor`. */
 export interface MonitorCreatedMessage {
   monitor: MemoryMonitor
 }
@@ -65,7 +65,7 @@ export function publishEvent(monitor: MemoryMonitor, name: string, event: unknow
   if (channel?.hasSubscribers) channel.publish({ monitor, event })
 }
 
-/** Publishes `{ monitor }` on `memory-pressure:monitor`; called once the monitor is fully set up. */
+/** Publishes `{ monitor }` on `node-memory-pressure:monitor`; called once the monitor is fully set up. */
 export function announceMonitor(monitor: MemoryMonitor): void {
   if (created.hasSubscribers) created.publish({ monitor } satisfies MonitorCreatedMessage)
 }

@@ -1,4 +1,4 @@
-// The one error class of memory-pressure: every failure the SDK reports carries a stable `.code`,
+// The one error class of node-memory-pressure: every failure the SDK reports carries a stable `.code`,
 // and the kernel's `errno`/`syscall` and the file `path` when they apply.
 
 import { constants as osConstants } from 'node:os'
@@ -58,7 +58,7 @@ export function errnoName(errno: number): string | undefined {
 }
 
 /**
- * The error thrown or emitted by memory-pressure. Test `.code`, never the message text.
+ * The error thrown or emitted by node-memory-pressure. Test `.code`, never the message text.
  *
  * @example
  * ```ts

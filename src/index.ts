@@ -1,4 +1,4 @@
-// memory-pressure: be told by the kernel before memory runs out, and give memory back first.
+// node-memory-pressure: be told by the kernel before memory runs out, and give memory back first.
 
 export { onMemoryThreshold, type OnMemoryThresholdOptions } from './threshold.js'
 export {

@@ -133,7 +133,7 @@ export interface LoadNativeOptions {
   paths?: readonly string[]
 }
 
-const PACKAGE_NAME = 'memory-pressure'
+const PACKAGE_NAME = 'node-memory-pressure'
 
 /** Where the addon can live, relative to the package root, best first. */
 const DEFAULT_LOCATIONS: readonly string[] = [
@@ -203,7 +203,7 @@ function whyNotBinding(value: unknown): string | undefined {
   const exports = value as Record<string, unknown>
   const missing: string[] = FUNCTIONS.filter((name) => typeof exports[name] !== 'function')
   if (typeof exports.platformSupported !== 'boolean') missing.push('platformSupported')
-  return missing.length === 0 ? undefined : `not the memory-pressure addon (missing ${missing.join(', ')})`
+  return missing.length === 0 ? undefined : `not the node-memory-pressure addon (missing ${missing.join(', ')})`
 }
 
 /**
@@ -249,7 +249,7 @@ export function loadNative(options: LoadNativeOptions = {}): NativeBinding {
     tried.push(`${candidate}: ${problem}`)
   }
   const listing = tried.length === 0 ? ' (no paths given)' : `; tried:\n${tried.map((line) => `  ${line}`).join('\n')}`
-  throw new MemoryPressureError('ERR_NATIVE_UNAVAILABLE', `the memory-pressure native addon could not be loaded${listing}`, {
+  throw new MemoryPressureError('ERR_NATIVE_UNAVAILABLE', `the node-memory-pressure native addon could not be loaded${listing}`, {
     tried,
   })
 }
@@ -271,7 +271,7 @@ export function tryLoadNative(): NativeBinding | MemoryPressureError {
     } catch (err) {
       cached = err instanceof MemoryPressureError
         ? err
-        : new MemoryPressureError('ERR_NATIVE_UNAVAILABLE', `the memory-pressure native addon could not be loaded: ${describe(err)}`, { cause: err, tried: [] })
+        : new MemoryPressureError('ERR_NATIVE_UNAVAILABLE', `the node-memory-pressure native addon could not be loaded: ${describe(err)}`, { cause: err, tried: [] })
       process.emitWarning(`${cached.message}\nKernel backends are unavailable; the simulated backend still works.`, {
         type: 'MemoryPressureWarning',
         code: 'ERR_NATIVE_UNAVAILABLE',

@@ -26,7 +26,7 @@ const childCode = `
 import { createInterface } from 'node:readline'
 import v8 from 'node:v8'
 import vm from 'node:vm'
-const { createMemoryMonitor } = await import('memory-pressure')
+const { createMemoryMonitor } = await import('node-memory-pressure')
 v8.setFlagsFromString('--expose-gc')
 const gc = vm.runInNewContext('gc')
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\\n')
@@ -144,7 +144,7 @@ describe('cgroup v1 when cgroup.event_control cannot be written', () => {
 /** A child that opens the v1 backend while cgroupfs is writable, then remounts it read-only. */
 const switchCode = `
 import { execFileSync } from 'node:child_process'
-const { CgroupV1Backend, findMemoryCgroup } = await import('memory-pressure')
+const { CgroupV1Backend, findMemoryCgroup } = await import('node-memory-pressure')
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\\n')
 const cg = process.argv[1]
 const b = CgroupV1Backend.open({ cgroup: cg, poll: { minIntervalMs: 2, maxIntervalMs: 50 } })

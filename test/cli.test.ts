@@ -1,4 +1,4 @@
-// The memory-pressure command as a user runs it (the built bin in dist/): doctor --json against
+// The node-memory-pressure command as a user runs it (the built bin in dist/): doctor --json against
 // cgroups and trees the tests set up, usage errors, and watch as plain lines and under tmux.
 
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process'
@@ -43,7 +43,7 @@ function doctorJson(args: string[], wrapper: string[] = []): { code: number | nu
   return { code: r.code, report: JSON.parse(r.stdout) as DoctorReport }
 }
 
-describe.skipIf(!built)(`memory-pressure command line${built ? '' : ' (skipped: dist/ not built)'}`, () => {
+describe.skipIf(!built)(`node-memory-pressure command line${built ? '' : ' (skipped: dist/ not built)'}`, () => {
   it('--help exits 0; a bad command line exits 2', () => {
     expect(run(['--help']).code).toBe(0)
     expect(run([]).code).toBe(2)

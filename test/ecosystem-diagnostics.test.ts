@@ -1,4 +1,4 @@
-// diagnostics_channel: every monitor publishes its events on memory-pressure:* channels, the same
+// diagnostics_channel: every monitor publishes its events on node-memory-pressure:* channels, the same
 // event objects its listeners get, in the same order, and only while someone subscribes.
 
 import diagnosticsChannel from 'node:diagnostics_channel'
@@ -29,7 +29,7 @@ describe('diagnostics_channel', () => {
     const sim = new SimulatedBackend({ limit: 100 * MiB })
     const monitor = createMemoryMonitor({ backend: sim, levels: { moderate: '50%', high: '70%', critical: '90%' }, reduceHeap: false })
     const own: Array<[string, unknown]> = []
-    for (const name of ['threshold', 'pressure', 'shrink', 'close'] as const) monitor.on(name, (e: unknown) => own.push([`memory-pressure:${name}`, e]))
+    for (const name of ['threshold', 'pressure', 'shrink', 'close'] as const) monitor.on(name, (e: unknown) => own.push([`node-memory-pressure:${name}`, e]))
     monitor.addThreshold(40 * MiB)
     let cached = 30 * MiB
     monitor.register({ name: 'cache', size: () => cached, shrink: (req) => { const n = Math.min(cached, req.targetBytes); cached -= n; sim.free(n); return n } })

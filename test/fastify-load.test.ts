@@ -1,5 +1,5 @@
 // End to end under load: the fastify example service in a 256 MiB cgroup, loaded by autocannon with
-// requests that only grow its cache. With memory-pressure it is never OOM-killed; without, it is.
+// requests that only grow its cache. With node-memory-pressure it is never OOM-killed; without, it is.
 
 import fs from 'node:fs'
 import path from 'node:path'
@@ -41,7 +41,7 @@ interface Result {
 }
 
 describe('fastify under load in a 256 MiB cgroup', () => {
-  test(`with memory-pressure the service shrinks its cache, serves every request or sheds it, and is not OOM-killed${suffix}`, { timeout: 120_000 }, async () => {
+  test(`with node-memory-pressure the service shrinks its cache, serves every request or sheds it, and is not OOM-killed${suffix}`, { timeout: 120_000 }, async () => {
     if (!('dir' in own)) return
     const cg = createTestCgroup(own.dir, { limit: 256 * MiB })
     cgroups.push(cg)

@@ -260,7 +260,7 @@ describe('priority mode', () => {
         watcher.ref()
         for (let i = 0; i < 20; i++) await tick()
         const before = events.length
-        fs.writeFileSync('/proc/sys/kernel/domainname', 'memory-pressure-test')
+        fs.writeFileSync('/proc/sys/kernel/domainname', 'node-memory-pressure-test')
         for (let i = 0; i < 1000 && events.length === before; i++) await tick()
         for (let i = 0; i < 20; i++) await tick()
         watcher.close()

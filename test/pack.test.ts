@@ -24,7 +24,7 @@ const skip = process.platform !== 'linux' || process.arch !== 'x64'
 // What the installed package is asked to do: report where the addon came from, watch a threshold on
 // the simulated backend, and count warnings by code. Printed as one JSON line.
 const probe = `
-import { nativeStatus, createMemoryMonitor, SimulatedBackend } from 'memory-pressure'
+import { nativeStatus, createMemoryMonitor, SimulatedBackend } from 'node-memory-pressure'
 const warnings = []
 process.on('warning', (w) => warnings.push(w.code ?? w.name))
 const status = nativeStatus()
@@ -117,7 +117,7 @@ describe.skipIf(skip !== undefined)(`the packed tarball${skip === undefined ? ''
   }
 
   it('ships the linux-x64 glibc prebuild, the install-time check and the sources to compile from', () => {
-    expect(files).toContain('prebuilds/linux-x64/memory-pressure.glibc.node')
+    expect(files).toContain('prebuilds/linux-x64/node-memory-pressure.glibc.node')
     expect(files).toEqual(expect.arrayContaining(['scripts/prebuild-test.cjs', 'scripts/no-addon.cjs', 'binding.gyp', 'native/memory_pressure_linux.cc', 'dist/index.js']))
     expect(files.some((f) => f.startsWith('build/'))).toBe(false)
     // postpack leaves the checkout as it was: prebuilds/ is a release artifact, not a source.
@@ -133,12 +133,12 @@ describe.skipIf(skip !== undefined)(`the packed tarball${skip === undefined ? ''
 
   it('installs without a compiler and loads the prebuild', { timeout: 180_000 }, () => {
     const { dir } = install('with-prebuild')
-    const pkg = path.join(dir, 'node_modules', 'memory-pressure')
+    const pkg = path.join(dir, 'node_modules', 'node-memory-pressure')
     expect(fs.existsSync(path.join(pkg, 'build'))).toBe(false)
     const result = runProbe(dir)
     expect(result.status).toEqual({
       loaded: true,
-      path: path.join(fs.realpathSync(pkg), 'prebuilds', 'linux-x64', 'memory-pressure.glibc.node'),
+      path: path.join(fs.realpathSync(pkg), 'prebuilds', 'linux-x64', 'node-memory-pressure.glibc.node'),
       platformSupported: true,
     })
     expect(result.events).toEqual([['up', 50 * 2 ** 20, 'simulated'], ['down', 50 * 2 ** 20, 'simulated']])
@@ -150,14 +150,14 @@ describe.skipIf(skip !== undefined)(`the packed tarball${skip === undefined ? ''
   it('installs where no prebuild matches and nothing can compile, and says so once at run time', { timeout: 180_000 }, () => {
     const { dir, log } = install('without-addon', { npm_config_arch: 'arm64' })
     expect(log).toContain('ERR_NATIVE_UNAVAILABLE')
-    const pkg = path.join(dir, 'node_modules', 'memory-pressure')
+    const pkg = path.join(dir, 'node_modules', 'node-memory-pressure')
     expect(fs.existsSync(path.join(pkg, 'build', 'Release', 'memory_pressure.node'))).toBe(false)
     const result = runProbe(dir, { npm_config_arch: 'arm64' })
     expect(result.status).toMatchObject({ loaded: false, code: 'ERR_NATIVE_UNAVAILABLE' })
     if (result.status.loaded) throw new Error('unreachable')
     // Every place looked at is named: node-gyp-build's prebuild lookup and both compiled locations.
     expect(result.status.tried).toHaveLength(3)
-    expect(result.status.tried[0]).toContain(path.join('memory-pressure', 'prebuilds'))
+    expect(result.status.tried[0]).toContain(path.join('node-memory-pressure', 'prebuilds'))
     expect(result.status.tried[1]).toContain(path.join('build', 'Release', 'memory_pressure.node'))
     expect(result.status.tried[2]).toContain(path.join('build', 'Debug', 'memory_pressure.node'))
     expect(result.warnings.filter((w) => w === 'ERR_NATIVE_UNAVAILABLE')).toHaveLength(1)

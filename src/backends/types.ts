@@ -4,7 +4,7 @@
 import type { EventEmitter } from 'eventemitter3'
 import type { MemoryPressureError } from '../errors.js'
 
-/** The backends memory-pressure knows. */
+/** The backends node-memory-pressure knows. */
 export type BackendName = 'cgroup-v2' | 'cgroup-v1' | 'process' | 'simulated'
 
 /** Which way usage moved across a threshold. */

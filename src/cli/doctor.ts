@@ -1,4 +1,4 @@
-// `memory-pressure doctor`: what this machine offers for memory notifications, for one process or
+// `node-memory-pressure doctor`: what this machine offers for memory notifications, for one process or
 // cgroup, and why each backend can or cannot run: as text, or as JSON for scripts and tests.
 
 import fs from 'node:fs'
@@ -157,7 +157,7 @@ const bytes = (n: number | null | undefined): string => (n === null || n === und
 /** The report as text for a person. */
 export function renderDoctor(r: DoctorReport): string {
   const out: string[] = []
-  out.push(`memory-pressure doctor: node ${r.node}, ${r.platform} ${r.kernel}, uid ${r.uid ?? '?'}, CAP_SYS_RESOURCE ${r.capSysResource === null ? '?' : yes(r.capSysResource)}`)
+  out.push(`node-memory-pressure doctor: node ${r.node}, ${r.platform} ${r.kernel}, uid ${r.uid ?? '?'}, CAP_SYS_RESOURCE ${r.capSysResource === null ? '?' : yes(r.capSysResource)}`)
   out.push(`cgroup layout: ${r.hierarchies.layout} (v1 memory: ${r.hierarchies.v1Memory ?? 'not mounted'}, v2: ${r.hierarchies.v2 ?? 'not mounted'})`)
   const who = r.target.kind === 'cgroup' ? 'the cgroup named' : r.target.kind === 'pid' ? `process ${r.target.pid}` : `this process (${r.target.pid})`
   if (r.cgroup === null) {

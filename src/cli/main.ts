@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `memory-pressure` command: `doctor` (what this machine offers and why) and `watch` (a live
+// The `node-memory-pressure` command: `doctor` (what this machine offers and why) and `watch` (a live
 // view of a cgroup's memory with its events). Arguments are parsed with node:util parseArgs.
 
 import { readFileSync, realpathSync } from 'node:fs'
@@ -22,7 +22,7 @@ export const EXIT = {
   unavailable: 3,
 } as const
 
-const help = `Usage: memory-pressure <command> [options]
+const help = `Usage: node-memory-pressure <command> [options]
 
 Commands:
   doctor   What this machine offers for memory notifications and why: cgroup version and
@@ -68,7 +68,7 @@ export async function main(argv: string[], io: { out?: NodeJS.WriteStream; err?:
   try {
     parsed = parse(argv)
   } catch (e) {
-    err.write(`memory-pressure: ${(e as Error).message}\n\n${help}`)
+    err.write(`node-memory-pressure: ${(e as Error).message}\n\n${help}`)
     return EXIT.usage
   }
   const { values, positionals } = parsed
@@ -126,11 +126,11 @@ export async function main(argv: string[], io: { out?: NodeJS.WriteStream; err?:
     throw new UsageError(`unknown command ${JSON.stringify(command)} (doctor or watch)`)
   } catch (e) {
     if (e instanceof UsageError) {
-      err.write(`memory-pressure: ${e.message}\n`)
+      err.write(`node-memory-pressure: ${e.message}\n`)
       return EXIT.usage
     }
     if (e instanceof MemoryPressureError) {
-      err.write(`memory-pressure: ${e.code}: ${e.message}\n`)
+      err.write(`node-memory-pressure: ${e.code}: ${e.message}\n`)
       return EXIT.unavailable
     }
     throw e

@@ -1,4 +1,4 @@
-// `memory-pressure watch`: a live view of a cgroup's usage against its limit (a bar on a terminal,
+// `node-memory-pressure watch`: a live view of a cgroup's usage against its limit (a bar on a terminal,
 // plain lines otherwise), with every threshold crossing, OOM and pressure-level event as it happens.
 
 import { performance } from 'node:perf_hooks'

@@ -1,4 +1,4 @@
-// The fastify plugin (`memory-pressure/fastify`): sheds load with 503 while memory is at a pressure
+// The fastify plugin (`node-memory-pressure/fastify`): sheds load with 503 while memory is at a pressure
 // level, decorates the instance with the level and a snapshot; option names follow @fastify/under-pressure.
 
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RouteShorthandOptions } from 'fastify'
@@ -92,7 +92,7 @@ export interface MemoryPressureDecorator {
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** memory-pressure's monitor, level and snapshot. */
+    /** node-memory-pressure's monitor, level and snapshot. */
     memoryPressure: MemoryPressureDecorator
     /**
      * True while the level is at or above `shedAt` (as `@fastify/under-pressure`'s; when that
@@ -101,7 +101,7 @@ declare module 'fastify' {
     isUnderPressure(): boolean
   }
   interface FastifyContextConfig {
-    /** memory-pressure settings of this route. */
+    /** node-memory-pressure settings of this route. */
     memoryPressure?: RouteMemoryPressureConfig
   }
 }
@@ -233,10 +233,10 @@ const plugin: FastifyPluginAsync<FastifyMemoryPressureOptions> = async (fastify:
  *
  * @example
  * ```ts
- * import memoryPressure from 'memory-pressure/fastify'
+ * import memoryPressure from 'node-memory-pressure/fastify'
  * await app.register(memoryPressure, { shedAt: 'critical', retryAfter: 5, exposeStatusRoute: true })
  * app.get('/healthz', { config: { memoryPressure: { shedAt: false } } }, () => 'ok')
  * ```
  */
-export const fastifyMemoryPressure = fp(plugin, { fastify: '5.x', name: 'memory-pressure' })
+export const fastifyMemoryPressure = fp(plugin, { fastify: '5.x', name: 'node-memory-pressure' })
 export default fastifyMemoryPressure

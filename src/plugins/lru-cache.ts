@@ -1,4 +1,4 @@
-// The lru-cache shrinker (`memory-pressure/lru-cache`): under pressure, stale entries go first, then
+// The lru-cache shrinker (`node-memory-pressure/lru-cache`): under pressure, stale entries go first, then
 // the least recently used, down to a share of the cache kept per level, through lru-cache's public API.
 
 import type { PressureLevel } from '../policy/levels.js'
@@ -140,7 +140,7 @@ function positive(name: string, value: unknown, integer: boolean, allowZero: boo
  * @example
  * ```ts
  * import { LRUCache } from 'lru-cache'
- * import { lruCacheShrinker } from 'memory-pressure/lru-cache'
+ * import { lruCacheShrinker } from 'node-memory-pressure/lru-cache'
  * const cache = new LRUCache<string, Buffer>({ max: 10_000, maxSize: 2 ** 30, sizeCalculation: (b) => b.length })
  * monitor.register(lruCacheShrinker(cache, { name: 'thumbnails', minEntries: 100 }))
  * ```

@@ -1,4 +1,4 @@
-// The prom-client collector (`memory-pressure/prometheus`): a monitor's figures as gauges read at
+// The prom-client collector (`node-memory-pressure/prometheus`): a monitor's figures as gauges read at
 // scrape time, and its events (crossings, levels, OOMs, shrink cycles) as counters and a histogram.
 
 import { Counter, Gauge, Histogram, type Registry, register as defaultRegistry } from 'prom-client'
@@ -89,7 +89,7 @@ function validate(monitor: unknown, options: PrometheusOptions): void {
  *
  * @example
  * ```ts
- * import { memoryPressureMetrics } from 'memory-pressure/prometheus'
+ * import { memoryPressureMetrics } from 'node-memory-pressure/prometheus'
  * const metrics = memoryPressureMetrics(monitor, { labels: { service: 'api' } })
  * ```
  */

@@ -47,7 +47,7 @@ createInterface({ input: process.stdin }).on('line', (line) => {
 // event as `event <json>` (and `error <code>` / `close <reason>`).
 const watchAt = process.argv.indexOf('--watch')
 if (watchAt !== -1) {
-  const { onMemoryThreshold } = await import('memory-pressure')
+  const { onMemoryThreshold } = await import('node-memory-pressure')
   onMemoryThreshold(process.argv[watchAt + 1], (e) => process.stdout.write(`event ${JSON.stringify(e)}\n`), {
     direction: 'both',
     onError: (err) => process.stdout.write(`error ${err.code}\n`),

@@ -1,5 +1,5 @@
 // A child for the real-kernel policy tests: holds an lru-cache of touched Buffers and fills it on
-// command, with (`--plugin`) or without the lru-cache shrinker of memory-pressure on its own cgroup.
+// command, with (`--plugin`) or without the lru-cache shrinker of node-memory-pressure on its own cgroup.
 // Commands, one a line: `fill <entries> <bytes each>` (yields to the event loop between entries),
 // `exit`. Answers `ok <bytes held by the cache> <done ns>`. Prints `pressure <level>`,
 // `shrink <json>` and `relief` as the monitor reports them.
@@ -11,8 +11,8 @@ const withPlugin = process.argv.includes('--plugin')
 const cache = new LRUCache({ max: 100_000, maxSize: 2 ** 40, sizeCalculation: (b) => b.length })
 let monitor
 if (withPlugin) {
-  const { createMemoryMonitor } = await import('memory-pressure')
-  const { lruCacheShrinker } = await import('memory-pressure/lru-cache')
+  const { createMemoryMonitor } = await import('node-memory-pressure')
+  const { lruCacheShrinker } = await import('node-memory-pressure/lru-cache')
   monitor = createMemoryMonitor({ levels: { moderate: '50%', high: '65%', critical: '80%' }, cooldownMs: 200 })
   monitor.register(lruCacheShrinker(cache))
   monitor.on('pressure', (e) => process.stdout.write(`pressure ${e.level}\n`))

@@ -196,7 +196,7 @@ const cliCases: Case[] = ([
   [1, 'doctor --pid of no process', ['doctor', '--pid', '4194305']],
   [1, 'doctor --cgroup .. escaping the mount', ['doctor', '--cgroup', '/sys/fs/cgroup/memory/../../../tmp']],
   [2, 'watch --thresholds that do not parse', ['watch', '--cgroup', '/sys/fs/cgroup/memory', '--thresholds', 'lots']],
-] as Array<[number, string, string[]]>).map(([exit, name, argv]) => ({ name: `memory-pressure ${name}`, call: () => cli(...argv), outcome: { exit } }))
+] as Array<[number, string, string[]]>).map(([exit, name, argv]) => ({ name: `node-memory-pressure ${name}`, call: () => cli(...argv), outcome: { exit } }))
 
 const corpus = [...thresholdCases, ...typeCases, ...rangeCases, ...codeCases, ...noopCases, ...cliCases]
 
