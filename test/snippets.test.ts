@@ -358,6 +358,19 @@ describe.skipIf(cgroupSkip !== null)(`every JavaScript and TypeScript block runs
   })
 })
 
+describe.skipIf(cgroupSkip !== null)(`the reason the README gives for reduceHeap() holds${cgroupSkip === null ? '' : ` (skipped: ${cgroupSkip})`}`, () => {
+  // The README says clearing a cache of Buffers frees nothing until V8 collects: its snippet,
+  // without the reduceHeap() line, must be killed where the snippet as written survives.
+  const withReduce = blocks.filter((b) => JS.has(b.lang) && b.mark.beyondLimit && /^\s*await reduceHeap\(\)/m.test(b.code))
+  it('has such a snippet', () => expect(withReduce.map((b) => b.file)).toContain('README.md'))
+  it.each(withReduce.map((b) => [name(b), b] as const))('%s without its reduceHeap() line is OOM-killed', { timeout: 120_000 }, async (_, b) => {
+    const control: Block = { ...b, line: -b.line, code: b.code.replace(/^\s*await reduceHeap\(\).*\n/m, '') }
+    expect(control.code).not.toBe(b.code)
+    const r = await runInCgroup([process.execPath, program(control)], b.mark.limit ?? DEFAULT_LIMIT)
+    expect({ signal: r.signal, killed: r.oomKills > 0 }).toEqual({ signal: 'SIGKILL', killed: true })
+  })
+})
+
 describe.skipIf(cgroupSkip !== null)(`every shell block is a command that runs or is well-formed${cgroupSkip === null ? '' : ` (skipped: ${cgroupSkip})`}`, () => {
   const shBlocks = blocks.filter((b) => SHELL.has(b.lang) && b.mark.skip === undefined)
   it.each(shBlocks.map((b) => [name(b), b] as const))('%s', { timeout: 120_000 }, async (_, b) => {
