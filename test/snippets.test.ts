@@ -172,9 +172,14 @@ async function runInCgroup(argv: string[], limit: number, options: { untilLine?:
   let stderr = ''
   proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
   const lines = createInterface({ input: proc.stdout })
+  let interrupted = false
   lines.on('line', (line) => {
     stdout += `${line}\n`
-    if (options.untilLine && proc.exitCode === null) proc.kill('SIGINT')
+    // Once: a second SIGINT after the command's handler ran once would be the default action.
+    if (options.untilLine && !interrupted) {
+      interrupted = true
+      proc.kill('SIGINT')
+    }
   })
   const timer = setTimeout(() => proc.kill('SIGKILL'), options.timeoutMs ?? 90_000)
   const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
