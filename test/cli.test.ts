@@ -226,34 +226,64 @@ describe('doctor and watch on this machine\'s cgroups', () => {
     expect(await exit).toBe(0)
   })
 
-  it.skipIf(tmuxSkip !== null)(`watch in a terminal (tmux): a live bar, events above it, Ctrl-C exits 0${tmuxSkip ? ` (skipped: ${tmuxSkip})` : ''}`, async () => {
+  // The status line as watch draws it, whole: a row that starts like it but does not match is half of one.
+  const statusRow = /^\[[#.|]{10,50}\] [\d.]+ (B|KiB|MiB|GiB) \/ 100 MiB [\d.]+%(  (below all thresholds|above [\d.]+ MiB \([\d.]+%\)))?(  ws [\d.]+ (B|KiB|MiB|GiB))?(  cache [\d.]+ (B|KiB|MiB|GiB))?$/
+  // Every other row: the header, its notes, events, or the indented continuation of one of them.
+  const otherRow = /^(watching |limit |  \S|    \S|\+\d+\.\d{3}s (threshold|OOM|pressure level|error) )/
+
+  it.skipIf(tmuxSkip !== null)(`watch in a terminal (tmux): rows fit 80 and 110 columns and a shrink, the status line is never broken, Ctrl-C exits 0${tmuxSkip ? ` (skipped: ${tmuxSkip})` : ''}`, { timeout: 90_000 }, async () => {
     if (!('dir' in own)) return
     cg = createTestCgroup(own.dir, { limit: 100 * MiB })
     const socket = `mp-cli-${process.pid}-${randomBytes(3).toString('hex')}`
     const tm = (...args: string[]): string => execFileSync('tmux', ['-L', socket, ...args], { encoding: 'utf8' })
     const codeFile = path.join(os.tmpdir(), `${socket}.code`)
-    const command = `${process.execPath} ${bin} watch --cgroup ${cg.path} --thresholds 50% --interval-ms 100; echo $? > ${codeFile}`
-    tm('new-session', '-d', '-x', '120', '-y', '20', '-s', 'w', command)
+    const command = `${process.execPath} ${bin} watch --cgroup ${cg.path} --thresholds 30%,50%,70% --interval-ms 100; echo $? > ${codeFile}`
+    // -J joins rows the terminal wrapped (a joined row longer than the pane is a line that wrapped);
+    // -S - includes the history, where tmux moves rows when a shrink reflows the screen.
+    const capture = (): string[] => tm('capture-pane', '-p', '-J', '-S', '-', '-t', 'w').split('\n').filter((r) => r.trim() !== '')
     // tmux has no event for "the screen shows X": read the pane until it does.
-    const screen = async (pred: (text: string) => boolean): Promise<string> => {
+    const screen = async (pred: (rows: string[]) => boolean): Promise<string[]> => {
       for (let i = 0; i < 400; i++) {
-        const text = tm('capture-pane', '-p', '-J', '-t', 'w')
-        if (pred(text)) return text
+        const rows = capture()
+        if (pred(rows)) return rows
         await new Promise((r) => setTimeout(r, 50))
       }
-      throw new Error(`screen never matched; last:\n${tm('capture-pane', '-p', '-J', '-t', 'w')}`)
+      throw new Error(`screen never matched; last:\n${capture().join('\n')}`)
     }
+    // Rows from `from` on were written at `width`; earlier ones (written wider, before a shrink) are
+    // reflowed by tmux, which -J joins back: they must still be whole.
+    const check = (rows: string[], width: number, from = 0): void => {
+      for (const row of rows.slice(from)) expect(row.length, row).toBeLessThanOrEqual(width)
+      expect(rows.at(-1)).toMatch(statusRow)
+      for (const row of rows.slice(0, -1)) expect(row, `row ${JSON.stringify(row)} of\n${rows.join('\n')}`).toMatch(otherRow)
+    }
+    tm('new-session', '-d', '-x', '110', '-y', '24', '-s', 'w', command)
     try {
-      const start = await screen((t) => /\[[#.|]+\]/.test(t))
-      expect(start).toMatch(/watching .* with cgroup-v1 \(kernel\)/)
-      expect(start).toMatch(/ \/ 100 MiB [\d.]+% /)
+      const start = await screen((r) => statusRow.test(r.at(-1) ?? ''))
+      check(start, 110)
+      expect(start.join(' ').replace(/ +/g, ' ')).toMatch(/watching .* with cgroup-v1 \(kernel\)/)
       const child = await spawnInCgroup(cg, allocator)
       try {
-        while ((await child.send(`alloc ${4 * MiB}`)).held < 60 * MiB) { /* grow past 50% */ }
-        const after = await screen((t) => /threshold up 50\.0 MiB/.test(t))
-        const rows = after.split('\n').filter((r) => r.trim() !== '')
-        // The event is printed as its own line and the bar stays the last line, now above 50%.
-        expect(rows.at(-1)).toMatch(/\[[#.|]+\].*above 50\.0 MiB/)
+        // Allocate past 50% and free, twice: crossings up and down, the status redrawn under them.
+        // Each step awaited on the screen: an up and a down within one wake-up of the watcher are
+        // no crossing at all once it reads usage.
+        for (let round = 0; round < 2; round++) {
+          while ((await child.send(`alloc ${4 * MiB}`)).held < 60 * MiB) { /* grow past 50% */ }
+          await screen((r) => /above 50\.0 MiB/.test(r.at(-1) ?? ''))
+          await child.send('freeall')
+          await screen((r) => /below all thresholds/.test(r.at(-1) ?? ''))
+        }
+        const wide = await screen((r) => r.some((x) => / threshold down 50\.0 MiB/.test(x)))
+        check(wide, 110)
+        const before = capture().length - 1
+        tm('resize-window', '-t', 'w', '-x', '80', '-y', '24')
+        // The next redraw after the shrink: the bar narrows to fit.
+        const shrunk = await screen((r) => (r.at(-1)?.length ?? 999) <= 80 && statusRow.test(r.at(-1) ?? ''))
+        check(shrunk, 80, before)
+        expect(shrunk.length).toBe(before + 1)
+        while ((await child.send(`alloc ${4 * MiB}`)).held < 76 * MiB) { /* grow past 70% */ }
+        const narrow = await screen((r) => r.some((x) => / threshold up 70\.0 MiB/.test(x)) && /above 70\.0 MiB/.test(r.at(-1) ?? ''))
+        check(narrow, 80, before)
       } finally {
         child.proc.kill('SIGKILL')
         await child.exited
@@ -265,6 +295,40 @@ describe('doctor and watch on this machine\'s cgroups', () => {
       spawnSync('tmux', ['-L', socket, 'kill-server'])
       fs.rmSync(codeFile, { force: true })
       // kill-server leaves the socket file behind.
+      fs.rmSync(path.join(process.env.TMUX_TMPDIR ?? '/tmp', `tmux-${process.getuid?.() ?? 0}`, socket), { force: true })
+    }
+  })
+
+  it.skipIf(tmuxSkip !== null)(`watch in an 80x24 terminal (tmux) from the start: every row fits, the status line is whole${tmuxSkip ? ` (skipped: ${tmuxSkip})` : ''}`, { timeout: 60_000 }, async () => {
+    if (!('dir' in own)) return
+    cg = createTestCgroup(own.dir, { limit: 100 * MiB })
+    const socket = `mp-cli-${process.pid}-${randomBytes(3).toString('hex')}`
+    const tm = (...args: string[]): string => execFileSync('tmux', ['-L', socket, ...args], { encoding: 'utf8' })
+    const capture = (): string[] => tm('capture-pane', '-p', '-J', '-S', '-', '-t', 'w').split('\n').filter((r) => r.trim() !== '')
+    tm('new-session', '-d', '-x', '80', '-y', '24', '-s', 'w', `${process.execPath} ${bin} watch --cgroup ${cg.path} --interval-ms 100`)
+    try {
+      const screen = async (pred: (rows: string[]) => boolean): Promise<string[]> => {
+        for (let i = 0; i < 400; i++) {
+          const rows = capture()
+          if (pred(rows)) return rows
+          await new Promise((r) => setTimeout(r, 50))
+        }
+        throw new Error(`screen never matched; last:\n${capture().join('\n')}`)
+      }
+      const child = await spawnInCgroup(cg, allocator)
+      try {
+        while ((await child.send(`alloc ${4 * MiB}`)).held < 56 * MiB) { /* past the default 50% */ }
+        await screen((r) => /above 50\.0 MiB/.test(r.at(-1) ?? ''))
+        await child.send('freeall')
+        const rows = await screen((r) => r.some((x) => / threshold down 50\.0 MiB/.test(x)) && statusRow.test(r.at(-1) ?? ''))
+        for (const row of rows) expect(row.length, row).toBeLessThanOrEqual(80)
+        for (const row of rows.slice(0, -1)) expect(row, rows.join('\n')).toMatch(otherRow)
+      } finally {
+        child.proc.kill('SIGKILL')
+        await child.exited
+      }
+    } finally {
+      spawnSync('tmux', ['-L', socket, 'kill-server'])
       fs.rmSync(path.join(process.env.TMUX_TMPDIR ?? '/tmp', `tmux-${process.getuid?.() ?? 0}`, socket), { force: true })
     }
   })
