@@ -143,9 +143,11 @@ export function ownHeap(): HeapReading {
 
 /**
  * Another process's heap, from its command line and `NODE_OPTIONS` (`/proc/PID/cmdline`, `environ`):
- * with `--max-old-space-size` the limit does not depend on where the process runs, so the same
- * binary (or this Node) started with the same flags tells it. V8's default and the percentage flag
- * are sized from the process's own cgroup, which only a process inside it can read.
+ * with `--max-old-space-size` the old space does not depend on where the process runs, so the same
+ * binary (or this Node) started with the same flags tells it, within the young generation, which V8
+ * sizes from the memory the process sees (measured: 3 MiB in a 512 MiB cgroup, 48 MiB without a
+ * limit, Node 20). V8's default and the percentage flag are sized from the process's own cgroup,
+ * which only a process inside it can read.
  */
 export function pidHeap(pid: number): HeapReading {
   let argv: string[]
@@ -184,5 +186,6 @@ export function pidHeap(pid: number): HeapReading {
   const r = spawnSync(exe, [...flags.tokens, '-p', 'v8.getHeapStatistics().heap_size_limit'], { encoding: 'utf8', env, timeout: 30_000 })
   const limit = Number(r.stdout?.trim())
   if (r.status !== 0 || !Number.isFinite(limit)) return { limit: null, source: 'unknown', flags: flags.tokens, note: `${exe} with ${flags.tokens.join(' ')} did not report its heap limit` }
-  return { limit, source: 'flags', flags: flags.tokens, note: [environNote, standIn ? `its binary is not visible: read from this Node (${process.version}) with the same flags` : null].filter((n) => n !== null).join('; ') || null }
+  const young = `approximate: the young generation (up to ${Math.round(youngGenerationBytes(exe) / MiB)} MiB) is sized from the memory the process sees`
+  return { limit, source: 'flags', flags: flags.tokens, note: [environNote, standIn ? `its binary is not visible: read from this Node (${process.version}) with the same flags` : null, young].filter((n) => n !== null).join('; ') }
 }
