@@ -34,7 +34,9 @@ Commands:
   doctor   What this machine offers for memory notifications and why: cgroup version and
            layout, the process's cgroup, the effective limit and which ancestor holds it,
            usage, working set and page cache, each backend usable or not (with reasons),
-           permissions on the files the backends use, and what to change.
+           permissions on the files the backends use, the native addon, V8's heap limit
+           against the cgroup's, and advice: each setup where the defaults will not work
+           with the one thing to change (a stable code per item in --json).
   watch    A live view of a cgroup's usage against its limit, with threshold crossings,
            OOM and pressure-level events as they happen, until interrupted. Fitted to the
            terminal's width; plain lines when stdout is not a terminal.
