@@ -160,7 +160,9 @@ export async function main(argv: string[], io: { out?: NodeJS.WriteStream; err?:
           defaultThresholds: values.thresholds === undefined,
           intervalMs,
           tty: out.isTTY === true,
-          columns: () => out.columns ?? 80,
+          // The terminal's size now (TIOCGWINSZ), not `columns`, which changes only when the
+          // 'resize' event is handled: a redraw can come between the two.
+          columns: () => (out.isTTY === true ? out.getWindowSize()[0] : out.columns) ?? 80,
           onResize: (listener) => {
             out.on('resize', listener)
             return () => out.off('resize', listener)

@@ -22,7 +22,10 @@ export interface WatchOptions extends TargetOptions {
   intervalMs: number
   /** Draw a live status line (a terminal) or print plain lines. */
   tty: boolean
-  /** The terminal's width in columns, read at each redraw (it changes when the window is resized). */
+  /**
+   * The terminal's width in columns, read at each redraw (it changes when the window is resized;
+   * read it from the terminal, `getWindowSize()`, rather than a copy updated by the resize event).
+   */
   columns: number | (() => number)
   /** Subscribes to terminal resizes (stdout's `'resize'`); returns the unsubscribe function. */
   onResize?: (listener: () => void) => () => void
@@ -133,10 +136,12 @@ export async function watch(options: WatchOptions, signal: AbortSignal): Promise
   const { write, tty } = options
   // A row uses one column less than the terminal has: a row filling the last column leaves some
   // terminals in their pending-wrap state, and the next write would start a new row.
-  const width = (): number => Math.max(20, (typeof options.columns === 'function' ? options.columns() : options.columns) - 1)
+  const columns = (): number => (typeof options.columns === 'function' ? options.columns() : options.columns)
+  const width = (): number => Math.max(20, columns() - 1)
   let last: MemorySnapshot = first
-  /** Length of the status line on the screen (0: none shown). */
+  /** Length of the status line on the screen (0: none shown), and the terminal's width then. */
   let shown = 0
+  let shownColumns = 0
   const above = new Set<number>()
   const start = performance.now()
   const stamp = (): string => `+${((performance.now() - start) / 1000).toFixed(3)}s`
@@ -152,15 +157,25 @@ export async function watch(options: WatchOptions, signal: AbortSignal): Promise
     }
   }
   const clear = (): void => {
-    if (tty && shown > 0) write('\r\x1b[2K')
+    if (tty && shown > 0) {
+      // Terminals that reflow on a shrink (tmux, VTE, kitty, iTerm2, Windows Terminal) have moved
+      // the end of a status line wider than the new width onto rows of its own, the cursor on the
+      // last: clear those rows too, so that no half of the old line stays on the screen.
+      const now = columns()
+      const rows = now < shownColumns && shown > now ? Math.ceil(shown / now) : 1
+      write(`\r\x1b[2K${'\x1b[1A\x1b[2K'.repeat(rows - 1)}`)
+    }
     shown = 0
   }
   const redraw = (): void => {
     if (!tty) return
     clear()
     const text = statusLine({ snapshot: last, thresholds, level: level() }, width())
-    write(text)
+    // Written with autowrap off (DECAWM, `CSI ? 7 l`): if the window shrinks while this write is on
+    // its way, the terminal cuts the line instead of wrapping it onto a row the next clear misses.
+    write(`\x1b[?7l${text}\x1b[?7h`)
     shown = text.length
+    shownColumns = columns()
   }
   const line = (text: string): void => {
     if (!tty) {
@@ -171,17 +186,8 @@ export async function watch(options: WatchOptions, signal: AbortSignal): Promise
     write(`${fitRows(text, width()).join('\n')}\n`)
     redraw()
   }
-  const onResize = (): void => {
-    // Terminals that reflow on a shrink (tmux, VTE, kitty, iTerm2, Windows Terminal) have moved the
-    // end of a status line wider than the new width onto rows of its own, the cursor on the last:
-    // clear those rows too, so that no half of the old line stays on the screen.
-    if (tty && shown > 0) {
-      const rows = Math.ceil(shown / (width() + 1))
-      write(`\r\x1b[2K${'\x1b[1A\x1b[2K'.repeat(Math.max(0, rows - 1))}`)
-      shown = 0
-    }
-    redraw()
-  }
+  // The width is read at each redraw (a timer's redraw can come before the resize event).
+  const onResize = (): void => redraw()
   // Plain lines are printed when the figures moved (1% of the limit, or 1 MiB without one), so that
   // a log of an idle cgroup does not grow by a line a second.
   let printed: MemorySnapshot | null = null
