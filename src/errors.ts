@@ -69,21 +69,27 @@ export function errnoName(errno: number): string | undefined {
 export class MemoryPressureError extends Error {
   /** Stable machine-readable code. */
   readonly code: MemoryPressureErrorCode
+  // The optional fields are `declare`d so that only those set become own properties: a class
+  // field would define each as `undefined`, and Node prints every own property of an uncaught error.
   /** Positive errno when a system call failed. */
-  readonly errno?: number
+  declare readonly errno?: number
   /** The failing system call. */
-  readonly syscall?: string
+  declare readonly syscall?: string
   /** The file involved. */
-  readonly path?: string
+  declare readonly path?: string
   /** For `ERR_NATIVE_UNAVAILABLE`: the paths tried. */
-  readonly tried?: readonly string[]
+  declare readonly tried?: readonly string[]
   /** For `ERR_BACKEND_UNAVAILABLE` / `ERR_NO_CGROUP`: the reasons collected. */
-  readonly reasons?: readonly string[]
+  declare readonly reasons?: readonly string[]
 
   constructor(code: MemoryPressureErrorCode, message: string, options: MemoryPressureErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause })
-    this.name = 'MemoryPressureError'
     this.code = code
+    // The stack's first line (what an uncaught error shows) names the code, as Node's own errors
+    // do (`TypeError [ERR_X]: ...`); `name` itself stays the class name.
+    this.name = `MemoryPressureError [${code}]`
+    void this.stack
+    this.name = 'MemoryPressureError'
     if (options.errno !== undefined) this.errno = options.errno
     if (options.syscall !== undefined) this.syscall = options.syscall
     if (options.path !== undefined) this.path = options.path

@@ -77,7 +77,8 @@ describe.skipIf(!built)(`node-memory-pressure command line${built ? '' : ' (skip
       expect(report.kernelExact).toBe(false)
       expect(report.backends.find((b) => b.name === 'process')?.available).toBe(false)
       expect(report.files.map((f) => [path.basename(f.path), f.exists])).toContainEqual(['memory.events', true])
-      expect(report.advice.length).toBeGreaterThan(0)
+      expect(report.advice.map((a) => a.code)).toContain('V2_EMULATED')
+      expect(report.advice.map((a) => a.code)).not.toContain('NO_LIMIT')
     } finally {
       fs.rmSync(tree, { recursive: true, force: true })
     }
@@ -139,6 +140,9 @@ describe('doctor and watch on this machine\'s cgroups', () => {
     ])
     expect([report.chosen, report.kernelExact]).toEqual(['cgroup-v1', true])
     expect(report.files.find((f) => f.path === path.join(cg?.path ?? '', 'cgroup.event_control'))).toMatchObject({ exists: true, write: true, error: null })
+    // Kernel-exact, with a limit and the addon: nothing about the cgroup to change.
+    expect(report.advice.map((a) => a.code).filter((c) => !c.startsWith('HEAP_'))).toEqual([])
+    expect(report.addon.loaded).toBe(true)
   })
 
   it.skipIf(v1Skip !== null)(`doctor --json --pid: the child's cgroup, the ancestor holding the limit is what would be watched${skip}`, async () => {
@@ -178,7 +182,7 @@ describe('doctor and watch on this machine\'s cgroups', () => {
     expect(report.files.find((f) => f.path.endsWith('/cgroup.event_control'))).toMatchObject({ needs: 'write', exists: true, write: false, error: 'EROFS' })
     // Files that are only read are fine on a read-only mount.
     expect(report.files.find((f) => f.path.endsWith('/memory.usage_in_bytes'))).toMatchObject({ needs: 'read', read: true, write: false, error: null })
-    expect(report.advice.length).toBeGreaterThan(0)
+    expect(report.advice.map((a) => a.code)).toContain('READ_ONLY_CGROUPFS')
   })
 
   it.skipIf(v1Skip !== null)(`watch (plain lines): a child growing into a 100 MiB limit shows the thresholds, then the OOM; removal ends it with exit 1${skip}`, async () => {
@@ -226,34 +230,133 @@ describe('doctor and watch on this machine\'s cgroups', () => {
     expect(await exit).toBe(0)
   })
 
-  it.skipIf(tmuxSkip !== null)(`watch in a terminal (tmux): a live bar, events above it, Ctrl-C exits 0${tmuxSkip ? ` (skipped: ${tmuxSkip})` : ''}`, async () => {
+  it.skipIf(v1Skip !== null)(`doctor without the native addon: NO_ADDON, what is lost listed, thresholds polled${skip}`, () => {
+    if (!('dir' in own)) return
+    cg = createTestCgroup(own.dir, { limit: 128 * MiB })
+    // The package as installed without its addon: dist/ and package.json, no build/ and no prebuilds/.
+    const copy = fs.mkdtempSync(path.join(os.tmpdir(), 'mp-cli-noaddon-'))
+    try {
+      fs.cpSync(path.join(root, 'dist'), path.join(copy, 'dist'), { recursive: true })
+      fs.copyFileSync(path.join(root, 'package.json'), path.join(copy, 'package.json'))
+      fs.symlinkSync(path.join(root, 'node_modules'), path.join(copy, 'node_modules'))
+      const r = spawnSync(process.execPath, [path.join(copy, 'dist', 'cli', 'main.js'), 'doctor', '--json', '--cgroup', cg.path], { encoding: 'utf8', timeout: 60_000 })
+      const report = JSON.parse(r.stdout) as DoctorReport
+      expect(report.addon.loaded).toBe(false)
+      expect(report.addon.lost.length).toBe(3)
+      expect(report.advice.map((a) => a.code)).toContain('NO_ADDON')
+      expect([report.chosen, report.kernelExact]).toEqual(['cgroup-v1', false])
+    } finally {
+      fs.rmSync(copy, { recursive: true, force: true })
+    }
+  })
+
+  it.skipIf(v1Skip !== null)(`watch (plain lines): each event line has the working set read at the event; repeats are counted, not printed${skip}`, async () => {
+    if (!('dir' in own)) return
+    cg = createTestCgroup(own.dir, { limit: 100 * MiB })
+    // A refresh period longer than the test: any figure in an event line was read at the event.
+    const watcher = spawn(process.execPath, [bin, 'watch', '--cgroup', cg.path, '--thresholds', '40MiB', '--interval-ms', '600000'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
+    children.push(watcher)
+    const lines = new Collector<string>()
+    createInterface({ input: watcher.stdout as NodeJS.ReadableStream }).on('line', lines.push)
+    const exit = new Promise<number | null>((resolve) => watcher.on('exit', (c) => resolve(c)))
+    await lines.until((l) => l.some((x) => x.startsWith('limit ')), 30_000)
+    const child = await spawnInCgroup(cg, allocator)
+    const cycles = 8
+    try {
+      // Back and forth across 40 MiB, each crossing awaited so that none merges with the next.
+      for (let i = 0; i < cycles; i++) {
+        await child.send(`alloc ${44 * MiB}`)
+        await lines.until((l) => l.some((x) => / threshold up 40\.0 MiB /.test(x)) || i > 0)
+        // A second collection: the first one frees a dead Buffer's memory only on a helper thread.
+        await child.send('free')
+        await child.send('free')
+        await lines.until((l) => l.some((x) => / threshold down 40\.0 MiB /.test(x)) || i > 0)
+      }
+    } finally {
+      child.proc.kill('SIGKILL')
+      await child.exited
+    }
+    watcher.kill('SIGINT')
+    expect(await exit).toBe(0)
+    const ws = (x: string): number => {
+      const m = / ws ([\d.]+) (B|KiB|MiB)/.exec(x)
+      return m === null ? Number.NaN : Number(m[1]) * (m[2] === 'MiB' ? MiB : m[2] === 'KiB' ? 1024 : 1)
+    }
+    const up = lines.items.find((x) => / threshold up 40\.0 MiB /.test(x)) ?? ''
+    const down = lines.items.find((x) => / threshold down 40\.0 MiB /.test(x)) ?? ''
+    // At the up crossing the child holds 44 MiB; at the down one it has given them back.
+    expect(ws(up)).toBeGreaterThanOrEqual(40 * MiB)
+    expect(ws(down)).toBeLessThan(40 * MiB)
+    // Every crossing is accounted for: the first of each direction printed, the rest as counts.
+    const about = lines.items.filter((x) => / threshold (up|down) 40\.0 MiB/.test(x))
+    const counted = about.reduce((n, x) => n + Number(/ x(\d+) more in /.exec(x)?.[1] ?? 1), 0)
+    expect(counted).toBe(2 * cycles)
+    expect(about.length).toBeLessThan(2 * cycles)
+  })
+
+  // The status line as watch draws it, whole: a row that starts like it but does not match is half of one.
+  const statusRow = /^\[[#.|]{10,50}\] [\d.]+ (B|KiB|MiB|GiB) \/ 100 MiB [\d.]+%(  (below all thresholds|above [\d.]+ MiB \([\d.]+%\)))?(  ws [\d.]+ (B|KiB|MiB|GiB))?(  cache [\d.]+ (B|KiB|MiB|GiB))?$/
+  // Every other row: the header, its notes, events, or the indented continuation of one of them.
+  const otherRow = /^(watching |limit |  \S|    \S|\+\d+\.\d{3}s (threshold|OOM|pressure level|error) )/
+
+  it.skipIf(tmuxSkip !== null)(`watch in a terminal (tmux): rows fit 80 and 110 columns and a shrink, the status line is never broken, Ctrl-C exits 0${tmuxSkip ? ` (skipped: ${tmuxSkip})` : ''}`, { timeout: 90_000 }, async () => {
     if (!('dir' in own)) return
     cg = createTestCgroup(own.dir, { limit: 100 * MiB })
     const socket = `mp-cli-${process.pid}-${randomBytes(3).toString('hex')}`
     const tm = (...args: string[]): string => execFileSync('tmux', ['-L', socket, ...args], { encoding: 'utf8' })
     const codeFile = path.join(os.tmpdir(), `${socket}.code`)
-    const command = `${process.execPath} ${bin} watch --cgroup ${cg.path} --thresholds 50% --interval-ms 100; echo $? > ${codeFile}`
-    tm('new-session', '-d', '-x', '120', '-y', '20', '-s', 'w', command)
+    const command = `${process.execPath} ${bin} watch --cgroup ${cg.path} --thresholds 30%,50%,70% --interval-ms 10; echo $? > ${codeFile}`
+    // -J joins rows the terminal wrapped (a joined row longer than the pane is a line that wrapped);
+    // -S - includes the history, where tmux moves rows when a shrink reflows the screen.
+    const capture = (): string[] => tm('capture-pane', '-p', '-J', '-S', '-', '-t', 'w').split('\n').filter((r) => r.trim() !== '')
     // tmux has no event for "the screen shows X": read the pane until it does.
-    const screen = async (pred: (text: string) => boolean): Promise<string> => {
+    const screen = async (pred: (rows: string[]) => boolean): Promise<string[]> => {
       for (let i = 0; i < 400; i++) {
-        const text = tm('capture-pane', '-p', '-J', '-t', 'w')
-        if (pred(text)) return text
+        const rows = capture()
+        if (pred(rows)) return rows
         await new Promise((r) => setTimeout(r, 50))
       }
-      throw new Error(`screen never matched; last:\n${tm('capture-pane', '-p', '-J', '-t', 'w')}`)
+      throw new Error(`screen never matched; last:\n${capture().join('\n')}`)
     }
+    // Rows from `from` on were written at `width`; earlier ones (written wider, before a shrink) are
+    // reflowed by tmux, which -J joins back: they must still be whole.
+    const check = (rows: string[], width: number, from = 0): void => {
+      for (const row of rows.slice(from)) expect(row.length, row).toBeLessThanOrEqual(width)
+      expect(rows.at(-1)).toMatch(statusRow)
+      for (const row of rows.slice(0, -1)) expect(row, `row ${JSON.stringify(row)} of\n${rows.join('\n')}`).toMatch(otherRow)
+    }
+    tm('new-session', '-d', '-x', '110', '-y', '24', '-s', 'w', command)
     try {
-      const start = await screen((t) => /\[[#.|]+\]/.test(t))
-      expect(start).toMatch(/watching .* with cgroup-v1 \(kernel\)/)
-      expect(start).toMatch(/ \/ 100 MiB [\d.]+% /)
+      const start = await screen((r) => statusRow.test(r.at(-1) ?? ''))
+      check(start, 110)
+      expect(start.join(' ').replace(/ +/g, ' ')).toMatch(/watching .* with cgroup-v1 \(kernel\)/)
       const child = await spawnInCgroup(cg, allocator)
       try {
-        while ((await child.send(`alloc ${4 * MiB}`)).held < 60 * MiB) { /* grow past 50% */ }
-        const after = await screen((t) => /threshold up 50\.0 MiB/.test(t))
-        const rows = after.split('\n').filter((r) => r.trim() !== '')
-        // The event is printed as its own line and the bar stays the last line, now above 50%.
-        expect(rows.at(-1)).toMatch(/\[[#.|]+\].*above 50\.0 MiB/)
+        // Allocate past 50% and free, twice: crossings up and down, the status redrawn under them.
+        // Each step awaited on the screen: an up and a down within one wake-up of the watcher are
+        // no crossing at all once it reads usage.
+        for (let round = 0; round < 2; round++) {
+          while ((await child.send(`alloc ${4 * MiB}`)).held < 60 * MiB) { /* grow past 50% */ }
+          await screen((r) => /above 50\.0 MiB/.test(r.at(-1) ?? ''))
+          await child.send('freeall')
+          await screen((r) => /below all thresholds/.test(r.at(-1) ?? ''))
+        }
+        // Both rounds accounted for (the second as counts when it came within the first's window),
+        // so that no line is still pending when the window shrinks.
+        const seen = (rows: string[], dir: string): number => rows
+          .filter((x) => new RegExp(` threshold ${dir} 50\\.0 MiB`).test(x))
+          .reduce((n, x) => n + Number(/ x(\d+) more in /.exec(x)?.[1] ?? 1), 0)
+        const wide = await screen((r) => seen(r, 'up') === 2 && seen(r, 'down') === 2)
+        check(wide, 110)
+        const before = capture().length - 1
+        tm('resize-window', '-t', 'w', '-x', '80', '-y', '24')
+        // The next redraw after the shrink: the bar narrows to fit.
+        const shrunk = await screen((r) => (r.at(-1)?.length ?? 999) <= 80 && statusRow.test(r.at(-1) ?? ''))
+        check(shrunk, 80, before)
+        expect(shrunk.length).toBe(before + 1)
+        while ((await child.send(`alloc ${4 * MiB}`)).held < 76 * MiB) { /* grow past 70% */ }
+        const narrow = await screen((r) => r.some((x) => / threshold up 70\.0 MiB/.test(x)) && /above 70\.0 MiB/.test(r.at(-1) ?? ''))
+        check(narrow, 80, before)
       } finally {
         child.proc.kill('SIGKILL')
         await child.exited
@@ -265,6 +368,40 @@ describe('doctor and watch on this machine\'s cgroups', () => {
       spawnSync('tmux', ['-L', socket, 'kill-server'])
       fs.rmSync(codeFile, { force: true })
       // kill-server leaves the socket file behind.
+      fs.rmSync(path.join(process.env.TMUX_TMPDIR ?? '/tmp', `tmux-${process.getuid?.() ?? 0}`, socket), { force: true })
+    }
+  })
+
+  it.skipIf(tmuxSkip !== null)(`watch in an 80x24 terminal (tmux) from the start: every row fits, the status line is whole${tmuxSkip ? ` (skipped: ${tmuxSkip})` : ''}`, { timeout: 60_000 }, async () => {
+    if (!('dir' in own)) return
+    cg = createTestCgroup(own.dir, { limit: 100 * MiB })
+    const socket = `mp-cli-${process.pid}-${randomBytes(3).toString('hex')}`
+    const tm = (...args: string[]): string => execFileSync('tmux', ['-L', socket, ...args], { encoding: 'utf8' })
+    const capture = (): string[] => tm('capture-pane', '-p', '-J', '-S', '-', '-t', 'w').split('\n').filter((r) => r.trim() !== '')
+    tm('new-session', '-d', '-x', '80', '-y', '24', '-s', 'w', `${process.execPath} ${bin} watch --cgroup ${cg.path} --interval-ms 100`)
+    try {
+      const screen = async (pred: (rows: string[]) => boolean): Promise<string[]> => {
+        for (let i = 0; i < 400; i++) {
+          const rows = capture()
+          if (pred(rows)) return rows
+          await new Promise((r) => setTimeout(r, 50))
+        }
+        throw new Error(`screen never matched; last:\n${capture().join('\n')}`)
+      }
+      const child = await spawnInCgroup(cg, allocator)
+      try {
+        while ((await child.send(`alloc ${4 * MiB}`)).held < 56 * MiB) { /* past the default 50% */ }
+        await screen((r) => /above 50\.0 MiB/.test(r.at(-1) ?? ''))
+        await child.send('freeall')
+        const rows = await screen((r) => r.some((x) => / threshold down 50\.0 MiB/.test(x)) && statusRow.test(r.at(-1) ?? ''))
+        for (const row of rows) expect(row.length, row).toBeLessThanOrEqual(80)
+        for (const row of rows.slice(0, -1)) expect(row, rows.join('\n')).toMatch(otherRow)
+      } finally {
+        child.proc.kill('SIGKILL')
+        await child.exited
+      }
+    } finally {
+      spawnSync('tmux', ['-L', socket, 'kill-server'])
       fs.rmSync(path.join(process.env.TMUX_TMPDIR ?? '/tmp', `tmux-${process.getuid?.() ?? 0}`, socket), { force: true })
     }
   })

@@ -7,7 +7,10 @@ import path from 'node:path'
 import { effectiveLimit } from '../cgroup/limit.js'
 import { parseMountInfo } from '../cgroup/mountinfo.js'
 import { readFigures } from '../cgroup/stat.js'
+import { MemoryPressureError } from '../errors.js'
+import { tryLoadNative } from '../native.js'
 import { formatBytes } from '../size.js'
+import { HEAP_HIGH_SHARE, HEAP_LOW_SHARE, type HeapReading, type HeapRecipe, heapRecipe, ownHeap, pidHeap, supportsPercentage, youngGenerationBytes } from './heap.js'
 import { type BackendVerdict, type Target, type TargetOptions, findTarget, probeAll } from './target.js'
 
 /** The JSON `doctor --json` prints. Sizes in bytes; `null` where unknown or unlimited. */
@@ -42,8 +45,55 @@ export interface DoctorReport {
   kernelExact: boolean
   /** Files the backends read or write, and what this process may do with them. */
   files: Array<{ path: string; needs: 'read' | 'write'; exists: boolean; read: boolean; write: boolean; error: string | null }>
-  /** What to change for kernel-exact notifications, or to get any at all. */
-  advice: string[]
+  /** The native addon: whether it loaded, and what is lost without it. */
+  addon: { loaded: boolean; error: string | null; lost: string[] }
+  /**
+   * V8's heap limit of the target process next to the effective limit: `share` is
+   * `heap_size_limit / limit`; `recommended` the flags that fit the heap to the limit.
+   */
+  heap: HeapReading & { share: number | null; recommended: HeapRecipe | null }
+  /** Every setup where the defaults will not work, each with the one thing to change. */
+  advice: Advice[]
+}
+
+/** Stable codes of {@link Advice} items (their text may change; the codes do not). */
+export type AdviceCode =
+  /** No memory cgroup: only the process's resident set size is watched. */
+  | 'NO_CGROUP'
+  /** No backend can watch the target. */
+  | 'NO_BACKEND'
+  /** No memory limit on the cgroup or its ancestors. */
+  | 'NO_LIMIT'
+  /** The limit or `memory.stat` cannot be read. */
+  | 'UNREADABLE'
+  /** cgroup v1 on a read-only cgroupfs: thresholds are polled. */
+  | 'READ_ONLY_CGROUPFS'
+  /** cgroup v1 `cgroup.event_control` not writable by this user: thresholds are polled. */
+  | 'EVENT_CONTROL_DENIED'
+  /** cgroup v1 thresholds are polled for another reason (see the backend's reasons). */
+  | 'THRESHOLDS_POLLED'
+  /** cgroup v2: thresholds are emulated; `memory.high` makes `memory.events` report the approach. */
+  | 'V2_EMULATED'
+  /** cgroup v2 `memory.pressure` not writable: no PSI trigger. */
+  | 'PSI_NOT_WRITABLE'
+  /** No CAP_SYS_RESOURCE: PSI windows are multiples of 2 s. */
+  | 'PSI_WINDOW_2S'
+  /** The native addon did not load. */
+  | 'NO_ADDON'
+  /** V8's heap limit is above (or too near) the effective limit: the kernel's OOM kill comes first. */
+  | 'HEAP_ABOVE_LIMIT'
+  /** V8's heap limit is far below the effective limit: heap exhaustion with memory to spare. */
+  | 'HEAP_FAR_BELOW_LIMIT'
+
+/** One piece of advice: what will not work, and the one thing to change. */
+export interface Advice {
+  code: AdviceCode
+  /** `'warning'`: something the defaults rely on does not work; `'info'`: it works, less well. */
+  severity: 'warning' | 'info'
+  /** What will not work, and why. */
+  problem: string
+  /** The one thing to change. */
+  change: string
 }
 
 function capSysResource(): boolean | null {
@@ -108,7 +158,12 @@ export function doctor(options: TargetOptions): DoctorReport {
     chosen,
     kernelExact: false,
     files: [],
+    addon: { loaded: true, error: null, lost: [] },
+    heap: { limit: null, source: 'unknown', flags: [], note: null, share: null, recommended: null },
     advice: [],
+  }
+  const advise = (code: AdviceCode, severity: Advice['severity'], problem: string, change: string): void => {
+    report.advice.push({ code, severity, problem, change })
   }
   const w = target.watched
   if (w !== null) {
@@ -116,12 +171,12 @@ export function doctor(options: TargetOptions): DoctorReport {
       const l = effectiveLimit(w)
       report.limit = { bytes: Number.isFinite(l.limit) ? l.limit : null, holder: l.holder, source: l.source }
     } catch (err) {
-      report.advice.push(`the limit cannot be read: ${(err as Error).message}`)
+      advise('UNREADABLE', 'warning', `the limit cannot be read: ${(err as Error).message}`, 'let this user read the cgroup\'s memory files (or run doctor as the service\'s user)')
     }
     try {
       report.memory = readFigures(w)
     } catch (err) {
-      report.advice.push(`memory.stat cannot be read: ${(err as Error).message}`)
+      advise('UNREADABLE', 'warning', `memory.stat cannot be read: ${(err as Error).message}`, 'let this user read the cgroup\'s memory files (or run doctor as the service\'s user)')
     }
     // cgroup.event_control and a PSI file are written; everything else is only read.
     const names = w.version === 1
@@ -131,23 +186,62 @@ export function doctor(options: TargetOptions): DoctorReport {
     report.files = names.map((n) => fileAccess(path.join(w.path, n), written.has(n) ? 'write' : 'read'))
   }
   report.kernelExact = backends.find((b) => b.available)?.kernelExact ?? false
+  const limit = report.limit?.bytes ?? null
+  const native = tryLoadNative()
+  if (native instanceof MemoryPressureError || !native.platformSupported) {
+    const lost = [
+      ...(w?.version === 1 ? ['cgroup v1 kernel thresholds, OOM and pressure-level notifications: usage is polled instead'] : []),
+      ...(w?.version === 2 ? ['cgroup v2 memory.events and PSI wake-ups: usage is polled instead'] : []),
+      'the C allocator\'s free lists are not read (allocatorFreeBytes() is null)',
+      'no malloc_trim after collections: freed Buffers\' pages can stay with the C allocator',
+    ]
+    report.addon = { loaded: false, error: native instanceof MemoryPressureError ? native.message.split('\n', 1)[0] ?? native.message : `not supported on ${process.platform}`, lost }
+    advise('NO_ADDON', 'warning', `the native addon did not load: ${lost.join('; ')}`, 'reinstall with install scripts enabled and a prebuild for this platform, or build it: npm rebuild node-memory-pressure (needs python3, make and a C++ compiler)')
+  }
+
   if (chosen === null) {
-    report.advice.push('no backend can run: run inside a memory cgroup whose files this user can read, or watch a process with --pid')
-  } else if (!report.kernelExact) {
-    if (w?.version === 1) {
+    advise('NO_BACKEND', 'warning', 'no backend can watch this target', 'run inside a memory cgroup whose files this user can read, or watch a process with --pid')
+  } else if (w === null) {
+    advise('NO_CGROUP', 'warning', 'no memory cgroup: only the resident set size of a process is visible, with no limit, page cache or kernel notifications', 'run inside a memory cgroup (a container, or systemd-run --scope -p MemoryMax=...)')
+  } else if (report.limit !== null && limit === null) {
+    advise('NO_LIMIT', 'warning',
+      `no memory limit on ${w.path} or its ancestors: percentage thresholds and the default levels have no limit to take a share of, so the cgroup's levels are off (with one warning) and the fastify plugin never sheds; V8's heap limit is still watched`,
+      'set a memory limit (docker run --memory, Kubernetes resources.limits.memory, systemd MemoryMax=), or give thresholds in bytes')
+  }
+  if (chosen !== null && !report.kernelExact && w !== null) {
+    if (w.version === 1) {
       const control = report.files.find((f) => f.path.endsWith('cgroup.event_control'))
-      if (control?.error === 'EROFS') report.advice.push('cgroupfs is mounted read-only: mount it read-write (Docker: --cgroupns=private with a writable /sys/fs/cgroup, or run the watcher outside the container against the container\'s cgroup) for kernel thresholds')
-      else if (control?.error === 'EACCES' || control?.error === 'EPERM') report.advice.push('cgroup.event_control is writable only by root: run the watcher as root (or give the user that file) for kernel thresholds')
-      else report.advice.push('thresholds are polled; see the cgroup-v1 reasons')
-    } else if (w?.version === 2) {
-      report.advice.push('cgroup v2 has no byte thresholds: they are emulated (memory.events, PSI, adaptive polling). Set memory.high just under the limit so that memory.events reports approaching it')
-      const psi = report.files.find((f) => f.path.endsWith('memory.pressure'))
-      if (psi !== undefined && !psi.write) report.advice.push(`memory.pressure cannot be written (${psi.error}): no PSI trigger; make it writable for stall wake-ups`)
-      if (report.capSysResource === false) report.advice.push('without CAP_SYS_RESOURCE PSI windows are multiples of 2 s')
+      if (report.addon.loaded && control?.error === 'EROFS') advise('READ_ONLY_CGROUPFS', 'info', 'cgroupfs is mounted read-only: thresholds are polled from memory.usage_in_bytes instead of the kernel\'s eventfd', 'mount /sys/fs/cgroup read-write in the container, or run the watcher outside it against the container\'s cgroup (--cgroup)')
+      else if (report.addon.loaded && (control?.error === 'EACCES' || control?.error === 'EPERM')) advise('EVENT_CONTROL_DENIED', 'info', 'cgroup.event_control is writable only by root: thresholds are polled', 'run the watcher as root, or give this user write access to cgroup.event_control')
+      else if (report.addon.loaded) advise('THRESHOLDS_POLLED', 'info', 'thresholds are polled; see the cgroup-v1 reasons above', 'see the cgroup-v1 reasons above')
     } else {
-      report.advice.push('only the resident set size of a process is visible: run inside a memory cgroup for limits, page cache and kernel notifications')
+      advise('V2_EMULATED', 'info', 'cgroup v2 has no byte thresholds: they are emulated (memory.events, PSI, adaptive polling)', 'set memory.high just under the limit, so that memory.events reports the approach')
+      const psi = report.files.find((f) => f.path.endsWith('memory.pressure'))
+      if (psi !== undefined && !psi.write) advise('PSI_NOT_WRITABLE', 'info', `memory.pressure cannot be written (${psi.error}): no PSI trigger, no wake-up on stalls`, 'make memory.pressure writable for this user (a read-write cgroupfs)')
+      if (report.capSysResource === false) advise('PSI_WINDOW_2S', 'info', 'without CAP_SYS_RESOURCE PSI windows are multiples of 2 s', 'grant CAP_SYS_RESOURCE for shorter PSI windows (optional)')
     }
   }
+
+  // The heap: exact for this process; from its flags for another one; none for a cgroup named.
+  if (target.kind === 'self') report.heap = { ...ownHeap(), share: null, recommended: null }
+  else if (target.pid !== null) report.heap = { ...pidHeap(target.pid), share: null, recommended: null }
+  else report.heap.note = 'a cgroup was named, not a process: no heap to read'
+  if (limit !== null) {
+    // Node reads only the process's own cgroup: the percentage flag is right only there.
+    const ownHolds = report.cgroup !== null && report.limit?.holder === report.cgroup.path
+    report.heap.recommended = heapRecipe(limit, { percentage: ownHolds && supportsPercentage(), youngBytes: youngGenerationBytes() })
+    const heap = report.heap.limit
+    if (heap !== null) {
+      report.heap.share = heap / limit
+      const fix = `NODE_OPTIONS="${report.heap.recommended.flags.join(' ')}" (a heap limit of ${formatBytes(report.heap.recommended.heapSizeLimit)}), or start it with: npx node-memory-pressure exec -- node app.js`
+      if (heap > HEAP_HIGH_SHARE * limit) {
+        advise('HEAP_ABOVE_LIMIT', 'warning', `V8's heap limit (${formatBytes(heap)}) is ${heap >= limit ? 'above' : 'near'} the cgroup's (${formatBytes(limit)}): the kernel's OOM kill comes before V8's own limit and before the heap level rises`, fix)
+      } else if (heap < HEAP_LOW_SHARE * limit) {
+        advise('HEAP_FAR_BELOW_LIMIT', 'warning', `V8's heap limit (${formatBytes(heap)}) is ${Math.round((100 * heap) / limit)}% of the cgroup's (${formatBytes(limit)}): "JavaScript heap out of memory" with memory to spare`, fix)
+      }
+    }
+  }
+  report.advice.sort((a, b) => (a.severity === b.severity ? 0 : a.severity === 'warning' ? -1 : 1))
   return report
 }
 
@@ -181,6 +275,12 @@ export function renderDoctor(r: DoctorReport): string {
     for (const f of r.files) out.push(`    ${f.exists ? `${f.read ? 'r' : '-'}${f.write ? 'w' : '-'}` : '  '} ${f.path} (needs ${f.needs}${f.error !== null ? `: ${f.error}` : ''})`)
   }
   out.push(`notifications: ${r.chosen === null ? 'none' : r.kernelExact ? 'kernel-exact (cgroup v1 eventfd thresholds)' : `emulated by ${r.chosen}`}`)
-  for (const a of r.advice) out.push(`advice: ${a}`)
+  if (r.heap.limit !== null || r.heap.note !== null) {
+    out.push(`V8 heap limit: ${r.heap.limit === null ? 'unknown' : `${formatBytes(r.heap.limit)}${r.heap.share !== null ? ` (${Math.round(100 * r.heap.share)}% of the effective limit)` : ''}`}${r.heap.flags.length > 0 ? `, flags ${r.heap.flags.join(' ')}` : ''}${r.heap.note !== null ? ` (${r.heap.note})` : ''}`)
+  }
+  if (r.heap.recommended !== null) out.push(`heap flags for this limit: NODE_OPTIONS="${r.heap.recommended.flags.join(' ')}" (heap limit ${formatBytes(r.heap.recommended.heapSizeLimit)})`)
+  if (!r.addon.loaded) out.push(`native addon: not loaded (${r.addon.error})`)
+  if (r.advice.length === 0) out.push('advice: none, the defaults work here')
+  for (const a of r.advice) out.push(`${a.severity} ${a.code}: ${a.problem}\n  change: ${a.change}`)
   return `${out.join('\n')}\n`
 }

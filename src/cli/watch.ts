@@ -1,5 +1,6 @@
-// `node-memory-pressure watch`: a live view of a cgroup's usage against its limit (a bar on a terminal,
-// plain lines otherwise), with every threshold crossing, OOM and pressure-level event as it happens.
+// `node-memory-pressure watch`: a live view of a cgroup's usage against its limit (a status line fitted
+// to the terminal's width, plain lines otherwise), with threshold crossings, OOM and pressure-level
+// events as they happen, repeated events coalesced into counts.
 
 import { performance } from 'node:perf_hooks'
 import { CgroupV1Backend } from '../backends/cgroup-v1.js'
@@ -19,17 +20,100 @@ export interface WatchOptions extends TargetOptions {
   defaultThresholds?: boolean
   /** How often the view is refreshed, milliseconds. */
   intervalMs: number
-  /** Draw a live bar (a terminal) or print plain lines. */
+  /** Draw a live status line (a terminal) or print plain lines. */
   tty: boolean
-  /** Terminal width in columns (for the bar). */
-  columns: number
+  /**
+   * The terminal's width in columns, read at each redraw (it changes when the window is resized;
+   * read it from the terminal, `getWindowSize()`, rather than a copy updated by the resize event).
+   */
+  columns: number | (() => number)
+  /** Subscribes to terminal resizes (stdout's `'resize'`); returns the unsubscribe function. */
+  onResize?: (listener: () => void) => () => void
   write: (text: string) => void
 }
 
 /** How a watch ended: the exit code the command returns. */
 export type WatchEnd = { code: number; reason: string }
 
+/**
+ * The first event of a kind is printed at once; more of the same kind within this window are counted
+ * and printed as one line when it ends. A window that saw repeats doubles, up to the maximum, so a
+ * flood (v1 pressure levels on a busy cgroup fire several times a second) costs a line a minute.
+ */
+const COALESCE_FIRST_MS = 2000
+const COALESCE_MAX_MS = 60_000
+
+/** Narrowest status bar worth drawing, and the widest. */
+const BAR_MIN = 10
+const BAR_MAX = 50
+
 const pct = (part: number, whole: number): string => (Number.isFinite(whole) && whole > 0 ? `${((100 * part) / whole).toFixed(1)}%` : '-')
+
+/** `text` shortened to `width` characters by cutting its middle (paths keep both ends). */
+function ellipsize(text: string, width: number): string {
+  if (text.length <= width) return text
+  if (width <= 1) return text.slice(0, width)
+  const head = Math.ceil((width - 1) / 2)
+  return `${text.slice(0, head)}…${text.slice(text.length - (width - 1 - head))}`
+}
+
+/**
+ * `text` as rows of at most `width` characters, broken at spaces (continuation rows indented), a word
+ * too long for a row shortened in its middle: the terminal itself never has to wrap a row.
+ */
+export function fitRows(text: string, width: number): string[] {
+  const lead = /^ */.exec(text)?.[0] ?? ''
+  const indent = `${lead}    `
+  const rows: string[] = []
+  let row = lead
+  let empty = true
+  for (const word of text.slice(lead.length).split(/ +/)) {
+    // A word too long for what is left of the row starts the next one, unless it is too long for any
+    // row (a path): then it is shortened into the room left, if that is room enough to be useful.
+    const left = width - row.length - 1
+    if (!empty && word.length > left && (word.length <= width - indent.length || left < 30)) {
+      rows.push(row)
+      row = indent
+      empty = true
+    }
+    const sep = empty ? '' : ' '
+    row += sep + ellipsize(word, width - row.length - sep.length)
+    empty = false
+  }
+  rows.push(row)
+  return rows
+}
+
+/** What the status line shows. */
+interface StatusParts {
+  snapshot: MemorySnapshot
+  thresholds: readonly number[]
+  level: string
+}
+
+/**
+ * The status line in at most `width` characters: usage against the limit always, then as room allows
+ * the level, the working set, the page cache, and a bar of 10 to 50 cells with the thresholds marked.
+ */
+export function statusLine({ snapshot: s, thresholds, level }: StatusParts, width: number): string {
+  const limited = Number.isFinite(s.limit) && s.limit > 0
+  const head = `${formatBytes(s.usage)} / ${limited ? formatBytes(s.limit) : 'no limit'}${limited ? ` ${pct(s.usage, s.limit)}` : ''}`
+  const optional = [`ws ${formatBytes(s.workingSet)}`, `cache ${formatBytes(s.cache)}`]
+  const parts = [head, level, ...optional]
+  const bar = (cells: number): string => {
+    const fill = Math.min(cells, Math.round((cells * s.usage) / s.limit))
+    const marks: string[] = Array.from({ length: cells }, (_, i) => (i < fill ? '#' : '.'))
+    for (const t of thresholds) marks[Math.min(cells - 1, Math.floor((cells * t) / s.limit))] = '|'
+    return `[${marks.join('')}] `
+  }
+  // Drop the least useful parts until the text leaves room for the narrowest bar (or just fits).
+  for (let keep = parts.length; keep >= 1; keep--) {
+    const text = parts.slice(0, keep).join('  ')
+    if (limited && text.length + BAR_MIN + 3 <= width) return bar(Math.min(BAR_MAX, width - text.length - 3)) + text
+    if (!limited && text.length <= width) return text
+  }
+  return ellipsize(head, width)
+}
 
 /**
  * Runs the watch until `signal` aborts (exit 0) or the cgroup goes away (exit 1). Throws
@@ -50,8 +134,14 @@ export async function watch(options: WatchOptions, signal: AbortSignal): Promise
     throw err
   }
   const { write, tty } = options
+  // A row uses one column less than the terminal has: a row filling the last column leaves some
+  // terminals in their pending-wrap state, and the next write would start a new row.
+  const columns = (): number => (typeof options.columns === 'function' ? options.columns() : options.columns)
+  const width = (): number => Math.max(20, columns() - 1)
   let last: MemorySnapshot = first
-  let statusShown = false
+  /** Length of the status line on the screen (0: none shown), and the terminal's width then. */
+  let shown = 0
+  let shownColumns = 0
   const above = new Set<number>()
   const start = performance.now()
   const stamp = (): string => `+${((performance.now() - start) / 1000).toFixed(3)}s`
@@ -59,54 +149,117 @@ export async function watch(options: WatchOptions, signal: AbortSignal): Promise
     const top = [...above].sort((a, b) => b - a)[0]
     return top === undefined ? 'below all thresholds' : `above ${formatBytes(top)}${Number.isFinite(last.limit) ? ` (${pct(top, last.limit)})` : ''}`
   }
-  const status = (): string => {
-    const s = last
-    const width = Math.max(10, Math.min(50, options.columns - 70))
-    const fill = Number.isFinite(s.limit) ? Math.min(width, Math.round((width * s.usage) / s.limit)) : 0
-    const marks: string[] = Array.from({ length: width }, (_, i) => (i < fill ? '#' : '.'))
-    if (Number.isFinite(s.limit)) for (const t of thresholds) marks[Math.min(width - 1, Math.floor((width * t) / s.limit))] = '|'
-    const bar = Number.isFinite(s.limit) ? `[${marks.join('')}] ` : ''
-    return `${bar}${formatBytes(s.usage)} / ${Number.isFinite(s.limit) ? formatBytes(s.limit) : 'no limit'} ${pct(s.usage, s.limit)}  ws ${formatBytes(s.workingSet)}  cache ${formatBytes(s.cache)}  ${level()}`
+  const read = (): void => {
+    try {
+      last = backend.snapshot()
+    } catch {
+      // the cgroup may be going away: its 'close' event says so; keep the last figures meanwhile
+    }
   }
   const clear = (): void => {
-    if (tty && statusShown) write('\r\x1b[2K')
-    statusShown = false
+    if (tty && shown > 0) {
+      // Terminals that reflow on a shrink (tmux, VTE, kitty, iTerm2, Windows Terminal) have moved
+      // the end of a status line wider than the new width onto rows of its own, the cursor on the
+      // last: clear those rows too, so that no half of the old line stays on the screen.
+      const now = columns()
+      const rows = now < shownColumns && shown > now ? Math.ceil(shown / now) : 1
+      write(`\r\x1b[2K${'\x1b[1A\x1b[2K'.repeat(rows - 1)}`)
+    }
+    shown = 0
   }
   const redraw = (): void => {
     if (!tty) return
     clear()
-    write(status())
-    statusShown = true
+    const text = statusLine({ snapshot: last, thresholds, level: level() }, width())
+    // Written with autowrap off (DECAWM, `CSI ? 7 l`): if the window shrinks while this write is on
+    // its way, the terminal cuts the line instead of wrapping it onto a row the next clear misses.
+    write(`\x1b[?7l${text}\x1b[?7h`)
+    shown = text.length
+    shownColumns = columns()
   }
   const line = (text: string): void => {
-    clear()
-    write(`${text}\n`)
-    redraw()
-  }
-  const refresh = (): void => {
-    try {
-      last = backend.snapshot()
-    } catch {
+    if (!tty) {
+      write(`${text}\n`)
       return
     }
+    clear()
+    write(`${fitRows(text, width()).join('\n')}\n`)
+    redraw()
+  }
+  // The width is read at each redraw (a timer's redraw can come before the resize event).
+  const onResize = (): void => redraw()
+  // Plain lines are printed when the figures moved (1% of the limit, or 1 MiB without one), so that
+  // a log of an idle cgroup does not grow by a line a second.
+  let printed: MemorySnapshot | null = null
+  const moved = (): boolean => {
+    if (printed === null) return true
+    const step = Number.isFinite(last.limit) ? last.limit / 100 : 2 ** 20
+    return Math.abs(last.usage - printed.usage) >= step || Math.abs(last.workingSet - printed.workingSet) >= step || Math.abs(last.cache - printed.cache) >= step
+  }
+  const refresh = (): void => {
+    read()
     if (tty) redraw()
-    else line(`${stamp()} usage ${last.usage} limit ${Number.isFinite(last.limit) ? last.limit : 'max'} working-set ${last.workingSet} cache ${last.cache} (${pct(last.usage, last.limit)}; ${level()})`)
+    else if (moved()) {
+      printed = last
+      line(`${stamp()} usage ${last.usage} limit ${Number.isFinite(last.limit) ? last.limit : 'max'} working-set ${last.workingSet} cache ${last.cache} (${pct(last.usage, last.limit)}; ${level()})`)
+    }
+  }
+  const figures = (): string => `usage ${formatBytes(last.usage)} ws ${formatBytes(last.workingSet)}`
+
+  /** Repeats of one kind of event: counted while its window is open, printed when it closes. */
+  interface Pending { count: number; windowMs: number; opened: number; timer: NodeJS.Timeout | null; summary: (count: number, seconds: string) => string }
+  const pending = new Map<string, Pending>()
+  const flush = (key: string, reopen: boolean): void => {
+    const p = pending.get(key)
+    if (p === undefined) return
+    if (p.timer !== null) clearTimeout(p.timer)
+    p.timer = null
+    if (p.count === 0) {
+      pending.delete(key)
+      return
+    }
+    read()
+    line(`${stamp()} ${p.summary(p.count, ((performance.now() - p.opened) / 1000).toFixed(1))}`)
+    p.count = 0
+    if (!reopen) {
+      pending.delete(key)
+      return
+    }
+    p.windowMs = Math.min(COALESCE_MAX_MS, p.windowMs * 2)
+    p.opened = performance.now()
+    p.timer = setTimeout(() => flush(key, true), p.windowMs)
+  }
+  /** Prints an event, or counts it when one of its kind was printed in the open window. */
+  const event = (key: string, count: number, text: () => string, summary: Pending['summary']): void => {
+    const p = pending.get(key)
+    if (p !== undefined) {
+      p.count += count
+      p.summary = summary
+      if (tty) {
+        read()
+        redraw()
+      }
+      return
+    }
+    read()
+    line(`${stamp()} ${text()}`)
+    pending.set(key, { count: 0, windowMs: COALESCE_FIRST_MS, opened: performance.now(), timer: setTimeout(() => flush(key, true), COALESCE_FIRST_MS), summary })
   }
 
   const onCrossing = (c: Crossing): void => {
     if (c.direction === 'up') above.add(c.threshold)
     else above.delete(c.threshold)
-    last = { ...last, usage: c.usage }
-    line(`${stamp()} threshold ${c.direction} ${formatBytes(c.threshold)} (${pct(c.threshold, last.limit)}) usage ${formatBytes(c.usage)} via ${c.signal}${c.coalesced ? ' (coalesced)' : ''}`)
+    const where = `${formatBytes(c.threshold)} (${pct(c.threshold, last.limit)})`
+    // Up and down are counted apart: the first of each is news, their repeats (usage hovering
+    // around the threshold) are a count.
+    event(`threshold ${c.threshold} ${c.direction}`, 1,
+      () => `threshold ${c.direction} ${where} ${figures()} via ${c.signal}${c.coalesced ? ' (coalesced)' : ''}`,
+      (n, s) => `threshold ${c.direction} ${where} x${n} more in ${s}s, now ${above.has(c.threshold) ? 'above' : 'below'}; ${figures()}`)
   }
   // Armed before anything is printed, and the side of each threshold read after arming: whoever
   // reads the header may change usage at once, and registering never reports a crossing by itself.
   for (const t of thresholds) backend.watchThreshold(t, onCrossing)
-  try {
-    last = backend.snapshot()
-  } catch {
-    // keep the first snapshot; the refresh below reports the failure's consequences
-  }
+  read()
   for (const t of thresholds) if (last.usage >= t) above.add(t)
 
   line(`watching ${backend.cgroup} with ${backend.name} (${backend.precision.kind}${backend.precision.kind === 'polled' ? `, ${backend.precision.intervalMs?.min}..${backend.precision.intervalMs?.max} ms` : ''})`)
@@ -114,11 +267,15 @@ export async function watch(options: WatchOptions, signal: AbortSignal): Promise
   if (given.length < options.thresholds.length) line('  no limit: the default percentage thresholds do not apply; give --thresholds in bytes')
   line(`limit ${Number.isFinite(first.limit) ? `${formatBytes(first.limit)} held by ${first.limitHolder ?? 'an ancestor above the visible tree'}` : 'none'}; thresholds ${thresholds.map((t) => `${formatBytes(t)} (${pct(t, first.limit)})`).join(', ') || 'none'}`)
 
-  const onOom = (e: OomEvent): void => line(`${stamp()} OOM in ${backend.cgroup} (${e.source}: oom ${e.oom}, killed ${e.oomKill ?? '?'})`)
-  const onLevel = (e: PressureLevelEvent): void => line(`${stamp()} pressure level ${e.level} (${e.mode}) x${e.count}`)
+  const onOom = (e: OomEvent): void => event('oom', e.oom,
+    () => `OOM in ${backend.cgroup} (${e.source}: oom ${e.oom}, killed ${e.oomKill ?? '?'}) ${figures()}`,
+    (n, s) => `OOM ${n} more in ${s}s (${e.source}); ${figures()}`)
+  const onLevel = (e: PressureLevelEvent): void => event(`level ${e.level} ${e.mode}`, e.count,
+    () => `pressure level ${e.level} (${e.mode}) x${e.count} ${figures()}`,
+    (n, s) => `pressure level ${e.level} (${e.mode}) x${n} more in ${s}s; ${figures()}`)
   backend.on('oom', onOom)
   backend.on('pressure-level', onLevel)
-  backend.on('error', (err) => line(`${stamp()} error ${err.code}: ${err.message}`))
+  backend.on('error', (err) => event(`error ${err.code}`, 1, () => `error ${err.code}: ${err.message}`, (n, s) => `error ${err.code} x${n} more in ${s}s`))
   if (backend instanceof CgroupV1Backend && !backend.polling) {
     for (const l of ['medium', 'critical'] as const) {
       try {
@@ -128,22 +285,25 @@ export async function watch(options: WatchOptions, signal: AbortSignal): Promise
       }
     }
   }
+  const unsubscribe = tty ? options.onResize?.(onResize) : undefined
   refresh()
   const timer = setInterval(refresh, options.intervalMs)
   return await new Promise<WatchEnd>((resolve) => {
-    const finish = (end: WatchEnd): void => {
+    const finish = (end: WatchEnd, farewell?: string): void => {
       clearInterval(timer)
+      unsubscribe?.()
       signal.removeEventListener('abort', onAbort)
       backend.off('close', onClose)
+      // Counts still open are printed: an event is never dropped without a word.
+      for (const key of [...pending.keys()]) flush(key, false)
+      if (farewell !== undefined) line(farewell)
       backend.close()
       clear()
       resolve(end)
     }
     const onAbort = (): void => finish({ code: 0, reason: 'interrupted' })
-    const onClose = (reason: string): void => {
-      line(`${stamp()} ${backend.cgroup} ${reason === 'removed' ? 'was removed' : `closed (${reason})`}`)
-      finish({ code: 1, reason })
-    }
+    const onClose = (reason: string): void =>
+      finish({ code: 1, reason }, `${stamp()} ${backend.cgroup} ${reason === 'removed' ? 'was removed' : `closed (${reason})`}`)
     backend.on('close', onClose)
     if (signal.aborted) onAbort()
     else signal.addEventListener('abort', onAbort, { once: true })
