@@ -18,7 +18,7 @@ import type {
 import type { SimulatedBackendOptions } from './backends/simulated.js'
 import type { EventEmitter } from 'eventemitter3'
 import { announceMonitor, publishEvent } from './diagnostics.js'
-import { type ErrorEvents, SafeEmitter, handlerError } from './emitter.js'
+import { type ErrorEvents, SafeEmitter, catchRejection, handlerError } from './emitter.js'
 import { MemoryPressureError } from './errors.js'
 import { type LevelBytes, PolicyEngine, type PolicyOptions, type PressureEvent, type ReliefEvent } from './policy/engine.js'
 import type { PressureLevel } from './policy/levels.js'
@@ -493,8 +493,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
   #dispatch(entry: Entry, event: ThresholdEvent): void {
     if (entry.handler !== undefined) {
       try {
-        const result = entry.handler(event)
-        if (result instanceof Promise) result.catch((err: unknown) => this.reportError(handlerError(err)))
+        catchRejection(entry.handler(event), (err) => this.reportError(handlerError(err)))
       } catch (err) {
         this.reportError(handlerError(err))
       }

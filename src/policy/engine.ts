@@ -17,6 +17,7 @@
 import v8 from 'node:v8'
 import type { MemoryBackend, MemorySnapshot, ThresholdWatch } from '../backends/types.js'
 import { MemoryPressureError } from '../errors.js'
+import { errorMessage } from '../emitter.js'
 import { type Threshold, describe } from '../size.js'
 import { type Clock, isClock, systemClock } from './clock.js'
 import { type HeapReduction, type ReduceHeapOptions, allocatorFreeBytes, joinReductions, mallocTrimCount, reduceHeapChecked, validateReduceHeapOptions } from './heap.js'
@@ -707,7 +708,7 @@ export class PolicyEngine {
       try {
         shrinker.levelChanged(level, previous)
       } catch (err) {
-        this.#host.error(new MemoryPressureError('ERR_HANDLER', `shrinker ${JSON.stringify(shrinker.name)} threw in levelChanged: ${String(err)}`, { cause: err }))
+        this.#host.error(new MemoryPressureError('ERR_HANDLER', `shrinker ${JSON.stringify(shrinker.name)} threw in levelChanged: ${errorMessage(err)}`, { cause: err }))
       }
     }
   }
@@ -722,7 +723,7 @@ export class PolicyEngine {
     this.#cooldownTimer = null
     void this.#runCycle().catch((err: unknown) => {
       this.#cycle = null
-      this.#host.error(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_HANDLER', `the shrink cycle failed: ${String(err)}`, { cause: err }))
+      this.#host.error(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_HANDLER', `the shrink cycle failed: ${errorMessage(err)}`, { cause: err }))
     })
   }
 
