@@ -7,6 +7,7 @@ import { MemoryPressureError } from '../errors.js'
 import { MemoryMonitor, type MemoryMonitorOptions } from '../monitor.js'
 import type { MemorySnapshot } from '../backends/types.js'
 import { PRESSURE_LEVELS, type PressureLevel, levelRank } from '../policy/levels.js'
+import { checkKeys } from '../options.js'
 import { describe } from '../size.js'
 
 /** The `type` a {@link FastifyMemoryPressureOptions.pressureHandler} receives. */
@@ -131,6 +132,11 @@ function statusRoute(option: FastifyMemoryPressureOptions['exposeStatusRoute']):
 }
 
 function validate(options: FastifyMemoryPressureOptions): void {
+  // fastify passes its own registration options (prefix, logLevel, logSerializers) along.
+  checkKeys(options, [
+    'monitor', 'monitorOptions', 'shedAt', 'retryAfter', 'message', 'customError', 'pressureHandler', 'exposeStatusRoute',
+    'prefix', 'logLevel', 'logSerializers',
+  ])
   if (options.monitor !== undefined && !(options.monitor instanceof MemoryMonitor)) {
     throw new TypeError(`monitor must be a MemoryMonitor (received ${describe(options.monitor)})`)
   }

@@ -18,6 +18,7 @@ import v8 from 'node:v8'
 import type { MemoryBackend, MemorySnapshot, ThresholdWatch } from '../backends/types.js'
 import { MemoryPressureError } from '../errors.js'
 import { errorMessage } from '../emitter.js'
+import { policyTimer } from '../options.js'
 import { type Threshold, describe } from '../size.js'
 import { type Clock, isClock, systemClock } from './clock.js'
 import { type HeapReduction, type ReduceHeapOptions, allocatorFreeBytes, joinReductions, mallocTrimCount, reduceHeapChecked, validateReduceHeapOptions } from './heap.js'
@@ -71,14 +72,16 @@ export interface PolicyOptions {
    * run instead of 12 to 13, 29 to 34 major GCs instead of 36 to 43, 1.05 times the requests per
    * CPU second (1.06 at 512 MiB), with a hit ratio as high. After a cycle that measured nothing
    * freed the wait doubles, up to 32 times this, until the level changes: with nothing left to
-   * give back, full collections every few seconds would only cost CPU.
+   * give back, full collections every few seconds would only cost CPU. From 0 to 2^31−1
+   * (`RangeError` `ERR_OUT_OF_RANGE` otherwise).
    */
   cooldownMs?: number
-  /** Milliseconds a shrinker may take before its signal aborts and the cycle goes on. Default 5000. */
+  /** Milliseconds a shrinker may take before its signal aborts and the cycle goes on. Default 5000; 1 to 2^31−1. */
   shrinkTimeoutMs?: number
   /**
    * Milliseconds between re-reads of memory.stat while page cache sits on top of the basis (see
-   * the file header: cache reclaimed at the limit moves no usage threshold). Default 1000.
+   * the file header: cache reclaimed at the limit moves no usage threshold). Default 1000; 100
+   * to 2^31−1.
    */
   recheckMs?: number
   /**
@@ -214,14 +217,6 @@ interface Waiter {
   reject: (err: unknown) => void
 }
 
-function checkMs(name: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw new RangeError(`${name} must be a number of milliseconds of 0 or more (received ${describe(value)})`)
-  }
-  return value
-}
-
 const MiB = 2 ** 20
 
 /**
@@ -349,9 +344,9 @@ export class PolicyEngine {
       throw new TypeError(`clock must be an object with now(), setTimeout() and clearTimeout() (received ${describe(options.clock)})`)
     }
     this.#clock = options.clock ?? systemClock
-    this.#cooldownMs = checkMs('cooldownMs', options.cooldownMs, 2000)
-    this.#timeoutMs = checkMs('shrinkTimeoutMs', options.shrinkTimeoutMs, 5000)
-    this.#recheckMs = checkMs('recheckMs', options.recheckMs, 1000)
+    this.#cooldownMs = policyTimer('cooldownMs', options.cooldownMs)
+    this.#timeoutMs = policyTimer('shrinkTimeoutMs', options.shrinkTimeoutMs)
+    this.#recheckMs = policyTimer('recheckMs', options.recheckMs)
     if (options.reduceHeap !== undefined && options.reduceHeap !== false) validateReduceHeapOptions(options.reduceHeap)
     this.#heap = options.reduceHeap ?? {}
     if (options.collectFirst !== undefined && typeof options.collectFirst !== 'boolean') {
