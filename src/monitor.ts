@@ -259,10 +259,12 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
 
   /**
    * The pressure level: `'normal'`, `'moderate'`, `'high'` or `'critical'`, decided on the basis
-   * (working set by default) with hysteresis. Always `'normal'` while levels are off.
+   * (working set by default) with hysteresis. Always `'normal'` while levels are off, without
+   * a memory limit (see {@link PolicyOptions.levels}) and once the monitor is closed.
    */
   get level(): PressureLevel {
-    return this.#policy.level
+    // A closed monitor watches nothing: its last level would hold forever (a plugin shedding on it).
+    return this.#closed ? 'normal' : this.#policy.level
   }
 
   /** The level thresholds in bytes (resolved when levels started), or `null` while levels are off. */
@@ -280,7 +282,8 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
    * `ERR_INVALID_ARG_VALUE`): it would be asked twice in every cycle.
    *
    * @returns a function that unregisters the shrinker (and a `Disposable`)
-   * @throws TypeError for a malformed shrinker or one already registered; `ERR_NO_LIMIT` when levels start and there is no limit
+   * @throws TypeError for a malformed shrinker or one already registered; `ERR_NO_LIMIT` when
+   *   levels written in percent start and there is no limit (the default levels stay off instead)
    */
   register(shrinker: Shrinker): Unsubscribe {
     this.#assertOpen()

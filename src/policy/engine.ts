@@ -18,6 +18,7 @@ import v8 from 'node:v8'
 import type { MemoryBackend, MemorySnapshot, ThresholdWatch } from '../backends/types.js'
 import { MemoryPressureError } from '../errors.js'
 import { errorMessage } from '../emitter.js'
+import { explicitPercentLevels, levelsInBytes, warnNoLimitOnce, withCgroup } from '../no-limit.js'
 import { policyTimer } from '../options.js'
 import { type Threshold, describe } from '../size.js'
 import { type Clock, isClock, systemClock } from './clock.js'
@@ -51,7 +52,9 @@ export interface PolicyOptions {
    * and limit − 48 MiB, to 80% and 90% at most: see `DEFAULT_LEVEL_HEADROOM`) or thresholds per
    * level (bytes, `'512MiB'`, `'80%'`; a level left out gets its default), resolved against
    * the limit when levels start. Default: off until the first `register()` or `until()`, which
-   * start them with the defaults. Percentages need a limit (`ERR_NO_LIMIT`).
+   * start them with the defaults. Without a memory limit the defaults leave levels off (level
+   * `'normal'`, one process warning `ERR_NO_LIMIT` naming the cgroup) until a limit appears;
+   * levels written in percent throw `ERR_NO_LIMIT`, and all three written in bytes work.
    */
   levels?: LevelThresholds | boolean
   /**
@@ -332,6 +335,8 @@ export class PolicyEngine {
   #cycle: Cycle | null = null
   #waiters = new Set<Waiter>()
   #closed = false
+  /** Levels were asked for (`enable()`) but are off for lack of a limit. */
+  #wanted = false
 
   constructor(backend: MemoryBackend, options: PolicyOptions, host: PolicyHost) {
     this.#backend = backend
@@ -393,12 +398,22 @@ export class PolicyEngine {
     if (this.#levels !== null || this.#closed) return
     const levels = this.#options.levels
     const snapshot = this.#backend.snapshot()
-    this.#levels = resolveLevels(
-      typeof levels === 'object' ? levels : true,
-      this.#options.hysteresis,
-      this.#options.basis,
-      snapshot.limit,
-    )
+    this.#wanted = true
+    // No limit: levels given in percent are refused; the defaults leave levels off (see no-limit.ts).
+    if (!Number.isFinite(snapshot.limit) && !explicitPercentLevels(levels) && !levelsInBytes(levels)) {
+      warnNoLimitOnce(this.#backend.cgroup)
+      return
+    }
+    try {
+      this.#levels = resolveLevels(
+        typeof levels === 'object' ? levels : true,
+        this.#options.hysteresis,
+        this.#options.basis,
+        snapshot.limit,
+      )
+    } catch (err) {
+      throw withCgroup(err, this.#backend.cgroup)
+    }
     this.#limit = snapshot.limit
     const bytes = this.#measure(snapshot, this.#levels)
     const level = levelFor(this.#levels, bytes, 'normal')
@@ -421,7 +436,14 @@ export class PolicyEngine {
    * limit may never bring (no armed point lies between usage and the new limit).
    */
   noticeLimit(limit: number): void {
-    if (this.#levels !== null && !this.#closed && limit !== this.#limit) this.#evaluate(true)
+    if (this.#levels === null && this.#wanted && Number.isFinite(limit) && !this.#closed) {
+      try {
+        this.enable()
+      } catch (err) {
+        this.#host.error(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_INVALID_THRESHOLD', errorMessage(err), { cause: err }))
+      }
+    }
+    else if (this.#levels !== null && !this.#closed && limit !== this.#limit) this.#evaluate(true)
   }
 
   /** See `MemoryMonitor.register`. */
