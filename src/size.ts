@@ -36,6 +36,7 @@ export function describe(value: unknown): string {
   if (typeof value === 'bigint') return `${value}n`
   if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value)
   if (typeof value === 'function') return 'a function'
+  if (typeof value === 'symbol') return 'a symbol'
   return Array.isArray(value) ? 'an array' : `an object`
 }
 
@@ -96,6 +97,7 @@ export function resolveThreshold(parsed: ParsedThreshold, limit: number, option 
     }
     bytes = Math.floor((limit * parsed.percent) / 100)
     // The kernel counts memory in pages: a share of the limit below one page watches nothing real.
+    // A hysteresis is a distance between two watched points, not a point: it is exempt.
     if (bytes < PAGE_BYTES && option !== 'hysteresis') throw invalid(`is less than one page (${PAGE_BYTES} bytes) of the ${limit}-byte limit`, option, parsed.text)
     if (bytes <= 0) throw invalid(`is less than one byte of the ${limit}-byte limit`, option, parsed.text)
   } else {

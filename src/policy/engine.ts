@@ -670,7 +670,8 @@ export class PolicyEngine {
         this.#levels = resolveLevels(typeof levels === 'object' ? levels : true, this.#options.hysteresis, this.#options.basis, snapshot.limit)
         crossed = true
       } catch (err) {
-        this.#host.error(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_NO_LIMIT', String(err), { cause: err }))
+        const named = withCgroup(err, this.#backend.cgroup)
+        this.#host.error(named instanceof MemoryPressureError ? named : new MemoryPressureError('ERR_NO_LIMIT', errorMessage(err), { cause: err }))
       }
     }
     const levels = this.#levels

@@ -109,6 +109,25 @@ describe('no memory limit', () => {
   })
 })
 
+describe('a limit that goes away while running', () => {
+  it('keeps the last levels and thresholds and reports ERR_NO_LIMIT naming the cgroup, from both', async () => {
+    const backend = new SimulatedBackend({ limit: 100 * MiB, usage: 10 * MiB, cgroup: '/was-limited' })
+    const m = createMemoryMonitor({ backend, levels: true, reduceHeap: false })
+    cleanup.push(() => m.close())
+    m.addThreshold('50%')
+    const errors = new Collector<MemoryPressureError>()
+    m.on('error', errors.push)
+    backend.setLimit(Number.POSITIVE_INFINITY)
+    m.snapshot()
+    await errors.count(2)
+    expect(errors.items.map((e) => [e instanceof MemoryPressureError, e.code, e.path])).toEqual([
+      [true, 'ERR_NO_LIMIT', '/was-limited'],
+      [true, 'ERR_NO_LIMIT', '/was-limited'],
+    ])
+    expect(m.levels?.critical).toBe(95 * MiB)
+  })
+})
+
 describe('a limit far above the machine\'s memory', () => {
   it.skipIf(!v1)(`memory.limit_in_bytes = 2^62 on a real v1 cgroup is the machine's memory, and '80%' works${skipV1}`, async () => {
     const cg: TestCgroup = createTestCgroup((own as { dir: string }).dir, { limit: 2 ** 62 })
