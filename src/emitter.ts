@@ -3,6 +3,7 @@
 
 import { EventEmitter } from 'eventemitter3'
 import { MemoryPressureError } from './errors.js'
+import { describe } from './size.js'
 
 type Listener = (...args: never[]) => unknown
 
@@ -29,8 +30,7 @@ export class SafeEmitter<Events extends ErrorEvents> extends EventEmitter<Events
       const emitter = this
       wrapper = function guarded(this: unknown, ...args: never[]): unknown {
         try {
-          const result = fn.apply(this, args)
-          if (result instanceof Promise) result.catch((err: unknown) => emitter.reportError(handlerError(err)))
+          catchRejection(fn.apply(this, args), (err) => emitter.reportError(handlerError(err)))
         } catch (err) {
           emitter.reportError(handlerError(err))
         }
@@ -71,13 +71,45 @@ export class SafeEmitter<Events extends ErrorEvents> extends EventEmitter<Events
     try {
       ;(this.emit as unknown as (event: 'error', error: MemoryPressureError) => boolean)('error', error)
     } catch (err) {
-      process.emitWarning(err instanceof Error ? err : String(err))
+      // An 'error' listener threw: the SDK's own error is still delivered, as a warning.
+      process.emitWarning(new MemoryPressureError('ERR_HANDLER', `an 'error' listener threw: ${errorMessage(err)}`, { cause: err }))
     }
   }
 }
 
-/** Wraps what a user's handler threw in `ERR_HANDLER`, keeping it as `cause`. */
+/**
+ * The message of anything thrown, never throwing itself. Handlers can throw values that break
+ * `String()` (`Object.create(null)`, a `toString` that throws, a revoked Proxy, whose every
+ * operation, `instanceof` included, throws a TypeError).
+ */
+export function errorMessage(err: unknown): string {
+  try {
+    if (typeof err === 'string') return err
+    if (err instanceof Error) {
+      const message: unknown = err.message
+      return typeof message === 'string' ? message : 'an Error without a string message'
+    }
+    return `a non-Error value (${describe(err)})`
+  } catch {
+    return 'a value that cannot be inspected'
+  }
+}
+
+/**
+ * Routes the rejection of `result` to `onRejected` when it is a promise (or thenable); a result
+ * whose inspection throws (a revoked Proxy) is reported the same way. Never throws.
+ */
+export function catchRejection(result: unknown, onRejected: (err: unknown) => void): void {
+  try {
+    if (result === null || (typeof result !== 'object' && typeof result !== 'function')) return
+    const then: unknown = (result as { then?: unknown }).then
+    if (typeof then === 'function') Promise.resolve(result).catch(onRejected)
+  } catch (err) {
+    onRejected(err)
+  }
+}
+
+/** Wraps what a user's handler threw in `ERR_HANDLER`, keeping it as `cause`. Never throws. */
 export function handlerError(err: unknown): MemoryPressureError {
-  const message = err instanceof Error ? err.message : String(err)
-  return new MemoryPressureError('ERR_HANDLER', `a handler threw: ${message}`, { cause: err })
+  return new MemoryPressureError('ERR_HANDLER', `a handler threw: ${errorMessage(err)}`, { cause: err })
 }

@@ -6,6 +6,8 @@ export {
   MemoryMonitor,
   type CloseEvent,
   type DirectionFilter,
+  type DroppedEvent,
+  type EventsOptions,
   type MemoryMonitorOptions,
   type MonitorEvent,
   type MonitorEvents,
@@ -52,6 +54,7 @@ export {
   type ThresholdWatch,
 } from './backends/index.js'
 export { MemoryPressureError, type MemoryPressureErrorCode, type MemoryPressureErrorOptions } from './errors.js'
+export { TIMER_MAX_MS, type ArgumentError, type ArgumentErrorCode } from './options.js'
 export {
   DEFAULT_HYSTERESIS,
   DEFAULT_HYSTERESIS_MAX,

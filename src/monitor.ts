@@ -18,8 +18,9 @@ import type {
 import type { SimulatedBackendOptions } from './backends/simulated.js'
 import type { EventEmitter } from 'eventemitter3'
 import { announceMonitor, publishEvent } from './diagnostics.js'
-import { type ErrorEvents, SafeEmitter, handlerError } from './emitter.js'
+import { type ErrorEvents, SafeEmitter, catchRejection, handlerError } from './emitter.js'
 import { MemoryPressureError } from './errors.js'
+import { THRESHOLD_OPTION_KEYS, argRangeError, argTypeError, checkKeys, checkOptionsObject, validateMonitorOptions } from './options.js'
 import { type LevelBytes, PolicyEngine, type PolicyOptions, type PressureEvent, type ReliefEvent } from './policy/engine.js'
 import type { PressureLevel } from './policy/levels.js'
 import type { ShrinkReport, Shrinker } from './policy/shrinker.js'
@@ -89,6 +90,33 @@ export type MonitorEvent =
   | ({ type: 'pressure' } & PressureEvent)
   | ({ type: 'shrink' } & ShrinkReport)
   | ({ type: 'relief' } & ReliefEvent)
+  | DroppedEvent
+
+/**
+ * Yielded by {@link MemoryMonitor.events} in place of events dropped because the queue was full
+ * (the consumer fell `maxQueued` events behind): `count` events, the oldest queued, are gone.
+ */
+export interface DroppedEvent {
+  type: 'dropped'
+  /** How many events were dropped since the iterator last yielded a value. */
+  count: number
+  /** `performance.now()` when this marker was yielded. */
+  time: number
+}
+
+/** Options of {@link MemoryMonitor.events}. */
+export interface EventsOptions {
+  /** Ends the iteration when aborted. */
+  signal?: AbortSignal
+  /**
+   * Most events held for a consumer that has not taken them yet (default 1024). Past it the
+   * oldest is dropped and a {@link DroppedEvent} says how many, so an iterator nobody reads costs
+   * bounded memory. Raise it when a consumer may fall behind in bursts and needs every crossing.
+   */
+  maxQueued?: number
+}
+
+const DEFAULT_MAX_QUEUED = 1024
 
 /** Options of one threshold subscription. */
 export interface ThresholdOptions {
@@ -153,6 +181,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
   #owned: boolean
   #reasons: string[]
   #entries = new Set<Entry>()
+  #shrinkers = new Set<Shrinker>()
   #closed = false
   #policy: PolicyEngine
   #onBackendClose = (reason: BackendCloseReason): void => this.#finish(reason)
@@ -163,12 +192,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
   /** Use {@link createMemoryMonitor}. */
   constructor(options: MemoryMonitorOptions = {}) {
     super()
-    if (options === null || typeof options !== 'object') {
-      throw new TypeError(`options must be an object (received ${describe(options)})`)
-    }
-    if (options.thresholds !== undefined && !Array.isArray(options.thresholds)) {
-      throw new TypeError(`thresholds must be an array (received ${describe(options.thresholds)})`)
-    }
+    validateMonitorOptions(options)
     const opened = openBackend(options.backend ?? 'auto', { cgroup: options.cgroup, simulated: options.simulated })
     this.#backend = opened.backend
     this.#owned = opened.owned
@@ -186,7 +210,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
       })
       if (options.levels !== undefined && options.levels !== false) this.#policy.enable()
       for (const spec of options.thresholds ?? []) {
-        if (typeof spec === 'object' && spec !== null) this.addThreshold(spec.threshold, spec)
+        if (typeof spec === 'object' && spec !== null) this.addThreshold(spec.threshold, { direction: spec.direction, handler: spec.handler })
         else this.addThreshold(spec)
       }
     } catch (err) {
@@ -235,10 +259,12 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
 
   /**
    * The pressure level: `'normal'`, `'moderate'`, `'high'` or `'critical'`, decided on the basis
-   * (working set by default) with hysteresis. Always `'normal'` while levels are off.
+   * (working set by default) with hysteresis. Always `'normal'` while levels are off, without
+   * a memory limit (see {@link PolicyOptions.levels}) and once the monitor is closed.
    */
   get level(): PressureLevel {
-    return this.#policy.level
+    // A closed monitor watches nothing: its last level would hold forever (a plugin shedding on it).
+    return this.#closed ? 'normal' : this.#policy.level
   }
 
   /** The level thresholds in bytes (resolved when levels started), or `null` while levels are off. */
@@ -252,13 +278,25 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
    * (at `'critical'` all of them); then the heap is reduced and the result measured and reported in
    * a `'shrink'` event. Starts levels with the defaults if they are off.
    *
+   * The same shrinker object registered again while it is registered throws (`TypeError`
+   * `ERR_INVALID_ARG_VALUE`): it would be asked twice in every cycle.
+   *
    * @returns a function that unregisters the shrinker (and a `Disposable`)
-   * @throws TypeError for a malformed shrinker; `ERR_NO_LIMIT` when levels start and there is no limit
+   * @throws TypeError for a malformed shrinker or one already registered; `ERR_NO_LIMIT` when
+   *   levels written in percent start and there is no limit (the default levels stay off instead)
    */
   register(shrinker: Shrinker): Unsubscribe {
     this.#assertOpen()
+    if (this.#shrinkers.has(shrinker)) {
+      throw argTypeError(`shrinker ${describe(shrinker?.name)} is already registered on this monitor (unregister it first)`, 'ERR_INVALID_ARG_VALUE')
+    }
     const off = this.#policy.register(shrinker)
-    return Object.assign(() => off(), { [Symbol.dispose]: () => off() })
+    this.#shrinkers.add(shrinker)
+    const unregister = (): void => {
+      off()
+      this.#shrinkers.delete(shrinker)
+    }
+    return Object.assign(unregister, { [Symbol.dispose]: unregister })
   }
 
   /**
@@ -296,9 +334,8 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
    */
   addThreshold(threshold: Threshold, options: ThresholdOptions = {}): Unsubscribe {
     this.#assertOpen()
-    if (options === null || typeof options !== 'object') {
-      throw new TypeError(`options must be an object (received ${describe(options)})`)
-    }
+    checkOptionsObject('options', options)
+    checkKeys(options, THRESHOLD_OPTION_KEYS)
     const direction = options.direction ?? 'up'
     if (!directions.includes(direction)) {
       throw new TypeError(`direction must be 'up', 'down' or 'both' (received ${describe(direction)})`)
@@ -309,7 +346,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
     const parsed = parseThreshold(threshold)
     const before = this.#backend.snapshot()
     this.#followLimit(before)
-    const bytes = resolveThreshold(parsed, before.limit)
+    const bytes = resolveThreshold(parsed, before.limit, 'threshold', this.#backend.cgroup)
     const entry: Entry = {
       threshold: bytes,
       parsed,
@@ -337,10 +374,25 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
 
   /**
    * An async iterator over the monitor's events, ending when the monitor closes or `signal` aborts.
-   * Events are queued from the moment this is called until they are consumed.
+   * Events are queued from the moment this is called until they are consumed, at most
+   * `maxQueued` of them (see {@link EventsOptions}): when the queue is full the oldest event is
+   * dropped, and the next value the iterator yields is `{ type: 'dropped', count }`, counting the
+   * events dropped since the last one it yielded.
+   *
+   * @throws RangeError (`ERR_OUT_OF_RANGE`) for a `maxQueued` that is not a whole number from 1 to 2^32−1
    */
-  events(options: { signal?: AbortSignal } = {}): AsyncIterableIterator<MonitorEvent> {
+  events(options: EventsOptions = {}): AsyncIterableIterator<MonitorEvent> {
+    checkOptionsObject('options', options)
+    checkKeys(options, ['signal', 'maxQueued'])
+    const max = options.maxQueued ?? DEFAULT_MAX_QUEUED
+    if (typeof max !== 'number' || !Number.isInteger(max) || max < 1 || max > 2 ** 32 - 1) {
+      throw argRangeError(`maxQueued must be a whole number from 1 to 2^32-1 (received ${describe(max)})`)
+    }
+    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+      throw argTypeError(`signal must be an AbortSignal (received ${describe(options.signal)})`)
+    }
     const queue: MonitorEvent[] = []
+    let dropped = 0
     let wake: (() => void) | null = null
     let done = this.#closed
     const onThreshold = (e: ThresholdEvent): void => push({ type: 'threshold', ...e })
@@ -352,6 +404,11 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
       done = true
     }
     const push = (e: MonitorEvent): void => {
+      // Drop the oldest: what a consumer that fell behind needs most is the present.
+      if (queue.length >= max) {
+        queue.shift()
+        dropped++
+      }
       queue.push(e)
       wake?.()
     }
@@ -377,6 +434,11 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
     const iterator: AsyncIterableIterator<MonitorEvent> = {
       next: async () => {
         for (;;) {
+          if (dropped > 0) {
+            const count = dropped
+            dropped = 0
+            return { value: { type: 'dropped', count, time: performance.now() }, done: false }
+          }
           const value = queue.shift()
           if (value !== undefined) return { value, done: false }
           if (done) {
@@ -390,6 +452,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
       return: async () => {
         stop()
         queue.length = 0
+        dropped = 0
         return { value: undefined, done: true }
       },
       [Symbol.asyncIterator]() {
@@ -439,7 +502,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
       if (entry.parsed.kind !== 'percent' || entry.limit === snapshot.limit) continue
       let bytes: number
       try {
-        bytes = resolveThreshold(entry.parsed, snapshot.limit)
+        bytes = resolveThreshold(entry.parsed, snapshot.limit, 'threshold', this.#backend.cgroup)
       } catch (err) {
         entry.limit = snapshot.limit
         this.reportError(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_INVALID_THRESHOLD', String(err), { cause: err }))
@@ -493,8 +556,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
   #dispatch(entry: Entry, event: ThresholdEvent): void {
     if (entry.handler !== undefined) {
       try {
-        const result = entry.handler(event)
-        if (result instanceof Promise) result.catch((err: unknown) => this.reportError(handlerError(err)))
+        catchRejection(entry.handler(event), (err) => this.reportError(handlerError(err)))
       } catch (err) {
         this.reportError(handlerError(err))
       }

@@ -4,6 +4,7 @@ import type { BackendChoice } from './backends/index.js'
 import type { SimulatedBackendOptions } from './backends/simulated.js'
 import type { MemoryPressureError } from './errors.js'
 import { type CloseEvent, type DirectionFilter, MemoryMonitor, type ThresholdEvent, type Unsubscribe } from './monitor.js'
+import { checkKeys, checkOptionsObject } from './options.js'
 import { type Threshold, describe } from './size.js'
 
 /** Options of {@link onMemoryThreshold}. */
@@ -52,7 +53,8 @@ export function onMemoryThreshold(
   options: OnMemoryThresholdOptions = {},
 ): Unsubscribe {
   if (typeof handler !== 'function') throw new TypeError(`handler must be a function (received ${describe(handler)})`)
-  if (options === null || typeof options !== 'object') throw new TypeError(`options must be an object (received ${describe(options)})`)
+  checkOptionsObject('options', options)
+  checkKeys(options, ['direction', 'backend', 'cgroup', 'simulated', 'monitor', 'signal', 'onError', 'onClose'])
   if (options.monitor !== undefined && !(options.monitor instanceof MemoryMonitor)) {
     throw new TypeError(`monitor must be a MemoryMonitor (received ${describe(options.monitor)})`)
   }

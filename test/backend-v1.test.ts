@@ -3,6 +3,7 @@
 
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
@@ -49,11 +50,37 @@ interface Line {
   [key: string]: unknown
 }
 
-/** Spawns the child inside `cg` through `wrapper` (argv prefix run after joining the cgroup). */
-function spawnWatcher(cg: TestCgroup, wrapper: string[]) {
+/**
+ * Installs the built package (dist, the addon, runtime dependencies) into a world-readable temporary
+ * directory, for a child that runs as another user: the checkout may sit where that user cannot
+ * enter (a /root home, a `mktemp -d` directory). Returns the directory to run the child in.
+ */
+function worldReadableInstall(): { dir: string; remove: () => void } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mp-nobody-'))
+  const pkg = path.join(dir, 'node_modules', 'node-memory-pressure')
+  fs.mkdirSync(path.join(pkg, 'build', 'Release'), { recursive: true })
+  fs.cpSync(path.join(root, 'package.json'), path.join(pkg, 'package.json'))
+  fs.cpSync(path.join(root, 'dist'), path.join(pkg, 'dist'), { recursive: true })
+  const addon = path.join(root, 'build', 'Release', 'memory_pressure.node')
+  if (fs.existsSync(addon)) fs.cpSync(addon, path.join(pkg, 'build', 'Release', 'memory_pressure.node'))
+  for (const dep of ['eventemitter3', 'node-gyp-build']) {
+    fs.cpSync(path.join(root, 'node_modules', dep), path.join(dir, 'node_modules', dep), { recursive: true, dereference: true })
+  }
+  // a+rX on everything: mkdtemp makes the top 0700, and a umask may have narrowed the rest.
+  const open = (p: string): void => {
+    const st = fs.statSync(p)
+    fs.chmodSync(p, st.mode | (st.isDirectory() || (st.mode & 0o111) !== 0 ? 0o555 : 0o444))
+    if (st.isDirectory()) for (const e of fs.readdirSync(p)) open(path.join(p, e))
+  }
+  open(dir)
+  return { dir, remove: () => fs.rmSync(dir, { recursive: true, force: true }) }
+}
+
+/** Spawns the child inside `cg` through `wrapper` (argv prefix run after joining the cgroup), in `cwd` (default the checkout). */
+function spawnWatcher(cg: TestCgroup, wrapper: string[], cwd = root) {
   const procs = path.join(cg.path, 'cgroup.procs')
   const proc = spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', procs, ...wrapper, process.execPath, '--input-type=module', '-e', childCode], {
-    cwd: root,
+    cwd,
     env: { ...process.env, MALLOC_MMAP_THRESHOLD_: '65536' },
     stdio: ['pipe', 'pipe', 'pipe'],
   })
@@ -75,8 +102,8 @@ function spawnWatcher(cg: TestCgroup, wrapper: string[]) {
 }
 
 /** Runs the fallback scenario: thresholds up and down delivered by polling, and the reason given. */
-async function fallbackScenario(cg: TestCgroup, wrapper: string[]) {
-  const child = spawnWatcher(cg, wrapper)
+async function fallbackScenario(cg: TestCgroup, wrapper: string[], cwd?: string) {
+  const child = spawnWatcher(cg, wrapper, cwd)
   try {
     const [diag] = await child.lines.until((items) => items.some((l) => l.type === 'diag'), 20_000).catch((err: Error) => {
       throw new Error(`${err.message}; stderr: ${child.stderr()}`)
@@ -129,7 +156,14 @@ describe('cgroup v1 when cgroup.event_control cannot be written', () => {
   it.skipIf(userSkip !== null)(`not root (a child as nobody): polls, says EACCES, still delivers up and down${userSkip ? ` (skipped: ${userSkip})` : ''}`, async () => {
     if (!('dir' in own)) return
     cg = createTestCgroup(own.dir, { limit: 256 * MiB })
-    const r = await fallbackScenario(cg, ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'])
+    // The child runs the package from a copy it can read, wherever the checkout is.
+    const install = worldReadableInstall()
+    let r: Awaited<ReturnType<typeof fallbackScenario>>
+    try {
+      r = await fallbackScenario(cg, ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'], install.dir)
+    } finally {
+      install.remove()
+    }
     expect(r.diag.uid).toBe(65534)
     expect(r.diag.backend).toBe('cgroup-v1')
     expect((r.diag.precision as { kind: string }).kind).toBe('polled')

@@ -179,6 +179,9 @@ describe('fastify plugin', () => {
       [{ monitor: {} as MemoryMonitor }, TypeError],
       [{ pressureHandler: 'x' as never, monitorOptions: { backend: 'simulated' } }, TypeError],
       [{ exposeStatusRoute: 3 as never, monitorOptions: { backend: 'simulated' } }, TypeError],
+      // A misspelled option is refused (ERR_UNKNOWN_OPTION), not ignored with its default used.
+      [{ shedat: 'high', monitorOptions: { backend: 'simulated' } } as FastifyMemoryPressureOptions, TypeError],
+      [{ monitorOptions: { backend: 'simulated', level: true } as never }, TypeError],
     ]
     for (const [options, kind] of cases) {
       const a = Fastify()

@@ -295,9 +295,15 @@ describe('thresholds', () => {
   })
 
   it('size strings are the exact binary multiple', () => {
-    const units: Array<[string, number]> = [['', 0], ['B', 0], ['K', 1], ['KiB', 1], ['kb', 1], ['M', 2], ['MiB', 2], ['G', 3], ['GiB', 3], ['T', 4]]
+    const units: Array<[string, number]> = [['B', 0], ['K', 1], ['KiB', 1], ['kb', 1], ['M', 2], ['MiB', 2], ['G', 3], ['GiB', 3], ['T', 4]]
     fc.assert(fc.property(fc.integer({ min: 1, max: 8191 }), fc.constantFrom(...units), (n, [unit, power]) => {
       expect(parseThreshold(`${n}${unit}`)).toMatchObject({ kind: 'bytes', bytes: n * 1024 ** power })
+    }), RUNS)
+  })
+
+  it('a size string without a unit is refused (a number is bytes; a string says its unit or %)', () => {
+    fc.assert(fc.property(fc.integer({ min: 0, max: 2 ** 40 }), (n) => {
+      expect(attempt(() => parseThreshold(String(n)))).toMatchObject({ ok: false, code: 'ERR_INVALID_THRESHOLD' })
     }), RUNS)
   })
 

@@ -673,7 +673,7 @@ describe('validation', () => {
     expect(code(() => createMemoryMonitor({ backend: sim, levels: true, clock: {} as never }))).toBe('TypeError')
     expect(code(() => createMemoryMonitor({ backend: sim, levels: true, reduceHeap: { gc: 'full' as never } }))).toBe('TypeError')
     expect(code(() => createMemoryMonitor({ backend: sim, levels: { moderate: '120%' } }))).toBe('ERR_INVALID_THRESHOLD')
-    expect(code(() => createMemoryMonitor({ backend: 'simulated', simulated: { limit: Infinity }, levels: true }))).toBe('ERR_NO_LIMIT')
+    expect(code(() => createMemoryMonitor({ backend: 'simulated', simulated: { limit: Infinity }, levels: { moderate: '70%' } }))).toBe('ERR_NO_LIMIT')
     expect(sim.listenerCount('close')).toBe(0)
     const monitor = createMemoryMonitor({ backend: sim })
     expect(code(() => monitor.register(null as never))).toBe('TypeError')
@@ -683,10 +683,10 @@ describe('validation', () => {
     expect(code(() => monitor.register({ name: 'x', shrink: () => 0, size: 5 } as never))).toBe('TypeError')
     void monitor.close()
     expect(code(() => monitor.register({ name: 'x', shrink: () => 0 }))).toBe('ERR_CLOSED')
-    // Levels start with the first register(): without a limit the default percentages cannot.
+    // Levels start with the first register(): without a limit the defaults stay off (one warning).
     const unlimited = createMemoryMonitor({ backend: 'simulated', simulated: { limit: Infinity } })
-    expect(code(() => unlimited.register({ name: 'x', shrink: () => 0 }))).toBe('ERR_NO_LIMIT')
-    expect(unlimited.level).toBe('normal')
+    expect(code(() => unlimited.register({ name: 'x', shrink: () => 0 }))).toBe('no error')
+    expect([unlimited.level, unlimited.levels]).toEqual(['normal', null])
     void unlimited.close()
   })
 })

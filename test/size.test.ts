@@ -22,7 +22,8 @@ function code(fn: () => unknown): string {
 describe('parseThreshold', () => {
   it.each([
     [1048576, 1048576],
-    [1.9, 1],
+    ['1.9K', 1945],
+    ['0.5K', 512],
     ['512MiB', 512 * MiB],
     ['512M', 512 * MiB],
     ['512mb', 512 * MiB],
@@ -30,7 +31,6 @@ describe('parseThreshold', () => {
     ['1.5 GiB', 1.5 * GiB],
     ['64k', 64 * 1024],
     ['2T', 2 * 1024 * GiB],
-    ['100', 100],
     ['100B', 100],
     [' 7 m ', 7 * MiB],
   ])('%j is %d bytes', (input, bytes) => {
@@ -60,6 +60,14 @@ describe('parseThreshold', () => {
     ['%', 'ERR_INVALID_THRESHOLD'],
     ['0M', 'ERR_INVALID_THRESHOLD'],
     ['9999999999T', 'ERR_INVALID_THRESHOLD'],
+    // A string must say its unit or '%'; bytes are whole.
+    ['80', 'ERR_INVALID_THRESHOLD'],
+    ['1.9', 'ERR_INVALID_THRESHOLD'],
+    [' 100 ', 'ERR_INVALID_THRESHOLD'],
+    ['1.5B', 'ERR_INVALID_THRESHOLD'],
+    [1.5, 'ERR_INVALID_THRESHOLD'],
+    [1.9, 'ERR_INVALID_THRESHOLD'],
+    [0.5, 'ERR_INVALID_THRESHOLD'],
     [null, 'TypeError'],
     [undefined, 'TypeError'],
     [BigInt(10), 'TypeError'],
@@ -71,8 +79,8 @@ describe('parseThreshold', () => {
 
 describe('resolveThreshold', () => {
   it('takes percentages of the limit, rounded down to whole bytes', () => {
-    expect(resolveThreshold(parseThreshold('80%'), 1000)).toBe(800)
-    expect(resolveThreshold(parseThreshold('33.3%'), 1001)).toBe(333)
+    expect(resolveThreshold(parseThreshold('80%'), 100_000)).toBe(80_000)
+    expect(resolveThreshold(parseThreshold('33.3%'), 100_001)).toBe(33_300)
   })
 
   it('keeps bytes as they are, up to the limit', () => {
@@ -90,6 +98,22 @@ describe('resolveThreshold', () => {
 
   it('refuses a percentage that is less than a byte', () => {
     expect(code(() => resolveThreshold(parseThreshold('1%'), 50))).toBe('ERR_INVALID_THRESHOLD')
+  })
+
+  it('refuses a percentage below one page (4096 bytes): 0.0001% of 2.5 GiB is 268 bytes', () => {
+    expect(code(() => resolveThreshold(parseThreshold('0.0001%'), 2.5 * GiB))).toBe('ERR_INVALID_THRESHOLD')
+    expect(resolveThreshold(parseThreshold('0.0002%'), 2 * GiB)).toBe(4294)
+  })
+
+  it('names the cgroup it looked at in ERR_NO_LIMIT (.path)', () => {
+    let err: unknown
+    try {
+      resolveThreshold(parseThreshold('80%'), Infinity, 'threshold', '/sys/fs/cgroup/memory/x')
+    } catch (e) {
+      err = e
+    }
+    expect(err).toBeInstanceOf(MemoryPressureError)
+    expect([(err as MemoryPressureError).code, (err as MemoryPressureError).path]).toEqual(['ERR_NO_LIMIT', '/sys/fs/cgroup/memory/x'])
   })
 })
 

@@ -6,7 +6,7 @@ import fs from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import path from 'node:path'
 import { type CgroupLocation, findMemoryCgroup, resolveCgroupPath } from '../cgroup/discover.js'
-import { isWithin } from '../cgroup/files.js'
+import { isWithin, openRegular, readText } from '../cgroup/files.js'
 import { effectiveLimit } from '../cgroup/limit.js'
 import { readFigures } from '../cgroup/stat.js'
 import { MemoryPressureError, isErrnoException, syscallError } from '../errors.js'
@@ -198,7 +198,7 @@ export class CgroupV2Backend extends EventEmitter<BackendEvents> implements Memo
       // cgroup-v2.rst: a change of memory.events "generates a file modified event"; kernfs reports
       // it as POLLPRI, and only a read through the same fd re-arms it.
       try {
-        const fd = fs.openSync(eventsFile, 'r')
+        const fd = openRegular(eventsFile)
         const watcher = native.watch(fd, 'priority', (status, events) => this.#eventsChanged((events & POLL_DISCONNECT) !== 0 ? -1 : status))
         if (typeof watcher === 'number') {
           fs.closeSync(fd)
@@ -243,12 +243,7 @@ export class CgroupV2Backend extends EventEmitter<BackendEvents> implements Memo
   /** Usage in bytes from `memory.current` (page cache included). */
   readUsage(): number {
     const file = path.join(this.cgroup, 'memory.current')
-    let text: string
-    try {
-      text = fs.readFileSync(file, 'latin1').trim()
-    } catch (err) {
-      throw isErrnoException(err) ? syscallError(err, 'read', file) : err
-    }
+    const text = readText(file).trim()
     if (!/^\d+$/.test(text)) throw new MemoryPressureError('ERR_PARSE', `memory.current holds ${describe(text)}, not a number`, { path: file })
     return Number(text)
   }
@@ -299,7 +294,7 @@ export class CgroupV2Backend extends EventEmitter<BackendEvents> implements Memo
   #readEvents(): MemoryEvents {
     const file = path.join(this.cgroup, 'memory.events')
     try {
-      return parseMemoryEvents(fs.readFileSync(file, 'latin1'), file)
+      return parseMemoryEvents(readText(file), file)
     } catch {
       return this.#counters ?? new Map()
     }

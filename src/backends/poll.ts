@@ -2,6 +2,7 @@
 // the kernel cannot compare usage itself (cgroup v2, a read-only v1 cgroupfs, a process's RSS).
 
 import { performance } from 'node:perf_hooks'
+import { checkTimerMs } from '../options.js'
 import { describe } from '../size.js'
 import type { Crossing, CrossingSignal, Direction, ThresholdWatch } from './types.js'
 
@@ -56,6 +57,7 @@ export function resolvePollOptions(options: PollOptions = {}): ResolvedPollOptio
   }
   const num = (name: keyof PollOptions, fallback: number, min: number): number => {
     const value = options[name] ?? fallback
+    if (name !== 'guardBytes') return checkTimerMs(`poll.${name}`, value, fallback, min)
     if (typeof value !== 'number' || !Number.isFinite(value) || value < min) {
       throw new RangeError(`poll.${name} must be a finite number of at least ${min} (received ${describe(value)})`)
     }

@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks'
 import { MemoryPressureError, isErrnoException, syscallError } from '../errors.js'
 import { type NativeBinding, POLL_DISCONNECT, type PollWatcher, tryLoadNative } from '../native.js'
 import { describe } from '../size.js'
+import { readText } from '../cgroup/files.js'
 
 /** `some`: at least one task stalled on memory; `full`: all non-idle tasks stalled at once (psi.rst). */
 export type PsiKind = 'some' | 'full'
@@ -286,7 +287,7 @@ function assertPsiFile(target: string, file: string, leaveErrorsToOpen = false):
 }
 
 function readTotal(file: string, kind: PsiKind): number {
-  const reading = parsePressure(fs.readFileSync(file, 'latin1'), file)
+  const reading = parsePressure(readText(file), file)
   // Files without a `full` line (the system-wide CPU file) cannot arm `full`; report `some` then.
   return (reading[kind] ?? reading.some).totalUs
 }

@@ -66,7 +66,8 @@ function procFiles(options: DiscoverOptions): ProcFiles {
 /** Reads a /proc file; a missing one (no /proc, process gone) is `ERR_NO_CGROUP` with a reason. */
 function readProcFile(path: string): string {
   try {
-    return readText(path)
+    // mountinfo lists every mount: hosts with thousands of them reach a few hundred KiB.
+    return readText(path, 16 * 2 ** 20)
   } catch (err) {
     if (err instanceof MemoryPressureError && err.code === 'ERR_NO_CGROUP') {
       throw new MemoryPressureError('ERR_NO_CGROUP', `cannot read ${path}: it does not exist`, {

@@ -2,7 +2,7 @@
 // ancestor, and which cgroup holds it. All comparisons are on bigints (limits reach 2^63).
 
 import { readFileSync } from 'node:fs'
-import { endianness } from 'node:os'
+import { endianness, totalmem } from 'node:os'
 import { MemoryPressureError } from '../errors.js'
 import { parentOf, type CgroupLocation, type CgroupVersion } from './discover.js'
 import { joinPath, kindOf, readOptionalText, readText } from './files.js'
@@ -110,7 +110,8 @@ export type LimitSource = 'memory.limit_in_bytes' | 'memory.max' | 'memory.high'
 /** The memory limit that applies to a cgroup, and where it comes from. */
 export interface EffectiveLimit {
   /**
-   * The limit in bytes; `Infinity` when no limit applies. Exact up to 2^53 bytes (8 PiB). When it
+   * The limit in bytes; `Infinity` when no limit applies; at most the machine's memory
+   * (`os.totalmem()`), which a limit set higher counts as. When it
    * comes from `memory.high` it is where the kernel starts throttling and reclaiming, not where it
    * OOM-kills (cgroup-v2.rst).
    */
@@ -186,5 +187,14 @@ export function effectiveLimit(loc: CgroupLocation): EffectiveLimit {
     }
   }
   if (best === null) return { limit: Infinity, holder: null, source: null }
-  return { limit: Number(best.bytes), holder: best.holder, source: best.source }
+  return { limit: atMostMachineMemory(best.bytes), holder: best.holder, source: best.source }
+}
+
+/**
+ * A limit above the machine's memory (`echo $((1<<62)) > memory.limit_in_bytes`) is never reached:
+ * the machine runs out first. It is not "unlimited" either, so it counts as the machine's memory.
+ */
+function atMostMachineMemory(bytes: bigint): number {
+  const machine = BigInt(totalmem())
+  return Number(bytes < machine ? bytes : machine)
 }

@@ -4,9 +4,10 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RouteShorthandOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import { MemoryPressureError } from '../errors.js'
-import { MemoryMonitor, type MemoryMonitorOptions } from '../monitor.js'
-import type { MemorySnapshot } from '../backends/types.js'
+import { type CloseEvent, MemoryMonitor, type MemoryMonitorOptions } from '../monitor.js'
+import type { BackendCloseReason, MemorySnapshot } from '../backends/types.js'
 import { PRESSURE_LEVELS, type PressureLevel, levelRank } from '../policy/levels.js'
+import { checkKeys } from '../options.js'
 import { describe } from '../size.js'
 
 /** The `type` a {@link FastifyMemoryPressureOptions.pressureHandler} receives. */
@@ -48,7 +49,8 @@ export interface FastifyMemoryPressureOptions {
   monitor?: MemoryMonitor
   /**
    * Options of the monitor the plugin creates (ignored with `monitor`). Default `{ levels: true }`:
-   * the best backend here, levels at 70/85/95% of the effective limit.
+   * the best backend here, levels at 70/85/95% of the effective limit. Without a memory limit the
+   * plugin registers all the same, levels off and nothing shed (one process warning `ERR_NO_LIMIT`).
    */
   monitorOptions?: MemoryMonitorOptions
   /**
@@ -71,9 +73,11 @@ export interface FastifyMemoryPressureOptions {
   /**
    * Adds a `GET` route reporting `{ status: 'ok', level, usage, limit, workingSet, levels }` (bytes;
    * `limit` is `null` when there is none; `levels` has where `moderate`, `high` and `critical`
-   * start, on the working set by default): `true` for `/status`, a path, or {@link StatusRouteOptions}.
-   * It sheds like any route unless its `routeOpts.config.memoryPressure.shedAt` says otherwise, so
-   * a readiness probe sees 503 while the service sheds. Default `false`.
+   * start, on the working set by default), or `{ status: 'degraded', reason }` once the monitor
+   * is closed or memory cannot be read (see {@link StatusBody}): `true` for `/status`, a path, or
+   * {@link StatusRouteOptions}. It sheds like any route unless its
+   * `routeOpts.config.memoryPressure.shedAt` says otherwise, so a readiness probe sees 503 while
+   * the service sheds. Default `false`.
    */
   exposeStatusRoute?: boolean | string | StatusRouteOptions
 }
@@ -115,6 +119,38 @@ export class UnderPressureError extends MemoryPressureError {
   }
 }
 
+/**
+ * What the status route answers (HTTP 200 either way). `status: 'ok'`: the figures in bytes
+ * (`limit` `null` when there is none; `levels` `null` while levels are off). `status: 'degraded'`:
+ * nothing is watched or memory could not be read, and every figure is `null`; `reason` says why:
+ * `'closed'` (the monitor was closed), `'removed'` (its cgroup was removed), `'error'` (its backend
+ * failed), `'unreadable'` (a read failed while the monitor is still open: the cgroup is being
+ * removed, or a transient failure). Nothing is shed while degraded, so a readiness probe on this
+ * route keeps the service in rotation: it serves as if there were no monitor.
+ */
+export type StatusBody =
+  | {
+      status: 'ok'
+      level: PressureLevel
+      usage: number
+      limit: number | null
+      workingSet: number
+      levels: { moderate: number; high: number; critical: number } | null
+    }
+  | {
+      status: 'degraded'
+      reason: BackendCloseReason | 'unreadable'
+      level: null
+      usage: null
+      limit: null
+      workingSet: null
+      levels: null
+    }
+
+function degraded(reason: BackendCloseReason | 'unreadable'): StatusBody {
+  return { status: 'degraded', reason, level: null, usage: null, limit: null, workingSet: null, levels: null }
+}
+
 const SHED_LEVELS = PRESSURE_LEVELS.filter((l) => l !== 'normal')
 
 function checkShedAt(name: string, value: unknown): PressureLevel | false {
@@ -131,6 +167,11 @@ function statusRoute(option: FastifyMemoryPressureOptions['exposeStatusRoute']):
 }
 
 function validate(options: FastifyMemoryPressureOptions): void {
+  // fastify passes its own registration options (prefix, logLevel, logSerializers) along.
+  checkKeys(options, [
+    'monitor', 'monitorOptions', 'shedAt', 'retryAfter', 'message', 'customError', 'pressureHandler', 'exposeStatusRoute',
+    'prefix', 'logLevel', 'logSerializers',
+  ])
   if (options.monitor !== undefined && !(options.monitor instanceof MemoryMonitor)) {
     throw new TypeError(`monitor must be a MemoryMonitor (received ${describe(options.monitor)})`)
   }
@@ -213,8 +254,22 @@ const plugin: FastifyPluginAsync<FastifyMemoryPressureOptions> = async (fastify:
   }
 
   if (route !== null) {
-    fastify.get(route.url, route.routeOpts ?? {}, async () => {
-      const s = monitor.snapshot()
+    // Why the monitor ended, for the status route's degraded answer.
+    let ended: BackendCloseReason | null = null
+    const onMonitorClose = (e: CloseEvent): void => {
+      ended = e.reason
+    }
+    monitor.once('close', onMonitorClose)
+    if (!own) fastify.addHook('onClose', async () => void monitor.off('close', onMonitorClose))
+    fastify.get(route.url, route.routeOpts ?? {}, async (): Promise<StatusBody> => {
+      // Never an error body: a failed read would carry the cgroup's path from the host.
+      if (monitor.closed) return degraded(ended ?? 'closed')
+      let s: MemorySnapshot
+      try {
+        s = monitor.snapshot()
+      } catch {
+        return degraded(monitor.closed ? (ended ?? 'closed') : 'unreadable')
+      }
       return {
         status: 'ok',
         level: monitor.level,

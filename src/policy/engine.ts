@@ -17,6 +17,9 @@
 import v8 from 'node:v8'
 import type { MemoryBackend, MemorySnapshot, ThresholdWatch } from '../backends/types.js'
 import { MemoryPressureError } from '../errors.js'
+import { errorMessage } from '../emitter.js'
+import { explicitPercentLevels, levelsInBytes, warnNoLimitOnce, withCgroup } from '../no-limit.js'
+import { policyTimer } from '../options.js'
 import { type Threshold, describe } from '../size.js'
 import { type Clock, isClock, systemClock } from './clock.js'
 import { type HeapReduction, type ReduceHeapOptions, allocatorFreeBytes, joinReductions, mallocTrimCount, reduceHeapChecked, validateReduceHeapOptions } from './heap.js'
@@ -49,7 +52,9 @@ export interface PolicyOptions {
    * and limit − 48 MiB, to 80% and 90% at most: see `DEFAULT_LEVEL_HEADROOM`) or thresholds per
    * level (bytes, `'512MiB'`, `'80%'`; a level left out gets its default), resolved against
    * the limit when levels start. Default: off until the first `register()` or `until()`, which
-   * start them with the defaults. Percentages need a limit (`ERR_NO_LIMIT`).
+   * start them with the defaults. Without a memory limit the defaults leave levels off (level
+   * `'normal'`, one process warning `ERR_NO_LIMIT` naming the cgroup) until a limit appears;
+   * levels written in percent throw `ERR_NO_LIMIT`, and all three written in bytes work.
    */
   levels?: LevelThresholds | boolean
   /**
@@ -70,14 +75,16 @@ export interface PolicyOptions {
    * run instead of 12 to 13, 29 to 34 major GCs instead of 36 to 43, 1.05 times the requests per
    * CPU second (1.06 at 512 MiB), with a hit ratio as high. After a cycle that measured nothing
    * freed the wait doubles, up to 32 times this, until the level changes: with nothing left to
-   * give back, full collections every few seconds would only cost CPU.
+   * give back, full collections every few seconds would only cost CPU. From 0 to 2^31−1
+   * (`RangeError` `ERR_OUT_OF_RANGE` otherwise).
    */
   cooldownMs?: number
-  /** Milliseconds a shrinker may take before its signal aborts and the cycle goes on. Default 5000. */
+  /** Milliseconds a shrinker may take before its signal aborts and the cycle goes on. Default 5000; 1 to 2^31−1. */
   shrinkTimeoutMs?: number
   /**
    * Milliseconds between re-reads of memory.stat while page cache sits on top of the basis (see
-   * the file header: cache reclaimed at the limit moves no usage threshold). Default 1000.
+   * the file header: cache reclaimed at the limit moves no usage threshold). Default 1000; 100
+   * to 2^31−1.
    */
   recheckMs?: number
   /**
@@ -213,14 +220,6 @@ interface Waiter {
   reject: (err: unknown) => void
 }
 
-function checkMs(name: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw new RangeError(`${name} must be a number of milliseconds of 0 or more (received ${describe(value)})`)
-  }
-  return value
-}
-
 const MiB = 2 ** 20
 
 /**
@@ -336,6 +335,8 @@ export class PolicyEngine {
   #cycle: Cycle | null = null
   #waiters = new Set<Waiter>()
   #closed = false
+  /** Levels were asked for (`enable()`) but are off for lack of a limit. */
+  #wanted = false
 
   constructor(backend: MemoryBackend, options: PolicyOptions, host: PolicyHost) {
     this.#backend = backend
@@ -348,9 +349,9 @@ export class PolicyEngine {
       throw new TypeError(`clock must be an object with now(), setTimeout() and clearTimeout() (received ${describe(options.clock)})`)
     }
     this.#clock = options.clock ?? systemClock
-    this.#cooldownMs = checkMs('cooldownMs', options.cooldownMs, 2000)
-    this.#timeoutMs = checkMs('shrinkTimeoutMs', options.shrinkTimeoutMs, 5000)
-    this.#recheckMs = checkMs('recheckMs', options.recheckMs, 1000)
+    this.#cooldownMs = policyTimer('cooldownMs', options.cooldownMs)
+    this.#timeoutMs = policyTimer('shrinkTimeoutMs', options.shrinkTimeoutMs)
+    this.#recheckMs = policyTimer('recheckMs', options.recheckMs)
     if (options.reduceHeap !== undefined && options.reduceHeap !== false) validateReduceHeapOptions(options.reduceHeap)
     this.#heap = options.reduceHeap ?? {}
     if (options.collectFirst !== undefined && typeof options.collectFirst !== 'boolean') {
@@ -397,12 +398,22 @@ export class PolicyEngine {
     if (this.#levels !== null || this.#closed) return
     const levels = this.#options.levels
     const snapshot = this.#backend.snapshot()
-    this.#levels = resolveLevels(
-      typeof levels === 'object' ? levels : true,
-      this.#options.hysteresis,
-      this.#options.basis,
-      snapshot.limit,
-    )
+    this.#wanted = true
+    // No limit: levels given in percent are refused; the defaults leave levels off (see no-limit.ts).
+    if (!Number.isFinite(snapshot.limit) && !explicitPercentLevels(levels) && !levelsInBytes(levels)) {
+      warnNoLimitOnce(this.#backend.cgroup)
+      return
+    }
+    try {
+      this.#levels = resolveLevels(
+        typeof levels === 'object' ? levels : true,
+        this.#options.hysteresis,
+        this.#options.basis,
+        snapshot.limit,
+      )
+    } catch (err) {
+      throw withCgroup(err, this.#backend.cgroup)
+    }
     this.#limit = snapshot.limit
     const bytes = this.#measure(snapshot, this.#levels)
     const level = levelFor(this.#levels, bytes, 'normal')
@@ -425,7 +436,14 @@ export class PolicyEngine {
    * limit may never bring (no armed point lies between usage and the new limit).
    */
   noticeLimit(limit: number): void {
-    if (this.#levels !== null && !this.#closed && limit !== this.#limit) this.#evaluate(true)
+    if (this.#levels === null && this.#wanted && Number.isFinite(limit) && !this.#closed) {
+      try {
+        this.enable()
+      } catch (err) {
+        this.#host.error(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_INVALID_THRESHOLD', errorMessage(err), { cause: err }))
+      }
+    }
+    else if (this.#levels !== null && !this.#closed && limit !== this.#limit) this.#evaluate(true)
   }
 
   /** See `MemoryMonitor.register`. */
@@ -652,7 +670,8 @@ export class PolicyEngine {
         this.#levels = resolveLevels(typeof levels === 'object' ? levels : true, this.#options.hysteresis, this.#options.basis, snapshot.limit)
         crossed = true
       } catch (err) {
-        this.#host.error(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_NO_LIMIT', String(err), { cause: err }))
+        const named = withCgroup(err, this.#backend.cgroup)
+        this.#host.error(named instanceof MemoryPressureError ? named : new MemoryPressureError('ERR_NO_LIMIT', errorMessage(err), { cause: err }))
       }
     }
     const levels = this.#levels
@@ -707,7 +726,7 @@ export class PolicyEngine {
       try {
         shrinker.levelChanged(level, previous)
       } catch (err) {
-        this.#host.error(new MemoryPressureError('ERR_HANDLER', `shrinker ${JSON.stringify(shrinker.name)} threw in levelChanged: ${String(err)}`, { cause: err }))
+        this.#host.error(new MemoryPressureError('ERR_HANDLER', `shrinker ${JSON.stringify(shrinker.name)} threw in levelChanged: ${errorMessage(err)}`, { cause: err }))
       }
     }
   }
@@ -722,7 +741,7 @@ export class PolicyEngine {
     this.#cooldownTimer = null
     void this.#runCycle().catch((err: unknown) => {
       this.#cycle = null
-      this.#host.error(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_HANDLER', `the shrink cycle failed: ${String(err)}`, { cause: err }))
+      this.#host.error(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_HANDLER', `the shrink cycle failed: ${errorMessage(err)}`, { cause: err }))
     })
   }
 

@@ -25,7 +25,7 @@ export function levelRank(level: PressureLevel): number {
  */
 export type PressureBasis = 'workingSet' | 'usage' | 'rss'
 
-const bases: readonly PressureBasis[] = ['workingSet', 'usage', 'rss']
+export const PRESSURE_BASES: readonly PressureBasis[] = ['workingSet', 'usage', 'rss']
 
 /**
  * Thresholds of the levels above `'normal'`: bytes, size strings or percentages of the limit. A
@@ -98,7 +98,7 @@ export function resolveLevels(
     throw new TypeError(`levels must be true or an object { moderate, high, critical } (received ${describe(levels)})`)
   }
   const b = basis ?? 'workingSet'
-  if (!bases.includes(b)) throw new TypeError(`basis must be 'workingSet', 'usage' or 'rss' (received ${describe(basis)})`)
+  if (!PRESSURE_BASES.includes(b)) throw new TypeError(`basis must be 'workingSet', 'usage' or 'rss' (received ${describe(basis)})`)
   const given = levels === true ? {} : levels
   const names = ['moderate', 'high', 'critical'] as const
   let bytes = names.map((name) =>

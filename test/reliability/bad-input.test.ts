@@ -72,7 +72,7 @@ const thresholdCases: Case[] = ([
   ['2^53', 2 ** 53], ['2^60', 2 ** 60], ['Number.MAX_VALUE', Number.MAX_VALUE], ['"12XB"', '12XB'], ['"1.2.3M"', '1.2.3M'], ['""', ''],
   ['"   "', '   '], ['"-5%"', '-5%'], ['"0%"', '0%'], ['"101%"', '101%'], ['"NaN%"', 'NaN%'], ['"80%%"', '80%%'], ['"1e9"', '1e9'],
   ['"0x100000"', '0x100000'], ['"9007199254740993"', '9007199254740993'], ['"8388608TiB" (2^63)', '8388608TiB'],
-  ['"2GiB" above a 256 MiB limit', '2GiB'], ['"256MiB+1" above the limit', String(256 * MiB + 1)],
+  ['"2GiB" above a 256 MiB limit', '2GiB'], ['256 MiB + 1 byte above the limit', 256 * MiB + 1],
 ] as Array<[string, unknown]>).map(([label, value]) => ({
   name: `onMemoryThreshold(${label})`,
   call: () => onMemoryThreshold(value as string, noop, sim()),
@@ -135,7 +135,7 @@ const rangeCases: Case[] = ([
 const mpe = (code: string, name: string, call: () => unknown, v1 = false): Case => ({ name, call, outcome: { error: MemoryPressureError, code }, v1 })
 const codeCases: Case[] = [
   mpe('ERR_NO_LIMIT', 'a percentage without a limit', () => onMemoryThreshold('80%', noop, sim({ limit: Number.POSITIVE_INFINITY }))),
-  mpe('ERR_NO_LIMIT', 'levels in percent without a limit', () => createMemoryMonitor({ ...sim({ limit: Number.POSITIVE_INFINITY }), levels: true })),
+  mpe('ERR_NO_LIMIT', 'levels in percent without a limit', () => createMemoryMonitor({ ...sim({ limit: Number.POSITIVE_INFINITY }), levels: { moderate: '70%' } })),
   mpe('ERR_INVALID_THRESHOLD', 'a bad threshold in the options', () => createMemoryMonitor({ ...sim(), thresholds: ['50%', 'lots'] })),
   mpe('ERR_NO_CGROUP', 'a cgroup that does not exist', () => createMemoryMonitor({ cgroup: '/sys/fs/cgroup/memory/mp-does-not-exist' })),
   mpe('ERR_NO_CGROUP', 'a cgroup that is a file', () => createMemoryMonitor({ cgroup: path.join(cgPath(), 'memory.stat') }), true),
@@ -198,7 +198,47 @@ const cliCases: Case[] = ([
   [2, 'watch --thresholds that do not parse', ['watch', '--cgroup', '/sys/fs/cgroup/memory', '--thresholds', 'lots']],
 ] as Array<[number, string, string[]]>).map(([exit, name, argv]) => ({ name: `node-memory-pressure ${name}`, call: () => cli(...argv), outcome: { exit } }))
 
-const corpus = [...thresholdCases, ...typeCases, ...rangeCases, ...codeCases, ...noopCases, ...cliCases]
+/** An error class with a `.code` (TypeError/RangeError codes follow Node's). */
+const withCode = (error: ErrorClass, code: string, name: string, call: () => unknown): Case => ({ name, call, outcome: { error, code } })
+const shrinker = { name: 'cache', shrink: () => 0 }
+/** Questionable input that used to be accepted, and timers Node would clamp to 1 ms. */
+const strictCases: Case[] = [
+  ...([
+    ['"80" (no unit: bytes, MiB or percent?)', '80'], ['"1.9" (no unit)', '1.9'], ['" 100 " (no unit)', ' 100 '], ['"1.5B" (a fraction of a byte)', '1.5B'],
+    ['1.5 bytes', 1.5], ['1.9 bytes', 1.9], ['"0.0001%" (268 bytes of 256 MiB: below a page)', '0.0001%'],
+  ] as Array<[string, unknown]>).map(([label, value]) => withCode(MemoryPressureError, 'ERR_INVALID_THRESHOLD', `onMemoryThreshold(${label})`,
+    () => onMemoryThreshold(value as string, noop, sim()))),
+  withCode(MemoryPressureError, 'ERR_INVALID_THRESHOLD', 'a negative hysteresis, at construction', () => createMemoryMonitor({ ...sim(), hysteresis: -1 })),
+  withCode(MemoryPressureError, 'ERR_INVALID_THRESHOLD', 'hysteresis "-5%", at construction', () => createMemoryMonitor({ ...sim(), hysteresis: '-5%' })),
+  withCode(MemoryPressureError, 'ERR_INVALID_THRESHOLD', 'levels.moderate "70", at construction', () => createMemoryMonitor({ ...sim(), levels: { moderate: '70' } })),
+  withCode(TypeError, 'ERR_INVALID_ARG_VALUE', 'an unknown basis without levels, at construction', () => createMemoryMonitor({ ...sim(), basis: 'heap' as 'rss' })),
+  withCode(TypeError, 'ERR_UNKNOWN_OPTION', 'monitor option "treshold"', () => createMemoryMonitor({ ...sim(), treshold: '80%' } as object)),
+  withCode(TypeError, 'ERR_UNKNOWN_OPTION', 'monitor option "level" (for levels)', () => createMemoryMonitor({ ...sim(), level: true } as object)),
+  withCode(TypeError, 'ERR_UNKNOWN_OPTION', 'levels.modrate', () => createMemoryMonitor({ ...sim(), levels: { modrate: '70%' } as object })),
+  withCode(TypeError, 'ERR_UNKNOWN_OPTION', 'thresholds[0].treshold', () => createMemoryMonitor({ ...sim(), thresholds: [{ treshold: '80%' } as never] })),
+  withCode(TypeError, 'ERR_UNKNOWN_OPTION', 'onMemoryThreshold option "directon"', () => onMemoryThreshold('80%', noop, { ...sim(), directon: 'both' } as object)),
+  withCode(TypeError, 'ERR_UNKNOWN_OPTION', 'addThreshold option "handlr"', () => {
+    const m = createMemoryMonitor(sim())
+    try { return m.addThreshold('50%', { handlr: noop } as object) } finally { void m.close() }
+  }),
+  withCode(TypeError, 'ERR_UNKNOWN_OPTION', 'events option "maxQueue"', () => closedMonitor().events({ maxQueue: 3 } as object)),
+  withCode(RangeError, 'ERR_OUT_OF_RANGE', 'events maxQueued 0', () => closedMonitor().events({ maxQueued: 0 })),
+  withCode(RangeError, 'ERR_OUT_OF_RANGE', 'events maxQueued 1.5', () => closedMonitor().events({ maxQueued: 1.5 })),
+  withCode(TypeError, 'ERR_INVALID_ARG_VALUE', 'the same shrinker registered twice', () => {
+    const m = createMemoryMonitor(sim())
+    try { m.register(shrinker); return m.register(shrinker) } finally { void m.close() }
+  }),
+  withCode(RangeError, 'ERR_OUT_OF_RANGE', 'cooldownMs 1e12 (past 2^31-1)', () => createMemoryMonitor({ ...sim(), cooldownMs: 1e12 })),
+  withCode(RangeError, 'ERR_OUT_OF_RANGE', 'cooldownMs 2^31', () => createMemoryMonitor({ ...sim(), cooldownMs: 2 ** 31 })),
+  withCode(RangeError, 'ERR_OUT_OF_RANGE', 'shrinkTimeoutMs 3e9', () => createMemoryMonitor({ ...sim(), shrinkTimeoutMs: 3e9 })),
+  withCode(RangeError, 'ERR_OUT_OF_RANGE', 'shrinkTimeoutMs 0', () => createMemoryMonitor({ ...sim(), shrinkTimeoutMs: 0 })),
+  withCode(RangeError, 'ERR_OUT_OF_RANGE', 'recheckMs 0 (a busy re-check)', () => createMemoryMonitor({ ...sim(), recheckMs: 0 })),
+  withCode(RangeError, 'ERR_OUT_OF_RANGE', 'recheckMs 99', () => createMemoryMonitor({ ...sim(), recheckMs: 99 })),
+  withCode(TypeError, 'ERR_INVALID_ARG_TYPE', 'cooldownMs "100"', () => createMemoryMonitor({ ...sim(), cooldownMs: '100' as unknown as number })),
+  withCode(RangeError, 'ERR_OUT_OF_RANGE', 'poll.maxIntervalMs 3e9', () => ProcessBackend.open({ poll: { maxIntervalMs: 3e9 } })),
+]
+
+const corpus = [...thresholdCases, ...typeCases, ...rangeCases, ...codeCases, ...noopCases, ...cliCases, ...strictCases]
 
 /** Names of this process's own test cgroups, to show none is left behind. */
 function leftoverCgroups(): string[] {

@@ -129,7 +129,7 @@ describe.skipIf(!v1 || !built)(`the process is moved to another cgroup${v1 && bu
     const parent = (own as { dir: string }).dir
     const a = track(createTestCgroup(parent, { limit: 128 * MiB }))
     const b = track(createTestCgroup(parent, { limit: 256 * MiB }))
-    const child = await spawnInCgroup(a, allocator, ['--watch', `${64 * MiB}`], { MALLOC_MMAP_THRESHOLD_: '65536' })
+    const child = await spawnInCgroup(a, allocator, ['--watch', '64MiB'], { MALLOC_MMAP_THRESHOLD_: '65536' })
     await child.send(`alloc ${72 * MiB}`)
     await child.output.until((lines) => lines.some((l) => l.startsWith('event ')))
     const first = JSON.parse((child.output.items.find((l) => l.startsWith('event ')) as string).slice(6)) as ThresholdEvent

@@ -217,3 +217,80 @@ describe.skipIf(!hasStrace || !('dir' in own) || !native)(`a monitor's lifetime 
     expect(changed).toEqual([])
   })
 })
+
+/** Runs `watch --cgroup <dir> --root <root>` until it exits by itself or `killAfterMs` passes (then SIGKILL). */
+async function watchUntilExit(
+  dir: string,
+  treeRoot: string,
+  options: { cgroupDir?: string; killAfterMs?: number } = {},
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
+  const argv = [bin, 'watch', '--cgroup', dir, '--root', treeRoot, '--interval-ms', '50']
+  // In a memory-limited test cgroup, an unbounded read ends in an OOM kill, not in the machine's memory.
+  const child = options.cgroupDir === undefined
+    ? spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', path.join(options.cgroupDir, 'cgroup.procs'), process.execPath, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stderr = ''
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  child.stdout.resume()
+  // A safety net against a hang (the failure being tested), not a speed requirement.
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.killAfterMs ?? 30_000)
+  const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (c, s) => resolve({ code: c, signal: s })))
+  clearTimeout(timer)
+  return { code, signal, stderr }
+}
+
+/** A copy of the k8s fixture tree with one of the container's files replaced by `make(file)`. */
+function hostileTree(name: string, file: string, make: (target: string) => void): { root: string; container: string } {
+  const treeRoot = path.join(tmp, name)
+  fs.cpSync(fixtureTree, treeRoot, { recursive: true })
+  const container = path.join(treeRoot, 'kubepods.slice/pod-a.slice/container')
+  fs.rmSync(path.join(container, file), { force: true })
+  make(path.join(container, file))
+  return { root: treeRoot, container }
+}
+
+const hasMkfifo = spawnSync('mkfifo', ['--version']).status === 0
+describe.skipIf(!fs.existsSync(bin))(`--root: what is read is checked, opened without blocking and bounded${fs.existsSync(bin) ? '' : ' (skipped: dist/ not built)'}`, () => {
+  it.skipIf(!hasMkfifo)(`a FIFO as memory.current: watch exits by itself with an error instead of blocking in open()${hasMkfifo ? '' : ' (skipped: no mkfifo)'}`, async () => {
+    const t = hostileTree('fifo', 'memory.current', (f) => expect(spawnSync('mkfifo', [f]).status).toBe(0))
+    const r = await watchUntilExit(t.container, t.root)
+    expect(r.signal).toBe(null)
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toContain('ERR_NO_CGROUP')
+  })
+
+  it.skipIf(!('dir' in own))(`memory.max linked to /dev/zero: watch exits by itself, memory bounded (in a 512 MiB test cgroup)${'dir' in own ? '' : ' (skipped: needs a writable v1 cgroup to bound the child)'}`, async () => {
+    const t = hostileTree('zero', 'memory.max', (f) => fs.symlinkSync('/dev/zero', f))
+    const cg = createTestCgroup((own as { dir: string }).dir, { limit: 512 * MiB })
+    try {
+      const r = await watchUntilExit(t.container, t.root, { cgroupDir: cg.path })
+      expect(r.signal).toBe(null)
+      expect(r.code).not.toBe(0)
+      const failcnt = Number(fs.readFileSync(path.join(cg.path, 'memory.failcnt'), 'utf8'))
+      expect(failcnt).toBe(0)
+    } finally {
+      await cg.remove()
+    }
+  })
+
+  // In-process, only inputs that cannot hang or exhaust this process without the fix either: the
+  // FIFO and /dev/zero cases run in child processes above.
+  it('the shared reader refuses a device and a file over 64 KiB, reads a real one, and keeps no fd', async () => {
+    const { readText, MAX_CGROUP_FILE_BYTES } = await import('../../src/cgroup/files.js')
+    const big = path.join(tmp, 'big.stat')
+    fs.writeFileSync(big, 'x'.repeat(MAX_CGROUP_FILE_BYTES + 1))
+    const fds = openFdCount()
+    const codeOf = (f: string): string | undefined => {
+      try {
+        readText(f)
+      } catch (err) {
+        return (err as MemoryPressureError).code
+      }
+      return undefined
+    }
+    expect([codeOf('/dev/null'), codeOf(big)]).toEqual(['ERR_NO_CGROUP', 'ERR_PARSE'])
+    expect(readText(path.join(fixtureTree, 'kubepods.slice/memory.max'))).toMatch(/^\d+\n$|^max\n$/)
+    expect(openFdCount()).toBe(fds)
+  })
+})
