@@ -254,7 +254,8 @@ describe('doctor and watch on this machine\'s cgroups', () => {
     if (!('dir' in own)) return
     cg = createTestCgroup(own.dir, { limit: 100 * MiB })
     // A refresh period longer than the test: any figure in an event line was read at the event.
-    const watcher = spawn(process.execPath, [bin, 'watch', '--cgroup', cg.path, '--thresholds', '40MiB', '--interval-ms', '600000'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
+    // The threshold in plain digits: bytes, as the help says.
+    const watcher = spawn(process.execPath, [bin, 'watch', '--cgroup', cg.path, '--thresholds', String(40 * MiB), '--interval-ms', '600000'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
     children.push(watcher)
     const lines = new Collector<string>()
     createInterface({ input: watcher.stdout as NodeJS.ReadableStream }).on('line', lines.push)

@@ -127,7 +127,8 @@ export async function watch(options: WatchOptions, signal: AbortSignal): Promise
   let thresholds: number[]
   const given = options.defaultThresholds === true && !Number.isFinite(first.limit) ? [] : options.thresholds
   try {
-    thresholds = given.map((t) => resolveThreshold(parseThreshold(t, '--thresholds'), first.limit, '--thresholds')).sort((a, b) => a - b)
+    // On the command line a number of bytes has no other spelling than its digits.
+    thresholds = given.map((t) => resolveThreshold(parseThreshold(/^\d+$/.test(t) ? Number(t) : t, '--thresholds'), first.limit, '--thresholds')).sort((a, b) => a - b)
   } catch (err) {
     backend.close()
     if (err instanceof MemoryPressureError) throw new UsageError(`${err.message} (${err.code})`)
