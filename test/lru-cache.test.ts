@@ -354,9 +354,9 @@ describe.each(versions)('lruCacheShrinker hold with %s', (label, make, holdBy) =
     expect(sorted(cache)).toEqual(range(15, 20))
   })
 
-  // lru-cache 11 stores fetch() and memo() results through its private #set, not `this.set`: the
-  // shrinker wraps fetch() and memo() too (fetch: the trim runs once its promise has resolved).
-  // On lru-cache 11 without the hook, fetch()'s promise is not observed (see the next test).
+  // lru-cache 11 stores fetch() and memo() results through its private #set, not `this.set`: its
+  // onInsert hook sees them; without the hook the shrinker wraps memo() and fetch() too, and holds
+  // a fetched value at the next call (test/lru-cache-hold.test.ts).
   it.skipIf(label === 'lru-cache 11')('fetch() goes through the cap too, and presses it like set() (not on lru-cache 11 without the hook)', async () => {
     const { cache, shrinker, time } = filled(20, { regrowth: 0.5 }, { fetchMethod: async (k) => `fetched ${k}` })
     expect(shrinker.holdBy).toBe(holdBy)
