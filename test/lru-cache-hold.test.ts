@@ -239,6 +239,30 @@ describe('withHoldHook', () => {
     expect(again.holdBy).toBe('onInsert')
   })
 
+  it('one set of options serves several caches, and a copy made by new LRUCache(cache) is held on its own', () => {
+    const options = withHoldHook({ max: 100 })
+    const a = new LRUCache11<number, string>(options)
+    const b = new LRUCache11<number, string>(options)
+    for (let i = 0; i < 10; i++) {
+      a.set(i, 'a')
+      b.set(i, 'b')
+    }
+    const sa = lruCacheShrinker(a)
+    const sb = lruCacheShrinker(b)
+    sa.shrink(request('high')) // a: cap 5
+    sb.cap = 8
+    a.set(100, 'a')
+    b.set(100, 'b')
+    expect([a.size, b.size]).toEqual([5, 8])
+    const copy = new LRUCache11<number, string>(a)
+    copy.load(a.dump())
+    const sc = lruCacheShrinker(copy)
+    expect(sc.holdBy).toBe('onInsert')
+    sc.cap = 2
+    copy.set(200, 'c')
+    expect([a.size, copy.size]).toEqual([5, 2])
+  })
+
   it('rejects options that are not an object, and an onInsert that is not a function', () => {
     expect(typeof (withHoldHook({ max: 1 }) as { onInsert?: unknown }).onInsert).toBe('function')
     expect(() => withHoldHook(null as never)).toThrow(TypeError)

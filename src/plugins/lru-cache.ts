@@ -139,19 +139,18 @@ const DEFAULT_KEEP: Readonly<Record<Exclude<PressureLevel, 'normal'>, number>> =
 // Read once: a global `performance` replaced later (test fakes, instrumentation) is not the clock.
 const defaultNow = (): number => performance.now()
 
-// What a hook made by withHoldHook() calls, once a shrinker has bound it to its cache.
-interface HookSlot {
-  bound: object | null
-  enforce: (() => void) | null
-}
-const hookSlots = new WeakMap<object, HookSlot>()
+// The onInsert hooks withHoldHook() made, and the cap each held cache is kept under. lru-cache calls
+// onInsert as a method of the cache (`this.#onInsert(...)`), so one hook can serve several caches
+// (options reused, or copied by `new LRUCache(otherCache)`).
+const hooks = new WeakSet<object>()
+const held = new WeakMap<object, () => void>()
 
 /**
  * lru-cache constructor options with the hook that lets {@link lruCacheShrinker} hold the cache
  * without wrapping its methods (lru-cache 11.1 or later, whose `onInsert` sees every insertion:
- * `set`, `fetch` results, `memo`, `load`). Your own `onInsert` is kept and called first. Build one
- * cache per call: the hook serves the first shrinker that binds it. On lru-cache 10 and 11.0, which
- * have no `onInsert`, the option is ignored and the shrinker wraps the methods instead.
+ * `set`, `fetch` results, `memo`, `load`). Your own `onInsert` is kept and called first. The options
+ * may serve several caches; each is held by its own shrinker. On lru-cache 10 and 11.0, which have
+ * no `onInsert`, the option is ignored and the shrinker wraps the methods instead.
  *
  * @example
  * ```ts
@@ -168,12 +167,11 @@ export function withHoldHook<O extends object>(options: O): O {
   if (own !== undefined && typeof own !== 'function') {
     throw new TypeError(`options.onInsert must be a function (received ${describe(own)})`)
   }
-  const slot: HookSlot = { bound: null, enforce: null }
   const onInsert = function (this: unknown, ...args: unknown[]): void {
     if (typeof own === 'function') Reflect.apply(own, this, args)
-    slot.enforce?.()
+    if (this !== null && typeof this === 'object') held.get(this)?.()
   }
-  hookSlots.set(onInsert, slot)
+  hooks.add(onInsert)
   return { ...options, onInsert }
 }
 
@@ -217,7 +215,7 @@ const WRAPPED = [['set', 2], ['memo', 1], ['load', -1], ['fetch', -1]] as const
  * monitor.register(lruCacheShrinker(cache, { name: 'thumbnails', minEntries: 100 }))
  * ```
  * @throws TypeError when `cache` lacks the lru-cache API, when `hold: true` cannot hold it, or when
- *   its {@link withHoldHook} hook already serves another shrinker; RangeError for an option out of range
+ *   another shrinker holds it already; RangeError for an option out of range
  */
 export function lruCacheShrinker(cache: LruCacheLike, options: LruCacheShrinkerOptions = {}): LruCacheShrinker {
   if (cache === null || typeof cache !== 'object' || typeof cache.pop !== 'function' || typeof cache.purgeStale !== 'function' || typeof cache.size !== 'number') {
@@ -256,12 +254,12 @@ export function lruCacheShrinker(cache: LruCacheLike, options: LruCacheShrinkerO
   const now = options.now ?? defaultNow
   if (typeof now !== 'function') throw new TypeError(`now must be a function (received ${describe(now)})`)
   const hook: unknown = (cache as { onInsert?: unknown }).onInsert
-  const slot = typeof hook === 'function' ? hookSlots.get(hook) : undefined
-  if (options.hold !== false && slot?.bound != null) {
-    throw new TypeError('cache: its withHoldHook() hook already serves another shrinker (one withHoldHook() call per cache; detach() the other first)')
+  const hooked = typeof hook === 'function' && hooks.has(hook)
+  if (options.hold !== false && held.has(cache)) {
+    throw new TypeError('cache: another shrinker holds this cache already (detach() it first, or pass hold: false)')
   }
   const target = cache as unknown as Record<string, unknown>
-  if (options.hold === true && slot === undefined && typeof target.set !== 'function') {
+  if (options.hold === true && !hooked && typeof target.set !== 'function') {
     throw new TypeError('hold needs a cache built with withHoldHook() or the cache\'s set() (an LRUCache from lru-cache 10 or 11)')
   }
 
@@ -297,14 +295,8 @@ export function lruCacheShrinker(cache: LruCacheLike, options: LruCacheShrinkerO
 
   let holdBy: 'onInsert' | 'wrapper' | null = null
   const restore: Array<() => void> = []
-  if (options.hold !== false && slot !== undefined) {
-    slot.bound = cache
-    slot.enforce = enforce
+  if (options.hold !== false && hooked) {
     holdBy = 'onInsert'
-    restore.push(() => {
-      slot.bound = null
-      slot.enforce = null
-    })
   } else if (options.hold !== false && typeof target.set === 'function') {
     holdBy = 'wrapper'
     for (const [method, statusAt] of WRAPPED) {
@@ -334,6 +326,11 @@ export function lruCacheShrinker(cache: LruCacheLike, options: LruCacheShrinkerO
         else delete target[method]
       })
     }
+  }
+
+  if (holdBy !== null) {
+    held.set(cache, enforce)
+    restore.push(() => held.delete(cache))
   }
 
   const shrink = (request: ShrinkRequest): number | undefined => {
