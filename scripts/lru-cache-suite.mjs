@@ -11,6 +11,9 @@
 //   node scripts/lru-cache-suite.mjs --tests /path/to/node-lru-cache[.git] \
 //     [--versions 10.4.3,11.3.6] [--modes none,wrapper,hook] [--out test/lru-cache-suite.json]
 //
+// --out: results as JSON (per mode: files passed/failed, test points passed/failed, caches built
+// and how they were held); versions run now replace their earlier results in that file.
+//
 // Modes: none (the suite as is), wrapper (lruCacheShrinker on every cache: methods wrapped),
 // hook (every cache built with withHoldHook(options): held through onInsert; lru-cache 11.1+).
 // Each cache's constructor is given two calls into a global this script defines, identically in
@@ -67,7 +70,14 @@ function prepare(version) {
   const stamp = path.join(dir, 'tap-range')
   if (!fs.existsSync(installed) || !fs.existsSync(stamp) || fs.readFileSync(stamp, 'utf8') !== tapRange) {
     fs.writeFileSync(path.join(dir, 'package.json'), '{ "private": true }\n')
-    execFileSync('npm', ['install', '--no-save', '--no-package-lock', '--no-audit', '--no-fund', `tap@${tapRange}`, '@tapjs/clock'], { cwd: dir, stdio: 'inherit' })
+    const npmInstall = (...specs) => execFileSync('npm', ['install', '--no-save', '--no-package-lock', '--no-audit', '--no-fund', ...specs], { cwd: dir, stdio: 'inherit' })
+    npmInstall(`tap@${tapRange}`)
+    // The suite's tap config loads the @tapjs/clock plugin, which must be built for tap's own core.
+    const core = JSON.parse(fs.readFileSync(installed, 'utf8')).dependencies['@tapjs/core']
+    const clocks = JSON.parse(execFileSync('npm', ['view', '@tapjs/clock@>=1.0.0', 'version', 'peerDependencies', '--json'], { encoding: 'utf8' }))
+    const clock = clocks.find((c) => c.peerDependencies?.['@tapjs/core'] === core)
+    if (clock === undefined) throw new Error(`no @tapjs/clock for @tapjs/core ${core}`)
+    npmInstall(`tap@${tapRange}`, `@tapjs/clock@${clock.version}`)
     fs.writeFileSync(stamp, tapRange)
   }
   const patched = []
@@ -232,4 +242,12 @@ for (const version of args.versions.split(',')) {
     results.reruns.push({ version, file, runs: RERUNS, passes })
   }
 }
-if (args.out !== undefined) fs.writeFileSync(path.resolve(args.out), JSON.stringify(results, null, 2) + '\n')
+if (args.out !== undefined) {
+  // Versions run now replace their earlier results in the file; the others stay.
+  const out = path.resolve(args.out)
+  const ran = new Set(args.versions.split(','))
+  const before = fs.existsSync(out) ? JSON.parse(fs.readFileSync(out, 'utf8')) : { runs: [], reruns: [] }
+  results.runs = [...before.runs.filter((r) => !ran.has(r.version)), ...results.runs]
+  results.reruns = [...before.reruns.filter((r) => !ran.has(r.version)), ...results.reruns]
+  fs.writeFileSync(out, JSON.stringify(results, null, 2) + '\n')
+}
