@@ -14,7 +14,7 @@ import { setImmediate as turn } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { LRUCache } from 'lru-cache'
 import { SimulatedBackend, createMemoryMonitor, findMemoryCgroup, formatBytes, reduceHeap } from 'node-memory-pressure'
-import { lruCacheShrinker } from 'node-memory-pressure/lru-cache'
+import { lruCacheShrinker, withHoldHook } from 'node-memory-pressure/lru-cache'
 
 const MiB = 2 ** 20
 const LIMIT = 256 * MiB
@@ -47,6 +47,7 @@ async function story(monitor, cache, { entry, takeBallast, dropBallast }) {
   // so that the story is short).
   const shrinker = lruCacheShrinker(cache, { name: 'entries', minEntries: 8, regrowth: 0.2 })
   monitor.register(shrinker)
+  console.log(`the cache is held through ${shrinker.holdBy}`)
   const s = monitor.snapshot()
   console.log(`backend ${monitor.backend}, limit ${formatBytes(s.limit)}, levels ${JSON.stringify(levels)}`)
 
@@ -84,8 +85,10 @@ async function story(monitor, cache, { entry, takeBallast, dropBallast }) {
   await monitor.close()
 }
 
+// withHoldHook: the shrinker holds the cache through lru-cache's onInsert (11.1+) instead of
+// wrapping its methods.
 function newCache(dispose) {
-  return new LRUCache({ max: 10_000, maxSize: 2 ** 40, sizeCalculation: (v) => v.length, dispose })
+  return new LRUCache(withHoldHook({ max: 10_000, maxSize: 2 ** 40, sizeCalculation: (v) => v.length, dispose }))
 }
 
 /** Inside the limited cgroup: real Buffers, real kernel thresholds. */

@@ -1,6 +1,7 @@
 // The lru-cache shrinker (`node-memory-pressure/lru-cache`): under pressure, stale entries go first, then
 // the least recently used, down to a share of the cache kept per level, through lru-cache's public API.
 
+import { performance } from 'node:perf_hooks'
 import type { PressureLevel } from '../policy/levels.js'
 import type { ShrinkRequest, Shrinker } from '../policy/shrinker.js'
 import { describe } from '../size.js'
@@ -22,60 +23,76 @@ export interface LruCacheLike {
   /** Removes and returns the least recently used entry. */
   pop(): unknown
   /**
-   * Adds an entry. Needed for `hold`: the shrinker wraps `set`, `fetch` and `memo` on this cache
-   * object and trims to the cap after each (lru-cache 11 stores fetched values through a private
-   * method, not `set`); optional otherwise.
+   * Adds an entry. Needed for `hold` on a cache built without {@link withHoldHook}: the shrinker
+   * then wraps this cache object's `set`, `memo`, `load` and `fetch`; optional otherwise.
    */
   set?(key: never, value: never, options?: never): unknown
 }
 
 /** Shares of entries (or of size, when the cache tracks sizes) kept at each level, from 0 to 1. */
 export interface KeepShares {
-  /** Default 0.75. */
+  /** Share kept at `'moderate'`. Default 0.75. */
   moderate?: number
-  /** Default 0.5. */
+  /** Share kept at `'high'`. Default 0.5. */
   high?: number
-  /** Default 0.1. */
+  /** Share kept at `'critical'`. Default 0.1; 0 empties the cache (entries above `minEntries`). */
   critical?: number
 }
 
 /** Options of {@link lruCacheShrinker}. */
 export interface LruCacheShrinkerOptions {
-  /** Name in shrink reports. Default `'lru-cache'`. */
+  /** Name in shrink reports and metrics. Default `'lru-cache'`. Give each cache its own name when you register several. */
   name?: string
-  /** Shrinkers with a lower priority are asked first. Default 0. */
+  /**
+   * Order among the monitor's shrinkers: lower is asked first. Default 0. Give a cache whose misses
+   * are cheap a lower number than one whose misses are expensive.
+   */
   priority?: number
-  /** Share of the cache kept at each level (defaults: moderate 0.75, high 0.5, critical 0.1). */
+  /**
+   * Share of the cache kept at each level (defaults: moderate 0.75, high 0.5, critical 0.1). Lower
+   * shares give memory back faster at the cost of more misses afterwards.
+   */
   keep?: KeepShares
-  /** Never evict below this many entries (the hottest ones). Default 0. */
+  /**
+   * Never evict below this many entries (the most recently used), neither when shrinking nor when
+   * holding. Default 0. Set it when a few hot entries are worth keeping whatever the pressure.
+   */
   minEntries?: number
   /**
-   * Bytes per unit of the cache's `sizeCalculation` (default 1: sizes are bytes). Used when the
-   * cache tracks sizes.
+   * Bytes per unit of the cache's `sizeCalculation`, for a cache that tracks sizes. Default 1 (the
+   * sizes are bytes). Change it when your sizes are in other units (e.g. 1024 for KiB).
    */
   sizeUnitBytes?: number
   /**
    * For a cache without sizes: an estimate of the bytes one entry holds, so that the shrinker can
-   * report a size and freed bytes. Default: unknown (the monitor still measures what was freed).
+   * report its size and the bytes it freed. Default: unknown (the monitor still measures what was
+   * freed). Set it when the monitor should size its requests to this cache.
    */
   bytesPerEntry?: number
   /**
-   * Keep what was given back while pressure lasts (default `true`). After a shrink the cache is
-   * capped at the size it was left at: `set()` evicts the least recently used entries to stay under
-   * the cap, so the cache does not grow straight back into the memory the monitor just asked for
-   * (which would bring the next level, and the next cycle, within a second). When the monitor's
-   * level returns to `'normal'` the cap rises by `regrowth` of itself per second, until the next
-   * shrink sets it again or the cache stops growing. `false`: the cache may grow again at once.
-   * Needs `cache.set`; {@link LruCacheShrinker.detach} restores the cache's own `set`.
+   * Keep what was given back while pressure lasts. Default `true`: after a shrink the cache is
+   * capped at the size it was left at; an insertion above the cap evicts the least recently used
+   * entries, so the cache does not grow straight back into the memory the monitor just asked for.
+   * Once the level is `'normal'` again the cap rises (see `regrowth`). `false`: the cache may grow
+   * back at once (each shrink cycle then costs a full garbage collection sooner).
+   *
+   * How: a cache built with {@link withHoldHook} (lru-cache 11.1 or later) is held through its
+   * `onInsert` hook, without touching its methods. Any other cache is held by wrapping `set`,
+   * `memo`, `load` and `fetch` on the cache object (see {@link LruCacheShrinker.holdBy}).
+   * `true` throws when neither is possible.
    */
   hold?: boolean
   /**
    * With `hold`: how fast the cap rises once the level is back to `'normal'`, as a share of the cap
-   * per second (default 0.05). Slower finds the room left more gently (fewer shrink cycles, each one
-   * a full garbage collection); `Infinity` lifts the cap at once.
+   * per second (of one entry's size while the cap is below one entry), counted while insertions
+   * press against the cap, and at most one second's worth per insertion. Default 0.05. Slower
+   * finds the room left more gently (fewer shrink cycles); `Infinity` lifts the cap at once.
    */
   regrowth?: number
-  /** Milliseconds for `regrowth` (default `performance.now`); for tests with a manual clock. */
+  /**
+   * The clock `regrowth` reads, in milliseconds. Default: `performance.now` of `node:perf_hooks`.
+   * Change it in tests that move time by hand.
+   */
   now?: () => number
 }
 
@@ -83,13 +100,13 @@ export interface LruCacheShrinkerOptions {
 export interface LruCacheShrinkerStats {
   /** Times it was asked to shrink. */
   runs: number
-  /** Entries removed by `pop()`. */
+  /** Entries removed by `pop()` when shrinking. */
   evicted: number
   /** Entries removed by `purgeStale()`. */
   stale: number
   /** Bytes it reported freed, in total (0 for a cache without sizes and without `bytesPerEntry`). */
   reportedBytes: number
-  /** Entries evicted after `set()`, `fetch()` or `memo()` to stay under the cap (`hold`). */
+  /** Entries evicted after an insertion to stay under the cap (`hold`). */
   capped: number
 }
 
@@ -100,16 +117,63 @@ export interface LruCacheShrinker extends Shrinker {
   /** What it evicted so far (a live object). */
   readonly stats: Readonly<LruCacheShrinkerStats>
   /**
+   * How the cap is enforced: `'onInsert'` (the cache was built with {@link withHoldHook}; its
+   * methods are untouched), `'wrapper'` (its `set`, `memo`, `load` and `fetch` are wrapped on the
+   * cache object), or `null` (not holding: `hold: false`, or detached).
+   */
+  readonly holdBy: 'onInsert' | 'wrapper' | null
+  /**
    * The cap `hold` keeps the cache under now (in the cache's size units when it tracks sizes,
    * else in entries), or `null` when there is none (no shrink yet, `hold: false`, detached, or
-   * lifted by `regrowth: Infinity`).
+   * lifted by `regrowth: Infinity`). Assigning a number of 0 or more sets the cap by hand (the
+   * next insertion evicts down to it; `regrowth` applies as after a shrink); `null` lifts it.
+   * Assigning throws a `TypeError` when the shrinker does not hold.
    */
-  readonly cap: number | null
-  /** Stops holding: removes the cap and gives the cache back its own `set`, `fetch` and `memo`. Idempotent. */
+  cap: number | null
+  /** Stops holding: removes the cap, unbinds the hook or gives the cache back its own methods. Idempotent. */
   detach(): void
 }
 
 const DEFAULT_KEEP: Readonly<Record<Exclude<PressureLevel, 'normal'>, number>> = { moderate: 0.75, high: 0.5, critical: 0.1 }
+
+// Read once: a global `performance` replaced later (test fakes, instrumentation) is not the clock.
+const defaultNow = (): number => performance.now()
+
+// The onInsert hooks withHoldHook() made, and the cap each held cache is kept under. lru-cache calls
+// onInsert as a method of the cache (`this.#onInsert(...)`), so one hook can serve several caches
+// (options reused, or copied by `new LRUCache(otherCache)`).
+const hooks = new WeakSet<object>()
+const held = new WeakMap<object, () => void>()
+
+/**
+ * lru-cache constructor options with the hook that lets {@link lruCacheShrinker} hold the cache
+ * without wrapping its methods (lru-cache 11.1 or later, whose `onInsert` sees every insertion:
+ * `set`, `fetch` results, `memo`, `load`). Your own `onInsert` is kept and called first. The options
+ * may serve several caches; each is held by its own shrinker. On lru-cache 10 and 11.0, which have
+ * no `onInsert`, the option is ignored and the shrinker wraps the methods instead.
+ *
+ * @example
+ * ```ts
+ * const cache = new LRUCache(withHoldHook({ max: 10_000, maxSize: 2 ** 30, sizeCalculation: (b) => b.length }))
+ * monitor.register(lruCacheShrinker(cache)) // holdBy: 'onInsert'
+ * ```
+ * @throws TypeError when `options` is not an object or its `onInsert` is not a function
+ */
+export function withHoldHook<O extends object>(options: O): O {
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError(`options must be an object (received ${describe(options)})`)
+  }
+  const own: unknown = (options as { onInsert?: unknown }).onInsert
+  if (own !== undefined && typeof own !== 'function') {
+    throw new TypeError(`options.onInsert must be a function (received ${describe(own)})`)
+  }
+  const onInsert = function (this: unknown, ...args: unknown[]): void {
+    if (typeof own === 'function') Reflect.apply(own, this, args)
+    if (this !== null && typeof this === 'object') held.get(this)?.()
+  }
+  hooks.add(onInsert)
+  return { ...options, onInsert }
+}
 
 function share(name: string, value: unknown, fallback: number): number {
   if (value === undefined) return fallback
@@ -127,6 +191,11 @@ function positive(name: string, value: unknown, integer: boolean, allowZero: boo
   return value
 }
 
+// Wrapped when there is no hook, and where their `status` option is (index in the arguments).
+// lru-cache 10 stores everything through `this.set`; 11 stores fetch(), memo() and load() results
+// through a private method, so those are wrapped too.
+const WRAPPED = [['set', 2], ['memo', 1], ['load', -1], ['fetch', -1]] as const
+
 /**
  * A shrinker for an lru-cache. At each level it first drops stale entries, then the least recently
  * used ones:
@@ -135,16 +204,18 @@ function positive(name: string, value: unknown, integer: boolean, allowZero: boo
  *   that share); it reports the size it removed;
  * - without sizes: down to the level's keep share of the entries; it reports `bytesPerEntry ×
  *   entries removed` when given, else nothing (the monitor measures).
- * Never below `minEntries`. lru-cache is not imported: pass your cache.
+ * Never below `minEntries`. Then, with `hold`, it keeps the cache at that size until pressure ends.
+ * lru-cache is not imported: pass your cache (build it with {@link withHoldHook} on lru-cache 11.1+).
  *
  * @example
  * ```ts
  * import { LRUCache } from 'lru-cache'
- * import { lruCacheShrinker } from 'node-memory-pressure/lru-cache'
- * const cache = new LRUCache<string, Buffer>({ max: 10_000, maxSize: 2 ** 30, sizeCalculation: (b) => b.length })
+ * import { lruCacheShrinker, withHoldHook } from 'node-memory-pressure/lru-cache'
+ * const cache = new LRUCache<string, Buffer>(withHoldHook({ max: 10_000, maxSize: 2 ** 30, sizeCalculation: (b) => b.length }))
  * monitor.register(lruCacheShrinker(cache, { name: 'thumbnails', minEntries: 100 }))
  * ```
- * @throws TypeError when `cache` lacks the lru-cache API; RangeError for an option out of range
+ * @throws TypeError when `cache` lacks the lru-cache API, when `hold: true` cannot hold it, or when
+ *   another shrinker holds it already; RangeError for an option out of range
  */
 export function lruCacheShrinker(cache: LruCacheLike, options: LruCacheShrinkerOptions = {}): LruCacheShrinker {
   if (cache === null || typeof cache !== 'object' || typeof cache.pop !== 'function' || typeof cache.purgeStale !== 'function' || typeof cache.size !== 'number') {
@@ -180,11 +251,16 @@ export function lruCacheShrinker(cache: LruCacheLike, options: LruCacheShrinkerO
   if (typeof regrowth !== 'number' || !(regrowth > 0)) {
     throw new RangeError(`regrowth must be a share per second above 0, or Infinity (received ${describe(regrowth)})`)
   }
-  const now = options.now ?? (() => performance.now())
+  const now = options.now ?? defaultNow
   if (typeof now !== 'function') throw new TypeError(`now must be a function (received ${describe(now)})`)
-  const ownSet = cache.set
-  if (options.hold === true && typeof ownSet !== 'function') {
-    throw new TypeError('hold needs the cache\'s set() (an LRUCache from lru-cache 10 or 11)')
+  const hook: unknown = (cache as { onInsert?: unknown }).onInsert
+  const hooked = typeof hook === 'function' && hooks.has(hook)
+  if (options.hold !== false && held.has(cache)) {
+    throw new TypeError('cache: another shrinker holds this cache already (detach() it first, or pass hold: false)')
+  }
+  const target = cache as unknown as Record<string, unknown>
+  if (options.hold === true && !hooked && typeof target.set !== 'function') {
+    throw new TypeError('hold needs a cache built with withHoldHook() or the cache\'s set() (an LRUCache from lru-cache 10 or 11)')
   }
 
   // The cap (hold), in size units or entries as the cache is measured. While the level is normal
@@ -194,7 +270,6 @@ export function lruCacheShrinker(cache: LruCacheLike, options: LruCacheShrinkerO
   let cap = Number.POSITIVE_INFINITY
   let growing = false
   let lastGrowth = 0
-  let detached = false
   let lastLevel: PressureLevel | null = null // as last told by levelChanged
   const measure = (): number => (bySize() ? cache.calculatedSize : cache.size)
   const grow = (): void => {
@@ -202,36 +277,60 @@ export function lruCacheShrinker(cache: LruCacheLike, options: LruCacheShrinkerO
     const t = now()
     const dt = Math.min(Math.max(0, t - lastGrowth), 1000)
     lastGrowth = t
-    cap = regrowth === Number.POSITIVE_INFINITY ? regrowth : cap * (1 + (regrowth * dt) / 1000)
+    // Growth is proportional to the cap, but at least to one entry: a cap of 0 must grow too.
+    const entry = bySize() ? cache.calculatedSize / Math.max(1, cache.size) : 1
+    const rate = (regrowth * dt) / 1000
+    cap = regrowth === Number.POSITIVE_INFINITY ? regrowth : cap >= entry ? cap * (1 + rate) : cap + entry * rate
   }
   const enforce = (): void => {
     if (!Number.isFinite(cap) || measure() <= cap) return
     grow()
+    // The newest entry stays even alone above the cap: evicting what was just inserted would make
+    // the insertion a silent no-op.
     while (measure() > cap && cache.size > Math.max(1, minEntries)) {
       cache.pop()
       stats.capped++
     }
   }
-  // Every way in: set(), and fetch()/memo(), which lru-cache 11 stores through a private method.
-  const wrapped: Array<[name: 'set' | 'fetch' | 'memo', own: PropertyDescriptor | undefined]> = []
-  const holding = options.hold !== false && typeof ownSet === 'function'
-  if (holding) {
-    const target = cache as unknown as Record<string, unknown>
-    for (const name of ['set', 'fetch', 'memo'] as const) {
-      const original = target[name]
-      if (typeof original !== 'function') continue
-      wrapped.push([name, Object.getOwnPropertyDescriptor(cache, name)])
-      const wrapper = function (this: unknown, ...args: unknown[]): unknown {
-        const result: unknown = Reflect.apply(original, this, args)
-        if (name === 'fetch' && result instanceof Promise) {
-          result.then(enforce, () => undefined)
-        } else {
-          enforce()
-        }
-        return result
-      }
-      Object.defineProperty(cache, name, { value: wrapper, writable: true, configurable: true, enumerable: false })
+
+  let holdBy: 'onInsert' | 'wrapper' | null = null
+  const restore: Array<() => void> = []
+  if (options.hold !== false && hooked) {
+    holdBy = 'onInsert'
+  } else if (options.hold !== false && typeof target.set === 'function') {
+    holdBy = 'wrapper'
+    for (const [method, statusAt] of WRAPPED) {
+      if (typeof target[method] !== 'function') continue
+      const own = Object.getOwnPropertyDescriptor(cache, method)
+      // Looked up at each call, so that a patch of the prototype made after this (instrumentation)
+      // is still called.
+      const current = (): unknown => (own !== undefined && 'value' in own ? own.value : Reflect.get(Object.getPrototypeOf(cache) as object, method, cache))
+      const wrapper =
+        method === 'fetch'
+          ? // The promise is not observed (that would mark a rejection as handled): what a fetch
+            // stores is held at the next call instead (at once on lru-cache 10, which stores it by set()).
+            function (this: unknown, ...args: unknown[]): unknown {
+              enforce()
+              return Reflect.apply(current() as (...a: unknown[]) => unknown, this, args)
+            }
+          : function (this: unknown, ...args: unknown[]): unknown {
+              const result: unknown = Reflect.apply(current() as (...a: unknown[]) => unknown, this, args)
+              enforce()
+              const status = statusAt < 0 ? undefined : (args[statusAt] as { status?: { totalCalculatedSize?: unknown } } | undefined)?.status
+              if (status != null && typeof status.totalCalculatedSize === 'number') status.totalCalculatedSize = cache.calculatedSize
+              return result
+            }
+      Object.defineProperty(cache, method, { value: wrapper, writable: true, configurable: true, enumerable: false })
+      restore.push(() => {
+        if (own !== undefined) Object.defineProperty(cache, method, own)
+        else delete target[method]
+      })
     }
+  }
+
+  if (holdBy !== null) {
+    held.set(cache, enforce)
+    restore.push(() => held.delete(cache))
   }
 
   const shrink = (request: ShrinkRequest): number | undefined => {
@@ -259,7 +358,7 @@ export function lruCacheShrinker(cache: LruCacheLike, options: LruCacheShrinkerO
       if (perEntry !== undefined) reported = (entriesBefore - cache.size) * perEntry
     }
     if (reported !== undefined) stats.reportedBytes += reported
-    if (holding && !detached) {
+    if (holdBy !== null) {
       cap = measure()
       // asked after the level was already back to normal (a cycle's later shrinkers): grow from now
       growing = lastLevel === 'normal'
@@ -275,14 +374,26 @@ export function lruCacheShrinker(cache: LruCacheLike, options: LruCacheShrinkerO
       return bySize() ? 'bytes' : 'entries'
     },
     stats,
+    get holdBy() {
+      return holdBy
+    },
     get cap() {
       return Number.isFinite(cap) ? cap : null
+    },
+    set cap(value: number | null) {
+      if (holdBy === null) throw new TypeError('cap: this shrinker does not hold its cache (hold: false, or detached)')
+      if (value !== null && (typeof value !== 'number' || !(value >= 0))) {
+        throw new RangeError(`cap must be a number of 0 or more, or null (received ${describe(value)})`)
+      }
+      cap = value ?? Number.POSITIVE_INFINITY
+      growing = lastLevel === 'normal'
+      lastGrowth = now()
     },
     size: () => (bySize() ? cache.calculatedSize * unit : perEntry === undefined ? undefined : cache.size * perEntry),
     shrink,
     levelChanged: (level) => {
       lastLevel = level
-      if (!holding || detached || !Number.isFinite(cap)) return
+      if (holdBy === null || !Number.isFinite(cap)) return
       if (level === 'normal') {
         if (!growing) {
           growing = true
@@ -294,14 +405,11 @@ export function lruCacheShrinker(cache: LruCacheLike, options: LruCacheShrinkerO
       }
     },
     detach: () => {
-      if (detached) return
-      detached = true
+      if (holdBy === null) return
+      holdBy = null
       cap = Number.POSITIVE_INFINITY
       growing = false
-      for (const [name, own] of wrapped) {
-        if (own !== undefined) Object.defineProperty(cache, name, own)
-        else delete (cache as unknown as Record<string, unknown>)[name]
-      }
+      for (const undo of restore.splice(0)) undo()
     },
   }
 }
