@@ -134,7 +134,25 @@ export async function watch(options: WatchOptions, signal: AbortSignal): Promise
     if (err instanceof MemoryPressureError) throw new UsageError(`${err.message} (${err.code})`)
     throw err
   }
-  const { write, tty } = options
+  const { tty } = options
+  // What one redraw or one event puts on the screen goes out in one write: a terminal that renders
+  // between two writes would otherwise show a cleared row or an event line below no status line.
+  let unwritten: string | null = null
+  const write = (text: string): void => {
+    if (unwritten === null) options.write(text)
+    else unwritten += text
+  }
+  const batch = (draw: () => void): void => {
+    if (unwritten !== null) return draw()
+    unwritten = ''
+    try {
+      draw()
+    } finally {
+      const text = unwritten
+      unwritten = null
+      if (text !== '') options.write(text)
+    }
+  }
   // A row uses one column less than the terminal has: a row filling the last column leaves some
   // terminals in their pending-wrap state, and the next write would start a new row.
   const columns = (): number => (typeof options.columns === 'function' ? options.columns() : options.columns)
@@ -168,7 +186,7 @@ export async function watch(options: WatchOptions, signal: AbortSignal): Promise
     }
     shown = 0
   }
-  const redraw = (): void => {
+  const redraw = (): void => batch(() => {
     if (!tty) return
     clear()
     const text = statusLine({ snapshot: last, thresholds, level: level() }, width())
@@ -177,8 +195,8 @@ export async function watch(options: WatchOptions, signal: AbortSignal): Promise
     write(`\x1b[?7l${text}\x1b[?7h`)
     shown = text.length
     shownColumns = columns()
-  }
-  const line = (text: string): void => {
+  })
+  const line = (text: string): void => batch(() => {
     if (!tty) {
       write(`${text}\n`)
       return
@@ -186,7 +204,7 @@ export async function watch(options: WatchOptions, signal: AbortSignal): Promise
     clear()
     write(`${fitRows(text, width()).join('\n')}\n`)
     redraw()
-  }
+  })
   // The width is read at each redraw (a timer's redraw can come before the resize event).
   const onResize = (): void => redraw()
   // Plain lines are printed when the figures moved (1% of the limit, or 1 MiB without one), so that
