@@ -409,6 +409,8 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
    */
   async close(): Promise<void> {
     this.#finish('closed')
+    // v1 registrations are written off the loop; their fds close once the writes are back.
+    await (this.#backend as { idle?: () => Promise<void> }).idle?.()
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -117,6 +117,8 @@ export interface BackendEvents {
   oom: (event: OomEvent) => void
   /** A v1 `memory.pressure_level` notification registered with `watchPressureLevel`. */
   'pressure-level': (event: PressureLevelEvent) => void
+  /** Woke up with no crossing to report (a poll): when to re-read what the kernel never announces, such as the limit. */
+  wakeup: () => void
 }
 
 /** An out-of-memory situation in the watched cgroup. */
