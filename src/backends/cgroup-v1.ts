@@ -93,7 +93,10 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
   #watches = new Set<V1Watch>()
   #closed = false
   #buffer = Buffer.alloc(32)
-  #writes = 0
+  /** Registrations waiting for their write, and the number of writes in flight. */
+  #queue: WriteJob[] = []
+  #writing = 0
+  #pumpScheduled = false
   #idle: Array<() => void> = []
 
   /**
@@ -333,13 +336,47 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
    * loop); after `close()`, every fd of the backend is closed then.
    */
   idle(): Promise<void> {
-    return this.#writes === 0 ? Promise.resolve() : new Promise((resolve) => this.#idle.push(resolve))
+    return this.#writing === 0 && this.#queue.length === 0 ? Promise.resolve() : new Promise((resolve) => this.#idle.push(resolve))
   }
 
-  /** @internal Counts registration writes in flight, for {@link CgroupV1Backend.idle}. */
-  writing(delta: 1 | -1): void {
-    this.#writes += delta
-    if (this.#writes === 0) for (const resolve of this.#idle.splice(0)) resolve()
+  /**
+   * @internal Queues a registration's write. Writes start on a later turn of the loop (a watch
+   * closed before then is never written), at most {@link MAX_WRITES} at once: each holds a
+   * threadpool thread, which the application's fs, dns and crypto calls share, for a grace period.
+   */
+  enqueueWrite(job: WriteJob): void {
+    this.#queue.push(job)
+    this.#schedulePump()
+  }
+
+  /** @internal Takes a registration out of the queue before its write started; false if it started. */
+  dequeueWrite(job: WriteJob): boolean {
+    const i = this.#queue.indexOf(job)
+    if (i === -1) return false
+    this.#queue.splice(i, 1)
+    this.#settle()
+    return true
+  }
+
+  #schedulePump(): void {
+    if (this.#pumpScheduled || this.#queue.length === 0 || this.#writing >= MAX_WRITES) return
+    this.#pumpScheduled = true
+    setImmediate(() => {
+      this.#pumpScheduled = false
+      while (this.#writing < MAX_WRITES && this.#queue.length > 0) {
+        const job = this.#queue.shift() as WriteJob
+        this.#writing++
+        job.start(() => {
+          this.#writing--
+          this.#schedulePump()
+          this.#settle()
+        })
+      }
+    })
+  }
+
+  #settle(): void {
+    if (this.#writing === 0 && this.#queue.length === 0) for (const resolve of this.#idle.splice(0)) resolve()
   }
 
   #watch(file: 'memory.usage_in_bytes' | 'memory.memsw.usage_in_bytes', bytes: number, onCrossing: (crossing: Crossing) => void): ThresholdWatch {
@@ -503,6 +540,14 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
   #assertOpen(): void {
     if (this.#closed) throw new MemoryPressureError('ERR_CLOSED', `the cgroup-v1 backend for ${this.cgroup} is closed`)
   }
+}
+
+/** Registration writes in flight at once per backend (see {@link CgroupV1Backend.enqueueWrite}). */
+const MAX_WRITES = 2
+
+/** A registration waiting for its `cgroup.event_control` write; `start` calls `done` once the write is back. */
+interface WriteJob {
+  start(done: () => void): void
 }
 
 /** One threshold: its eventfd, the `memory.usage_in_bytes` fd the kernel ties it to, its poll. */
@@ -755,22 +800,32 @@ function registerEvent(backend: CgroupV1Backend, native: NativeBinding, file: st
     throw err instanceof MemoryPressureError || !isErrnoException(err) ? err : syscallError(err, step[0], step[1])
   }
   const watcher = poller
-  let pending = true
+  let state: 'queued' | 'writing' | 'done' = 'queued'
   let closing = false
-  backend.writing(1)
-  fs.write(cfd, argument === null ? `${efd} ${tfd}` : `${efd} ${tfd} ${argument}`, (err) => {
-    pending = false
-    release()
-    if (closing) watcher.close()
-    else onRegistered(err === null ? null : syscallError(err, 'write', controlPath))
-    backend.writing(-1)
-  })
+  const text = argument === null ? `${efd} ${tfd}` : `${efd} ${tfd} ${argument}`
+  const job: WriteJob = {
+    start: (done) => {
+      state = 'writing'
+      fs.write(cfd, text, (err) => {
+        state = 'done'
+        release()
+        if (closing) watcher.close()
+        else onRegistered(err === null ? null : syscallError(err, 'write', controlPath))
+        done()
+      })
+    },
+  }
+  backend.enqueueWrite(job)
   return {
     fd: efd,
     close: () => {
       if (closing) return
       closing = true
-      if (!pending) watcher.close()
+      if (state === 'done') watcher.close()
+      else if (state === 'queued' && backend.dequeueWrite(job)) {
+        release()
+        watcher.close()
+      }
     },
   }
 }
