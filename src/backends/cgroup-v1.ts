@@ -363,16 +363,21 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
     this.#pumpScheduled = true
     setImmediate(() => {
       this.#pumpScheduled = false
-      while (this.#writing < MAX_WRITES && this.#queue.length > 0) {
-        const job = this.#queue.shift() as WriteJob
-        this.#writing++
-        job.start(() => {
-          this.#writing--
-          this.#schedulePump()
-          this.#settle()
-        })
-      }
+      this.#pump()
     })
+  }
+
+  #pump(): void {
+    while (this.#writing < MAX_WRITES && this.#queue.length > 0) {
+      const job = this.#queue.shift() as WriteJob
+      this.#writing++
+      job.start(() => {
+        this.#writing--
+        // From a write's callback, never from the caller's own turn: the next starts at once.
+        this.#pump()
+        this.#settle()
+      })
+    }
   }
 
   #settle(): void {
