@@ -7,6 +7,7 @@ export {
   type CloseEvent,
   type DirectionFilter,
   type MemoryMonitorOptions,
+  type MonitorCloseReason,
   type MonitorEvent,
   type MonitorEvents,
   type ThresholdEvent,
