@@ -462,6 +462,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
 
   /**
    * Stops every threshold, closes the backend (unless the caller passed it in) and emits `'close'`.
+   * Resolves once every fd the monitor opened is closed (see {@link MemoryMonitor.registered}).
    * Idempotent.
    */
   async close(): Promise<void> {

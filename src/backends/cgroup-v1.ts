@@ -512,10 +512,6 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
     if (this.cgroupGone()) throw new MemoryPressureError('ERR_NO_CGROUP', `the cgroup ${this.cgroup} was removed`, { path: this.cgroup, reasons: ['removed'] })
   }
 
-  /** @internal */
-  get native(): NativeBinding | null {
-    return this.#native
-  }
 
   /** @internal */
   fail(error: MemoryPressureError, fatal: boolean): void {
