@@ -3,11 +3,12 @@
 // worker threads terminated while they create monitors, a process moved to another cgroup, and the
 // registration's write kept off the event loop.
 
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { Worker } from 'node:worker_threads'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { CgroupV1Backend } from '../../src/backends/cgroup-v1.js'
 import type { Crossing } from '../../src/backends/types.js'
@@ -190,6 +191,60 @@ describe.skipIf(skip !== null)(`worker threads terminated while creating monitor
     expect(await exited).toEqual({ code: 0, signal: null })
     expect(stderr).not.toMatch(/FATAL/)
   }, 240_000)
+})
+
+const addon = path.join(root, 'build/Release/memory_pressure.node')
+const noAddon = process.platform !== 'linux' ? `not Linux (${process.platform})` : !fs.existsSync(addon) ? 'addon not built (build/Release)' : null
+
+describe.skipIf(noAddon !== null)(`the addon in a worker being terminated${noAddon === null ? '' : ` (skipped: ${noAddon})`}`, () => {
+  it('100 workers terminated while calling watch() in a loop: the process is not aborted (a throw into a terminating environment is dropped)', () => {
+    // In a child: node-addon-api's fatal error would abort the test runner itself.
+    const script = `
+      const { Worker } = require('node:worker_threads')
+      const source = \`
+        const native = require(require('node:worker_threads').workerData)
+        for (;;) {
+          const efd = native.eventfd()
+          const w = native.watch(efd, 'readable', () => {})
+          if (typeof w === 'number') native.close(efd)
+          else w.close()
+        }
+      \`
+      ;(async () => {
+        let seed = 7
+        for (let i = 0; i < 100; i++) {
+          const worker = new Worker(source, { eval: true, workerData: process.argv[1] })
+          worker.on('error', () => {})
+          seed = (seed * 1103515245 + 12345) >>> 0
+          await new Promise((r) => setTimeout(r, 20 + (seed % 60)))
+          await worker.terminate()
+        }
+        console.log('terminated 100')
+      })()
+    `
+    const r = spawnSync(process.execPath, ['-e', script, addon], { encoding: 'utf8', timeout: 120_000 })
+    expect({ status: r.status, signal: r.signal, stdout: r.stdout.trim() }).toEqual({ status: 0, signal: null, stdout: 'terminated 100' })
+    expect(r.stderr).not.toMatch(/FATAL/)
+  }, 150_000)
+
+  it('fds from eventfd() and open() that JS never closed are closed when their worker is terminated', async () => {
+    const fds = (): number => fs.readdirSync('/proc/self/fd').length
+    const before = fds()
+    const worker = new Worker(`
+      const { parentPort, workerData } = require('node:worker_threads')
+      const native = require(workerData)
+      for (let i = 0; i < 20; i++) { native.eventfd(); native.open('/proc/self/status', 'r') }
+      parentPort.postMessage('opened')
+      setInterval(() => {}, 1000)
+    `, { eval: true, workerData: addon })
+    const exited = new Promise((resolve) => worker.once('exit', resolve))
+    await new Promise((resolve) => worker.once('message', resolve))
+    expect(fds()).toBeGreaterThanOrEqual(before + 40)
+    await worker.terminate()
+    await exited
+    await turns()
+    expect(fds()).toBe(before)
+  })
 })
 
 describe.skipIf(skip !== null)(`a process moved to another cgroup${suffix}`, () => {
