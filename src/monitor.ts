@@ -67,7 +67,8 @@ export interface ThresholdEvent {
  * another cgroup, e.g. by a supervisor). A moved process's new memory is charged elsewhere, so the
  * monitor does not go on silently: it closes, `diagnostics()` says from where to where, and a new
  * monitor created then watches the new cgroup. Noticed at the next wake-up of the monitor (a
- * crossing, a level change, an `'oom'`, a `snapshot()` call), since the kernel sends nothing.
+ * crossing, one of the watches it keeps around usage while levels or a percentage threshold are
+ * on, an `'oom'`, a `snapshot()` call), since the kernel sends nothing.
  */
 export type MonitorCloseReason = BackendCloseReason | 'moved'
 
@@ -271,7 +272,8 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
 
   /**
    * Why the backend was chosen and why others were skipped (for `'auto'`), then what the backend
-   * noted since (e.g. a switch to polling when the kernel refused a threshold).
+   * noted since (e.g. a switch to polling when the kernel refused a threshold). `moved`: from which
+   * cgroup to which the process moved, when that closed the monitor (see {@link MonitorCloseReason}).
    */
   diagnostics(): { backend: BackendName; cgroup: string; reasons: string[]; moved?: { from: string; to: string } } {
     const notes = (this.#backend as { notes?: readonly string[] }).notes ?? []
