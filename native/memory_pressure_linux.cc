@@ -77,8 +77,13 @@ void Unlink(Addon* addon, Watch* w) {
   w->prev = w->next = nullptr;
 }
 
+void DetachWrapper(Watch* w);
+
 // Releases the JS-side resources of a Watch that libuv no longer uses.
 void FreeWatch(Watch* w) {
+  // A failure in watch() can leave the JS object without a way to reach it (napi_unwrap fails in
+  // a terminating environment): the object must not keep a pointer to freed memory.
+  DetachWrapper(w);
   napi_env env = w->addon->env;
   // During environment teardown Node seals the current handle scope; napi_async_destroy may
   // create handles, so give it a scope of its own.
@@ -130,6 +135,8 @@ class PollWatcher : public Napi::ObjectWrap<PollWatcher> {
       return;
     }
     watch_ = info[0].As<Napi::External<Watch>>().Data();
+    // From here the Watch knows its object, so every path that frees the Watch detaches it.
+    if (watch_ != nullptr) watch_->wrapper = this;
   }
 
   // The JS object was garbage-collected (or its environment is going away) while the watch was
@@ -173,13 +180,16 @@ class PollWatcher : public Napi::ObjectWrap<PollWatcher> {
 // Stops polling and hands the handle back to libuv; the Watch itself is freed in OnHandleClosed.
 // Idempotent, and safe from inside the watch's own callback: libuv does not run a close callback
 // before the current poll callback has returned.
+void DetachWrapper(Watch* w) {
+  if (w->wrapper == nullptr) return;
+  w->wrapper->Detach();
+  w->wrapper = nullptr;
+}
+
 void CloseWatch(Watch* w, bool close_fd) {
   if (w->closing) return;
   w->closing = true;
-  if (w->wrapper != nullptr) {
-    w->wrapper->Detach();
-    w->wrapper = nullptr;
-  }
+  DetachWrapper(w);
   // libuv poll docs: stop the handle before closing its fd. uv_poll_stop removes the fd from
   // epoll right away (uv_close would too, but the order is then an implementation detail), so
   // closing it afterwards cannot leave a stale registration behind for a reused fd number.
@@ -383,7 +393,7 @@ Napi::Value WatchFd(const Napi::CallbackInfo& info) {
   w->fd = fd;
   Napi::Object object = addon->watcher_constructor.New({Napi::External<Watch>::New(env, w)});
   if (env.IsExceptionPending() || object.IsEmpty()) {
-    delete w;
+    FreeWatch(w);
     return env.Undefined();
   }
   PollWatcher* wrapper = PollWatcher::Unwrap(object);
@@ -397,7 +407,6 @@ Napi::Value WatchFd(const Napi::CallbackInfo& info) {
       // weakly (AsyncLocalStorage keeps its store on it), so the watch holds it for its lifetime.
       napi_create_reference(env, resource, 1, &w->resource) != napi_ok ||
       napi_async_init(env, resource, name, &w->async_context) != napi_ok) {
-    if (wrapper != nullptr) wrapper->Detach();
     FreeWatch(w);
     if (!env.IsExceptionPending()) {
       Napi::Error::New(env, "could not set up the watcher's callback").ThrowAsJavaScriptException();
@@ -409,7 +418,6 @@ Napi::Value WatchFd(const Napi::CallbackInfo& info) {
   // epoll cannot watch (regular files); on failure the fd stays the caller's.
   int err = uv_poll_init(loop, &w->handle, fd);
   if (err != 0) {
-    wrapper->Detach();
     FreeWatch(w);
     return Napi::Number::New(env, err);
   }
@@ -422,12 +430,10 @@ Napi::Value WatchFd(const Napi::CallbackInfo& info) {
   uv_unref(reinterpret_cast<uv_handle_t*>(&w->handle));
   err = uv_poll_start(&w->handle, events, OnPoll);
   if (err != 0) {
-    wrapper->Detach();
     CloseWatch(w, false);
     addon->fds.insert(fd);
     return Napi::Number::New(env, err);
   }
-  w->wrapper = wrapper;
   return object;
 }
 
