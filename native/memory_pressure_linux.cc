@@ -2,6 +2,7 @@
 // on the Node event loop, reading eventfd counters, close(2), malloc_trim(3)). Policy lives in JS.
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>  // Pulls in <features.h>, which is what defines __GLIBC__.
@@ -14,6 +15,7 @@
 
 #include <cmath>
 #include <string>
+#include <unordered_set>
 
 #include <napi.h>
 #include <uv.h>
@@ -57,6 +59,9 @@ struct Addon {
   Watch* watches = nullptr;
   bool tearing_down = false;
   napi_async_cleanup_hook_handle cleanup_hook = nullptr;
+  // Fds this addon created (eventfd, open) that no Watch owns yet: closed at teardown, so a worker
+  // terminated between two JS statements leaks none of them.
+  std::unordered_set<int> fds;
 };
 
 void Link(Addon* addon, Watch* w) {
@@ -72,8 +77,13 @@ void Unlink(Addon* addon, Watch* w) {
   w->prev = w->next = nullptr;
 }
 
+void DetachWrapper(Watch* w);
+
 // Releases the JS-side resources of a Watch that libuv no longer uses.
 void FreeWatch(Watch* w) {
+  // A failure in watch() can leave the JS object without a way to reach it (napi_unwrap fails in
+  // a terminating environment): the object must not keep a pointer to freed memory.
+  DetachWrapper(w);
   napi_env env = w->addon->env;
   // During environment teardown Node seals the current handle scope; napi_async_destroy may
   // create handles, so give it a scope of its own.
@@ -125,6 +135,8 @@ class PollWatcher : public Napi::ObjectWrap<PollWatcher> {
       return;
     }
     watch_ = info[0].As<Napi::External<Watch>>().Data();
+    // From here the Watch knows its object, so every path that frees the Watch detaches it.
+    if (watch_ != nullptr) watch_->wrapper = this;
   }
 
   // The JS object was garbage-collected (or its environment is going away) while the watch was
@@ -168,13 +180,16 @@ class PollWatcher : public Napi::ObjectWrap<PollWatcher> {
 // Stops polling and hands the handle back to libuv; the Watch itself is freed in OnHandleClosed.
 // Idempotent, and safe from inside the watch's own callback: libuv does not run a close callback
 // before the current poll callback has returned.
+void DetachWrapper(Watch* w) {
+  if (w->wrapper == nullptr) return;
+  w->wrapper->Detach();
+  w->wrapper = nullptr;
+}
+
 void CloseWatch(Watch* w, bool close_fd) {
   if (w->closing) return;
   w->closing = true;
-  if (w->wrapper != nullptr) {
-    w->wrapper->Detach();
-    w->wrapper = nullptr;
-  }
+  DetachWrapper(w);
   // libuv poll docs: stop the handle before closing its fd. uv_poll_stop removes the fd from
   // epoll right away (uv_close would too, but the order is then an implementation detail), so
   // closing it afterwards cannot leave a stale registration behind for a reused fd number.
@@ -230,6 +245,10 @@ void OnEnvTeardown(napi_async_cleanup_hook_handle hook, void* data) {
   addon->cleanup_hook = hook;
   addon->tearing_down = true;
   for (Watch* w = addon->watches; w != nullptr; w = w->next) CloseWatch(w, true);
+  // Node runs cleanup hooks after in-flight requests (an fs.write on one of these fds) completed,
+  // so no request can still be using a number closed here (src/env.cc, RunCleanup).
+  for (int fd : addon->fds) close(fd);
+  addon->fds.clear();
   FinishTeardownIfIdle(addon);
 }
 
@@ -279,7 +298,36 @@ bool GetFd(const Napi::CallbackInfo& info, size_t index, int* fd) {
 Napi::Value Eventfd(const Napi::CallbackInfo& info) {
   // eventfd(2): non-blocking so that readEventfd can drain it to EAGAIN on the loop thread.
   int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  return Napi::Number::New(info.Env(), fd >= 0 ? fd : -errno);
+  if (fd < 0) return Napi::Number::New(info.Env(), -errno);
+  info.Env().GetInstanceData<Addon>()->fds.insert(fd);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// open(2) with O_CLOEXEC, the fd owned by this environment until close(): a file opened from JS
+// (fs.openSync) would outlive a worker terminated before its close ran.
+Napi::Value Open(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) {
+    ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", std::string("path must be a string, received ") + TypeName(info[0]));
+    return env.Undefined();
+  }
+  if (!info[1].IsString()) {
+    ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", std::string("mode must be 'r' or 'w', received ") + TypeName(info[1]));
+    return env.Undefined();
+  }
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string mode = info[1].As<Napi::String>().Utf8Value();
+  if ((mode != "r" && mode != "w") || path.find('\0') != std::string::npos) {
+    ThrowTypeError(env, "ERR_INVALID_ARG_VALUE", "mode must be 'r' or 'w' and path must hold no NUL byte");
+    return env.Undefined();
+  }
+  int fd;
+  do {
+    fd = open(path.c_str(), (mode == "r" ? O_RDONLY : O_WRONLY) | O_CLOEXEC);
+  } while (fd == -1 && errno == EINTR);
+  if (fd < 0) return Napi::Number::New(env, -errno);
+  env.GetInstanceData<Addon>()->fds.insert(fd);
+  return Napi::Number::New(env, fd);
 }
 
 Napi::Value ReadEventfd(const Napi::CallbackInfo& info) {
@@ -345,7 +393,7 @@ Napi::Value WatchFd(const Napi::CallbackInfo& info) {
   w->fd = fd;
   Napi::Object object = addon->watcher_constructor.New({Napi::External<Watch>::New(env, w)});
   if (env.IsExceptionPending() || object.IsEmpty()) {
-    delete w;
+    FreeWatch(w);
     return env.Undefined();
   }
   PollWatcher* wrapper = PollWatcher::Unwrap(object);
@@ -359,7 +407,6 @@ Napi::Value WatchFd(const Napi::CallbackInfo& info) {
       // weakly (AsyncLocalStorage keeps its store on it), so the watch holds it for its lifetime.
       napi_create_reference(env, resource, 1, &w->resource) != napi_ok ||
       napi_async_init(env, resource, name, &w->async_context) != napi_ok) {
-    if (wrapper != nullptr) wrapper->Detach();
     FreeWatch(w);
     if (!env.IsExceptionPending()) {
       Napi::Error::New(env, "could not set up the watcher's callback").ThrowAsJavaScriptException();
@@ -371,21 +418,22 @@ Napi::Value WatchFd(const Napi::CallbackInfo& info) {
   // epoll cannot watch (regular files); on failure the fd stays the caller's.
   int err = uv_poll_init(loop, &w->handle, fd);
   if (err != 0) {
-    wrapper->Detach();
     FreeWatch(w);
     return Napi::Number::New(env, err);
   }
   w->handle.data = w;
   Link(addon, w);
+  // The Watch closes the fd from now on (even when uv_poll_start fails below: CloseWatch(w, false)
+  // leaves it to the caller, who still holds the number, so keep it owned then).
+  addon->fds.erase(fd);
   // Unref'd by default: watching must not keep the process alive unless asked to (ref()).
   uv_unref(reinterpret_cast<uv_handle_t*>(&w->handle));
   err = uv_poll_start(&w->handle, events, OnPoll);
   if (err != 0) {
-    wrapper->Detach();
     CloseWatch(w, false);
+    addon->fds.insert(fd);
     return Napi::Number::New(env, err);
   }
-  w->wrapper = wrapper;
   return object;
 }
 
@@ -393,6 +441,7 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
   if (!GetFd(info, 0, &fd)) return env.Undefined();
+  env.GetInstanceData<Addon>()->fds.erase(fd);
   // close(2): not retried on EINTR, because Linux has already released the fd by then.
   return Napi::Number::New(env, close(fd) == 0 ? 0 : -errno);
 }
@@ -443,6 +492,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("readEventfd", Napi::Function::New<ReadEventfd>(env, "readEventfd"));
   exports.Set("watch", Napi::Function::New<WatchFd>(env, "watch"));
   exports.Set("close", Napi::Function::New<Close>(env, "close"));
+  exports.Set("open", Napi::Function::New<Open>(env, "open"));
   exports.Set("mallocTrim", Napi::Function::New<MallocTrim>(env, "mallocTrim"));
   exports.Set("mallocInfo", Napi::Function::New<MallocInfo>(env, "mallocInfo"));
   return exports;

@@ -23,6 +23,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("readEventfd", Napi::Function::New<NotSupported>(env, "readEventfd"));
   exports.Set("watch", Napi::Function::New<NotSupported>(env, "watch"));
   exports.Set("close", Napi::Function::New<NotSupported>(env, "close"));
+  exports.Set("open", Napi::Function::New<NotSupported>(env, "open"));
   exports.Set("mallocTrim", Napi::Function::New<NotSupported>(env, "mallocTrim"));
   exports.Set("mallocInfo", Napi::Function::New<NotSupported>(env, "mallocInfo"));
   return exports;

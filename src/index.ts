@@ -9,6 +9,7 @@ export {
   type DroppedEvent,
   type EventsOptions,
   type MemoryMonitorOptions,
+  type MonitorCloseReason,
   type MonitorEvent,
   type MonitorEvents,
   type ThresholdEvent,

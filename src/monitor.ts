@@ -1,6 +1,7 @@
 // The monitor: owns a backend, turns its crossings into typed events (emitter and async iterator),
 // and is where levels and shrinking attach.
 
+import { readFileSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import { type BackendChoice, openBackend } from './backends/index.js'
 import type {
@@ -17,6 +18,8 @@ import type {
 } from './backends/types.js'
 import type { SimulatedBackendOptions } from './backends/simulated.js'
 import type { EventEmitter } from 'eventemitter3'
+import { findMemoryCgroup } from './cgroup/discover.js'
+import { isWithin } from './cgroup/files.js'
 import { announceMonitor, publishEvent } from './diagnostics.js'
 import { type ErrorEvents, SafeEmitter, catchRejection, handlerError } from './emitter.js'
 import { MemoryPressureError } from './errors.js'
@@ -58,16 +61,28 @@ export interface ThresholdEvent {
   time: number
 }
 
+/**
+ * Why a monitor closed: `'closed'` (by `close()`), `'removed'` (the cgroup it opened was removed,
+ * even if another was made at the same path), `'error'`, or `'moved'`: the monitor watched the
+ * cgroup of its own process (no `cgroup` option) and the process is no longer in it (moved to
+ * another cgroup, e.g. by a supervisor). A moved process's new memory is charged elsewhere, so the
+ * monitor does not go on silently: it closes, `diagnostics()` says from where to where, and a new
+ * monitor created then watches the new cgroup. Noticed at the next wake-up of the monitor (a
+ * crossing, one of the watches it keeps around usage while levels or a percentage threshold are
+ * on, an `'oom'`, a `snapshot()` call), since the kernel sends nothing.
+ */
+export type MonitorCloseReason = BackendCloseReason | 'moved'
+
 /** Why a monitor closed. */
 export interface CloseEvent {
-  reason: BackendCloseReason
+  reason: MonitorCloseReason
 }
 
 /** Events of a {@link MemoryMonitor}. */
 export interface MonitorEvents extends ErrorEvents {
   /** A threshold was crossed (or was already crossed at registration, `initial: true`). */
   threshold: (event: ThresholdEvent) => void
-  /** The monitor closed: by `close()`, or because its cgroup was removed. Emitted once. */
+  /** The monitor closed: by `close()`, because its cgroup was removed, or its process moved (see {@link MonitorCloseReason}). Emitted once. */
   close: (event: CloseEvent) => void
   /** A handler threw, or the backend reported a failure. The monitor goes on. */
   error: (error: MemoryPressureError) => void
@@ -161,7 +176,13 @@ interface Entry {
   direction: DirectionFilter
   handler: ((event: ThresholdEvent) => void | Promise<void>) | undefined
   watch: ThresholdWatch
+  /** The side of the threshold usage is on, as the crossings seen so far (all directions) leave it. */
+  above: boolean
 }
+
+const MiB = 2 ** 20
+/** Least time between two limit re-reads a polling backend's wake-ups cause, in milliseconds. */
+const POLLED_LIMIT_READ_MS = 500
 
 const directions: readonly DirectionFilter[] = ['up', 'down', 'both']
 
@@ -186,7 +207,24 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
   #policy: PolicyEngine
   #onBackendClose = (reason: BackendCloseReason): void => this.#finish(reason)
   #onBackendError = (error: MemoryPressureError): void => this.reportError(error)
-  #onBackendOom = (event: OomEvent): void => void this.emit('oom', event)
+  #onBackendOom = (event: OomEvent): void => {
+    this.emit('oom', event)
+    this.#woken()
+  }
+  #onBackendWakeup = (): void => {
+    const now = performance.now()
+    if (now - this.#lastPolledRead < POLLED_LIMIT_READ_MS || !this.#limitDependent()) return
+    this.#lastPolledRead = now
+    this.#woken()
+  }
+  /** Watches just above and below usage, so growth toward a limit lowered meanwhile wakes the monitor. */
+  #sentinel: ThresholdWatch[] = []
+  #sentinelAt = 0
+  #sentinelQueued = false
+  #lastPolledRead = Number.NEGATIVE_INFINITY
+  /** The process's own memory cgroup when the monitor watches it (no `cgroup` option), and its /proc/self/cgroup text. */
+  #own: { path: string; text: string } | null = null
+  #moved: { from: string; to: string } | null = null
   #onBackendPressureLevel = (event: PressureLevelEvent): void => void this.emit('pressure-level', event)
 
   /** Use {@link createMemoryMonitor}. */
@@ -201,6 +239,14 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
     this.#backend.on('error', this.#onBackendError)
     this.#backend.on('oom', this.#onBackendOom)
     this.#backend.on('pressure-level', this.#onBackendPressureLevel)
+    this.#backend.on('wakeup', this.#onBackendWakeup)
+    if (options.cgroup === undefined && typeof options.backend !== 'object' && (this.#backend.name === 'cgroup-v1' || this.#backend.name === 'cgroup-v2')) {
+      try {
+        this.#own = { path: findMemoryCgroup().path, text: readFileSync('/proc/self/cgroup', 'latin1') }
+      } catch {
+        this.#own = null
+      }
+    }
     try {
       this.#policy = new PolicyEngine(this.#backend, options, {
         pressure: (e) => this.emit('pressure', e),
@@ -213,6 +259,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
         if (typeof spec === 'object' && spec !== null) this.addThreshold(spec.threshold, { direction: spec.direction, handler: spec.handler })
         else this.addThreshold(spec)
       }
+      this.#armSentinel(null)
     } catch (err) {
       this.#finish('closed', false)
       throw err
@@ -249,12 +296,17 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
 
   /**
    * Why the backend was chosen and why others were skipped (for `'auto'`), then what the backend
-   * noted since (e.g. a switch to polling when the kernel refused a threshold).
+   * noted since (e.g. a switch to polling when the kernel refused a threshold). `moved`: from which
+   * cgroup to which the process moved, when that closed the monitor (see {@link MonitorCloseReason}).
    */
-  diagnostics(): { backend: BackendName; cgroup: string; reasons: string[] } {
+  diagnostics(): { backend: BackendName; cgroup: string; reasons: string[]; moved?: { from: string; to: string } } {
     const notes = (this.#backend as { notes?: readonly string[] }).notes ?? []
     const later = notes.map((n) => `${this.#backend.name}: ${n}`).filter((n) => !this.#reasons.includes(n))
-    return { backend: this.#backend.name, cgroup: this.#backend.cgroup, reasons: [...this.#reasons, ...later] }
+    const out = { backend: this.#backend.name, cgroup: this.#backend.cgroup, reasons: [...this.#reasons, ...later] }
+    if (this.#moved === null) return out
+    const { from, to } = this.#moved
+    out.reasons.push(`the process moved from ${from} to ${to}, outside the cgroup watched: the monitor closed (reason 'moved')`)
+    return { ...out, moved: { from, to } }
   }
 
   /**
@@ -292,6 +344,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
     }
     const off = this.#policy.register(shrinker)
     this.#shrinkers.add(shrinker)
+    this.#armSentinel(null)
     const unregister = (): void => {
       off()
       this.#shrinkers.delete(shrinker)
@@ -306,14 +359,16 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
    */
   until(level: PressureLevel, options: { signal?: AbortSignal } = {}): Promise<void> {
     if (this.#closed) return Promise.reject(new MemoryPressureError('ERR_CLOSED', 'the monitor is closed'))
-    return this.#policy.until(level, options?.signal)
+    const waiting = this.#policy.until(level, options?.signal)
+    this.#armSentinel(null)
+    return waiting
   }
 
   /** Reads usage, limit, working set and page cache now (and moves percentage thresholds if the limit changed). */
   snapshot(): MemorySnapshot {
     this.#assertOpen()
     const snapshot = this.#backend.snapshot()
-    this.#followLimit(snapshot)
+    this.#wakeup(snapshot)
     return snapshot
   }
 
@@ -354,10 +409,13 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
       direction,
       handler: options.handler,
       watch: this.#backend.watchThreshold(bytes, (crossing) => this.#deliver(entry, crossing)),
+      above: before.usage >= bytes,
     }
     this.#entries.add(entry)
+    const now = this.#backend.snapshot()
+    entry.above = now.usage >= bytes
+    if (parsed.kind === 'percent') this.#armSentinel(now.usage)
     if (direction !== 'down') {
-      const now = this.#backend.snapshot()
       if (now.usage >= bytes) {
         queueMicrotask(() => {
           if (!this.#entries.has(entry)) return
@@ -368,6 +426,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
     const unsubscribe = (): void => {
       if (!this.#entries.delete(entry)) return
       entry.watch.close()
+      if (entry.parsed.kind === 'percent' && !this.#closed) this.#armSentinel(null)
     }
     return Object.assign(unsubscribe, { [Symbol.dispose]: unsubscribe })
   }
@@ -468,10 +527,24 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
 
   /**
    * Stops every threshold, closes the backend (unless the caller passed it in) and emits `'close'`.
+   * Resolves once every fd the monitor opened is closed (see {@link MemoryMonitor.registered}).
    * Idempotent.
    */
   async close(): Promise<void> {
     this.#finish('closed')
+    // v1 registrations are written off the loop; their fds close once the writes are back.
+    await this.registered()
+  }
+
+  /**
+   * Resolves once every threshold registration in progress has reached the kernel. On cgroup v1 a
+   * registration waits in the kernel for an RCU grace period (tens of milliseconds), so it is
+   * written off the event loop: a threshold is watched from the call that adds it (a crossing
+   * while it is being registered is delivered once it is, with `signal: 'poll'`), and by the
+   * kernel itself from when this resolves. Resolves at once on other backends.
+   */
+  async registered(): Promise<void> {
+    await (this.#backend as { idle?: () => Promise<void> }).idle?.()
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -480,19 +553,119 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
 
   #deliver(entry: Entry, crossing: Crossing): void {
     if (!this.#entries.has(entry)) return
-    if (entry.direction !== 'both' && entry.direction !== crossing.direction) return
-    let snapshot: MemorySnapshot
-    try {
-      snapshot = this.#backend.snapshot()
-    } catch (err) {
-      if (this.#backend.closed || this.#closed) return
-      this.reportError(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_SYSCALL', String(err), { cause: err }))
-      return
-    }
+    const snapshot = this.#read()
+    if (snapshot === null) return
     // The crossing's usage is the one read at the wake-up; the rest is read just after.
     snapshot.usage = crossing.usage
+    const threshold = entry.threshold
+    this.#wakeup(snapshot)
+    // A limit changed since: the crossing was of bytes resolved against the old one, and the move
+    // to the new bytes was compared with usage in #followLimit instead (no stale event).
+    if (!this.#entries.has(entry) || entry.threshold !== threshold) return
+    entry.above = crossing.direction === 'up'
+    if (entry.direction !== 'both' && entry.direction !== crossing.direction) return
     this.#dispatch(entry, this.#event(entry.threshold, crossing.direction, snapshot, false, crossing.coalesced, crossing.signal, crossing.time))
+  }
+
+  /** A snapshot, or `null` (with the error reported unless the monitor or its backend closed). */
+  #read(): MemorySnapshot | null {
+    try {
+      return this.#backend.snapshot()
+    } catch (err) {
+      if (!this.#backend.closed && !this.#closed) {
+        this.reportError(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_SYSCALL', String(err), { cause: err }))
+      }
+      return null
+    }
+  }
+
+  /** A wake-up with nothing of its own to deliver: re-read, and act on what the kernel never announces. */
+  #woken(): void {
+    if (this.#closed) return
+    const snapshot = this.#read()
+    if (snapshot !== null) this.#wakeup(snapshot)
+  }
+
+  /**
+   * At every wake-up: the process may have moved out of the cgroup watched, and the limit may
+   * have changed (the kernel announces neither); then the watches around usage follow it.
+   */
+  #wakeup(snapshot: MemorySnapshot): void {
+    if (this.#closed || this.#checkMoved()) return
     this.#followLimit(snapshot)
+    this.#armSentinel(snapshot.usage)
+  }
+
+  /** True (and the monitor closed with reason `'moved'`) when its own process left the cgroup watched. */
+  #checkMoved(): boolean {
+    const own = this.#own
+    if (own === null) return false
+    let text: string
+    try {
+      text = readFileSync('/proc/self/cgroup', 'latin1')
+      if (text === own.text) return false
+      const now = findMemoryCgroup().path
+      own.text = text
+      if (now === own.path || isWithin(this.#backend.cgroup, now)) {
+        own.path = now
+        return false
+      }
+      this.#moved = { from: own.path, to: now }
+    } catch {
+      return false
+    }
+    this.#finish('moved')
+    return true
+  }
+
+  /** Levels or a percentage threshold depend on the limit. */
+  #limitDependent(): boolean {
+    if (this.#policy?.enabled === true) return true
+    for (const entry of this.#entries) if (entry.parsed.kind === 'percent') return true
+    return false
+  }
+
+  /**
+   * Keeps a watch a little above usage (and one below, so that it follows usage down) while
+   * anything depends on the limit, on backends where a watch costs no polling: a limit lowered
+   * toward usage has no notification, and the thresholds resolved against the old limit may all
+   * lie beyond the new one. About 1/128 of usage (at least 1 MiB): wake-ups while memory grows,
+   * none while it is steady. `usage`: where usage is, `null` to read it.
+   */
+  #armSentinel(usage: number | null): void {
+    if (this.#closed || this.#backend.precision.kind !== 'kernel' || !this.#limitDependent()) {
+      this.#closeSentinel()
+      return
+    }
+    let at = usage
+    if (at === null) {
+      const snapshot = this.#read()
+      if (snapshot === null) return
+      at = snapshot.usage
+    }
+    const step = Math.max(MiB, Math.ceil(at / 128))
+    if (this.#sentinel.length > 0 && Math.abs(at - this.#sentinelAt) < step / 2) return
+    this.#closeSentinel()
+    this.#sentinelAt = at
+    const wake = (): void => {
+      if (this.#sentinelQueued) return
+      this.#sentinelQueued = true
+      queueMicrotask(() => {
+        this.#sentinelQueued = false
+        this.#woken()
+      })
+    }
+    try {
+      this.#sentinel.push(this.#backend.watchThreshold(at + step, wake))
+      if (at - 2 * step > 0) this.#sentinel.push(this.#backend.watchThreshold(at - 2 * step, wake))
+    } catch (err) {
+      if (!this.#backend.closed) this.reportError(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_SYSCALL', String(err), { cause: err }))
+    }
+  }
+
+  #closeSentinel(): void {
+    for (const w of this.#sentinel) w.close()
+    this.#sentinel = []
   }
 
   /** Re-resolves percentage thresholds whose limit differs from `snapshot.limit`; see `addThreshold`. */
@@ -520,7 +693,11 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
         this.reportError(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_SYSCALL', String(err), { cause: err }))
         continue
       }
-      const direction: Direction | null = snapshot.usage >= bytes && snapshot.usage < old ? 'up' : snapshot.usage < bytes && snapshot.usage >= old ? 'down' : null
+      // Compared with the side the delivered crossings left usage on, not with the old bytes: a
+      // crossing of the old bytes that was not delivered (see #deliver) moved nothing.
+      const above = snapshot.usage >= bytes
+      const direction: Direction | null = above === entry.above ? null : above ? 'up' : 'down'
+      entry.above = above
       if (direction !== null && (entry.direction === 'both' || entry.direction === direction)) {
         queueMicrotask(() => {
           if (this.#entries.has(entry)) this.#dispatch(entry, this.#event(bytes, direction, snapshot, false, false, 'limit'))
@@ -564,9 +741,10 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
     this.emit('threshold', event)
   }
 
-  #finish(reason: BackendCloseReason, emit = true): void {
+  #finish(reason: MonitorCloseReason, emit = true): void {
     if (this.#closed) return
     this.#closed = true
+    this.#closeSentinel()
     this.#policy?.close()
     for (const entry of this.#entries) entry.watch.close()
     this.#entries.clear()
@@ -574,6 +752,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
     this.#backend.off('error', this.#onBackendError)
     this.#backend.off('oom', this.#onBackendOom)
     this.#backend.off('pressure-level', this.#onBackendPressureLevel)
+    this.#backend.off('wakeup', this.#onBackendWakeup)
     if (this.#owned) this.#backend.close()
     if (emit) this.emit('close', { reason })
   }

@@ -102,6 +102,15 @@ export interface NativeBinding {
    */
   close(fd: number): number
   /**
+   * `open(2)` of `path` read-only (`'r'`) or write-only (`'w'`), with `O_CLOEXEC`. Like the fds of
+   * {@link NativeBinding.eventfd}, the fd belongs to the environment (main thread or worker) until
+   * {@link NativeBinding.close} or {@link NativeBinding.watch} takes it: one still open when the
+   * environment shuts down is closed then. Close it only with {@link NativeBinding.close}.
+   * Optional: an addon built before it existed lacks it.
+   * @returns the new fd (`>= 0`), or a negative errno.
+   */
+  open?(path: string, mode: 'r' | 'w'): number
+  /**
    * glibc `malloc_trim(0)` (malloc_trim(3)): gives the C allocator's free pages back to the kernel.
    * @returns `1` if memory was released, `0` if not, `-ENOSYS` without glibc (musl, macOS, Windows).
    */

@@ -17,6 +17,7 @@ import type {
   BackendCloseReason,
   BackendEvents,
   Crossing,
+  Direction,
   MemoryBackend,
   MemorySnapshot,
   VmPressureLevel,
@@ -87,9 +88,16 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
   #oomKills = 0
   #events = new Set<V1Event>()
   #usageFd: number
+  /** Inode of the `memory.usage_in_bytes` this backend opened: the cgroup is the one opened, not whatever its path names later. */
+  #usageIno: number
   #watches = new Set<V1Watch>()
   #closed = false
   #buffer = Buffer.alloc(32)
+  /** Registrations waiting for their write, and the number of writes in flight. */
+  #queue: WriteJob[] = []
+  #writing = 0
+  #pumpScheduled = false
+  #idle: Array<() => void> = []
 
   /**
    * Says whether the v1 backend can run here and, if so, which cgroup it would watch. Never throws;
@@ -181,10 +189,12 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
     this.#clock = options.clock
     this.notes.push(...reasons)
     const usagePath = path.join(this.cgroup, 'memory.usage_in_bytes')
+    this.#usageFd = openFile(this.#native, usagePath, 'r')
     try {
-      this.#usageFd = fs.openSync(usagePath, 'r')
+      this.#usageIno = fs.fstatSync(this.#usageFd).ino
     } catch (err) {
-      throw isErrnoException(err) ? syscallError(err, 'open', usagePath) : err
+      closeFile(this.#native, this.#usageFd)
+      throw isErrnoException(err) ? syscallError(err, 'fstat', usagePath) : err
     }
     if (options.oom !== false) this.#watchOom()
   }
@@ -238,11 +248,32 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
     return Number(text)
   }
 
+  /**
+   * Reads the figures through the cgroup's path, and checks afterwards that the path still names
+   * the cgroup this backend opened: a cgroup removed and made again at the same path is another
+   * cgroup, and the backend closes (reason `'removed'`) rather than report its figures.
+   *
+   * @throws MemoryPressureError `ERR_NO_CGROUP` when the cgroup was removed (the backend is closed then)
+   */
   snapshot(): MemorySnapshot {
     this.#assertOpen()
-    const figures = readFigures(this.location)
-    const limit = effectiveLimit(this.location)
+    let figures: ReturnType<typeof readFigures>
+    let limit: ReturnType<typeof effectiveLimit>
+    try {
+      figures = readFigures(this.location)
+      limit = effectiveLimit(this.location)
+    } catch (err) {
+      this.#assertSameCgroup()
+      throw err
+    }
+    this.#assertSameCgroup()
     return { ...figures, limit: limit.limit, limitHolder: limit.holder, time: performance.now() }
+  }
+
+  #assertSameCgroup(): void {
+    if (!this.cgroupGone()) return
+    this.removed()
+    throw new MemoryPressureError('ERR_NO_CGROUP', `the cgroup ${this.cgroup} was removed`, { path: this.cgroup, reasons: ['removed'] })
   }
 
   watchThreshold(bytes: number, onCrossing: (crossing: Crossing) => void): ThresholdWatch {
@@ -291,13 +322,66 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
     const event = new V1Event(this, this.#native, 'memory.pressure_level', `${level},${mode}`, (count) => {
       const e: PressureLevelEvent = { level, mode, count, time: performance.now() }
       this.emit('pressure-level', e)
-    })
+    }, (err) => this.fail(err, false))
     this.#events.add(event)
     return { threshold: 0, level, mode, close: () => event.close() }
   }
 
   close(): void {
     this.#end('closed')
+  }
+
+  /**
+   * Resolves once no registration is being written (registrations go to the kernel off the event
+   * loop); after `close()`, every fd of the backend is closed then.
+   */
+  idle(): Promise<void> {
+    return this.#writing === 0 && this.#queue.length === 0 ? Promise.resolve() : new Promise((resolve) => this.#idle.push(resolve))
+  }
+
+  /**
+   * @internal Queues a registration's write. Writes start on a later turn of the loop (a watch
+   * closed before then is never written), at most {@link MAX_WRITES} at once: each holds a
+   * threadpool thread, which the application's fs, dns and crypto calls share, for a grace period.
+   */
+  enqueueWrite(job: WriteJob): void {
+    this.#queue.push(job)
+    this.#schedulePump()
+  }
+
+  /** @internal Takes a registration out of the queue before its write started; false if it started. */
+  dequeueWrite(job: WriteJob): boolean {
+    const i = this.#queue.indexOf(job)
+    if (i === -1) return false
+    this.#queue.splice(i, 1)
+    this.#settle()
+    return true
+  }
+
+  #schedulePump(): void {
+    if (this.#pumpScheduled || this.#queue.length === 0 || this.#writing >= MAX_WRITES) return
+    this.#pumpScheduled = true
+    setImmediate(() => {
+      this.#pumpScheduled = false
+      this.#pump()
+    })
+  }
+
+  #pump(): void {
+    while (this.#writing < MAX_WRITES && this.#queue.length > 0) {
+      const job = this.#queue.shift() as WriteJob
+      this.#writing++
+      job.start(() => {
+        this.#writing--
+        // From a write's callback, never from the caller's own turn: the next starts at once.
+        this.#pump()
+        this.#settle()
+      })
+    }
+  }
+
+  #settle(): void {
+    if (this.#writing === 0 && this.#queue.length === 0) for (const resolve of this.#idle.splice(0)) resolve()
   }
 
   #watch(file: 'memory.usage_in_bytes' | 'memory.memsw.usage_in_bytes', bytes: number, onCrossing: (crossing: Crossing) => void): ThresholdWatch {
@@ -315,13 +399,34 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
         this.notes.push(`${this.#pollReason}: thresholds are now polled from memory.usage_in_bytes`)
       }
     }
+    return this.pollInstead(file, bytes, onCrossing, null)
+  }
+
+  /**
+   * @internal A polled watch of `bytes`; `usage` is where usage was last known to be (a crossing
+   * since is delivered at the first poll), `null` to read it now.
+   */
+  pollInstead(file: 'memory.usage_in_bytes' | 'memory.memsw.usage_in_bytes', bytes: number, onCrossing: (crossing: Crossing) => void, usage: number | null): ThresholdWatch {
     const memsw = file === 'memory.memsw.usage_in_bytes'
     const poller = memsw ? (this.#memswPoller ??= this.#newPoller(() => this.readMemswUsage())) : (this.#poller ??= this.#newPoller(() => this.readUsage()))
-    return poller.add(bytes, memsw ? this.readMemswUsage() : this.readUsage(), onCrossing)
+    return poller.add(bytes, usage ?? (memsw ? this.readMemswUsage() : this.readUsage()), onCrossing)
+  }
+
+  /** @internal The kernel refused a registration written off the loop: thresholds are polled from now on. */
+  registrationRefused(err: MemoryPressureError): boolean {
+    if (err.syscall !== 'write' || !fallbackErrnos.has(err.errno ?? 0)) return false
+    if (this.#pollReason === null) {
+      this.#pollReason = `registering a threshold failed (${err.message})`
+      this.notes.push(`${this.#pollReason}: thresholds are now polled from memory.usage_in_bytes`)
+    }
+    return true
   }
 
   #newPoller(read: () => number): ThresholdPoller {
-    return new ThresholdPoller(read, (err) => this.#pollFailed(err), this.#pollOptions, this.#clock, () => this.#pollOom())
+    return new ThresholdPoller(read, (err) => this.#pollFailed(err), this.#pollOptions, this.#clock, () => {
+      this.#pollOom()
+      if (!this.#closed) this.emit('wakeup')
+    })
   }
 
   #pollFailed(err: unknown): void {
@@ -353,11 +458,15 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
       this.notes.push('OOM kills are read from memory.oom_control at each poll')
       return
     }
+    const failed = (err: unknown): void => {
+      this.#oom = null
+      this.notes.push(`no OOM notifications (${err instanceof Error ? err.message : String(err)})`)
+    }
     try {
       // memory.rst section 10: "<event_fd> <fd of memory.oom_control>", notified on OOM.
-      this.#oom = new V1Event(this, this.#native, 'memory.oom_control', null, (count) => this.#reportOom(count))
+      this.#oom = new V1Event(this, this.#native, 'memory.oom_control', null, (count) => this.#reportOom(count), failed)
     } catch (err) {
-      this.notes.push(`no OOM notifications (${err instanceof Error ? err.message : String(err)})`)
+      failed(err)
     }
   }
 
@@ -379,10 +488,30 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
     else this.#events.delete(watch)
   }
 
-  /** @internal The kernel signals every eventfd once when the cgroup is removed (memory.rst). */
+  /**
+   * @internal The kernel signals every eventfd once when the cgroup is removed (memory.rst). Gone
+   * means: the held `memory.usage_in_bytes` fd reads ENODEV (kernfs, once the cgroup is removed),
+   * or the path no longer leads to the file that was opened (removed, or made again in its place).
+   */
   cgroupGone(): boolean {
-    return !fs.existsSync(path.join(this.cgroup, 'memory.usage_in_bytes'))
+    if (this.#closed) return false
+    try {
+      fs.readSync(this.#usageFd, this.#buffer, 0, this.#buffer.length, 0)
+    } catch (err) {
+      if (isErrnoException(err, 'ENODEV')) return true
+    }
+    try {
+      return fs.statSync(path.join(this.cgroup, 'memory.usage_in_bytes')).ino !== this.#usageIno
+    } catch {
+      return true
+    }
   }
+
+  /** @internal Throws `ERR_NO_CGROUP` when the path names another cgroup than the one opened (see {@link CgroupV1Backend.cgroupGone}). */
+  assertOpened(): void {
+    if (this.cgroupGone()) throw new MemoryPressureError('ERR_NO_CGROUP', `the cgroup ${this.cgroup} was removed`, { path: this.cgroup, reasons: ['removed'] })
+  }
+
 
   /** @internal */
   fail(error: MemoryPressureError, fatal: boolean): void {
@@ -405,11 +534,7 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
     this.#oom?.close()
     this.#poller?.close()
     this.#memswPoller?.close()
-    try {
-      fs.closeSync(this.#usageFd)
-    } catch {
-      // Already gone with the cgroup; nothing else holds it.
-    }
+    closeFile(this.#native, this.#usageFd)
     this.emit('close', reason)
   }
 
@@ -418,15 +543,25 @@ export class CgroupV1Backend extends EventEmitter<BackendEvents> implements Memo
   }
 }
 
+/** Registration writes in flight at once per backend (see {@link CgroupV1Backend.enqueueWrite}). */
+const MAX_WRITES = 2
+
+/** A registration waiting for its `cgroup.event_control` write; `start` calls `done` once the write is back. */
+interface WriteJob {
+  start(done: () => void): void
+}
+
 /** One threshold: its eventfd, the `memory.usage_in_bytes` fd the kernel ties it to, its poll. */
 class V1Watch implements ThresholdWatch {
   readonly threshold: number
   #backend: CgroupV1Backend
   #native: NativeBinding
   #onCrossing: (crossing: Crossing) => void
-  #efd: number
-  #poller: PollWatcher | null = null
+  #registration: Registration
   #side: ThresholdSide = { above: false, pending: 0 }
+  #usage: number
+  /** The polled watch that replaced this one when the kernel refused the registration. */
+  #polled: ThresholdWatch | null = null
   #closed = false
 
   #file: 'memory.usage_in_bytes' | 'memory.memsw.usage_in_bytes'
@@ -438,18 +573,11 @@ class V1Watch implements ThresholdWatch {
     this.#backend = backend
     this.#native = native
     this.#onCrossing = onCrossing
+    // The side before registering; once registered, usage is compared again (see #registered).
+    this.#usage = this.#read()
+    this.#side.above = this.#usage >= threshold
     // memory.rst, "Memory thresholds": "<event_fd> <fd of memory.usage_in_bytes> <threshold>".
-    const poller = registerEvent(native, backend.cgroup, file, String(threshold), (status) => this.#wake(status))
-    this.#poller = poller
-    this.#efd = poller.fd
-    try {
-      // The kernel placed the threshold against usage read during the write; if usage crossed it
-      // since, classifyWakeup reconciles when the kernel reports the next crossing.
-      this.#side.above = this.#read() >= threshold
-    } catch (err) {
-      poller.close()
-      throw err
-    }
+    this.#registration = registerEvent(backend, native, file, String(threshold), (status) => this.#wake(status, false), (err) => this.#registered(err))
   }
 
   close(): void {
@@ -457,27 +585,50 @@ class V1Watch implements ThresholdWatch {
     this.#closed = true
     this.#backend.forget(this)
     // Closing the eventfd unregisters the threshold (memcg_event_wake on EPOLLHUP).
-    this.#poller?.close()
+    this.#registration.close()
+    this.#polled?.close()
   }
 
   #read(): number {
     return this.#file === 'memory.usage_in_bytes' ? this.#backend.readUsage() : this.#backend.readMemswUsage()
   }
 
-  #wake(status: number): void {
+  #registered(err: MemoryPressureError | null): void {
+    if (this.#closed) return
+    if (err === null) {
+      // The kernel counts only crossings after its registration (and none for a threshold already
+      // crossed then): one while the write was on its way shows only in usage.
+      this.#wake(0, true)
+      return
+    }
+    if (this.#backend.registrationRefused(err)) {
+      try {
+        this.#polled = this.#backend.pollInstead(this.#file, this.threshold, this.#onCrossing, this.#usage)
+      } catch (e) {
+        this.close()
+        this.#backend.fail(e instanceof MemoryPressureError ? e : new MemoryPressureError('ERR_SYSCALL', String(e), { cause: e }), false)
+      }
+      return
+    }
+    this.close()
+    if (this.#backend.cgroupGone()) this.#backend.removed()
+    else this.#backend.fail(err, false)
+  }
+
+  #wake(status: number, registered: boolean): void {
     if (this.#closed) return
     if (status < 0) {
       this.close()
       this.#backend.fail(syscallError(status, 'poll'), false)
       return
     }
-    const count = this.#native.readEventfd(this.#efd)
+    const count = this.#native.readEventfd(this.#registration.fd)
     if (count < 0) {
       this.close()
       this.#backend.fail(syscallError(count, 'read'), false)
       return
     }
-    if (count === 0) return
+    if (count === 0 && !registered) return
     if (this.#backend.cgroupGone()) {
       this.#backend.removed()
       return
@@ -493,12 +644,19 @@ class V1Watch implements ThresholdWatch {
       this.#backend.fail(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_SYSCALL', String(err)), false)
       return
     }
-    const directions = classifyWakeup(this.#side, count, usage >= this.threshold)
+    const above = usage >= this.threshold
+    let directions: Direction[]
+    if (count === 0) {
+      directions = above === this.#side.above ? [] : [above ? 'up' : 'down']
+      this.#side.above = above
+    } else {
+      directions = classifyWakeup(this.#side, count, above)
+    }
     const coalesced = directions.length > 1
     const time = performance.now()
     for (const direction of directions) {
       if (this.#closed) return
-      this.#onCrossing({ threshold: this.threshold, direction, usage, coalesced, signal: 'eventfd', time })
+      this.#onCrossing({ threshold: this.threshold, direction, usage, coalesced, signal: count === 0 ? 'poll' : 'eventfd', time })
     }
   }
 }
@@ -510,16 +668,16 @@ class V1Watch implements ThresholdWatch {
 class V1Event {
   #backend: CgroupV1Backend
   #native: NativeBinding
-  #poller: PollWatcher
+  #registration: Registration
   #closed = false
 
   constructor(backend: CgroupV1Backend, native: NativeBinding, file: 'memory.oom_control' | 'memory.pressure_level', argument: string | null,
-    onEvent: (count: number) => void) {
+    onEvent: (count: number) => void, onRefused: (err: MemoryPressureError) => void) {
     this.#backend = backend
     this.#native = native
-    this.#poller = registerEvent(native, backend.cgroup, file, argument, (status) => {
+    this.#registration = registerEvent(backend, native, file, argument, (status) => {
       if (this.#closed) return
-      const count = status < 0 ? status : this.#native.readEventfd(this.#poller.fd)
+      const count = status < 0 ? status : this.#native.readEventfd(this.#registration.fd)
       if (count === 0) return
       // Every registered eventfd is signalled once when the cgroup is removed (memory.rst).
       if (this.#backend.cgroupGone()) {
@@ -532,6 +690,11 @@ class V1Event {
         return
       }
       onEvent(count)
+    }, (err) => {
+      if (err === null || this.#closed) return
+      this.close()
+      if (this.#backend.cgroupGone()) this.#backend.removed()
+      else onRefused(err)
     })
   }
 
@@ -539,7 +702,7 @@ class V1Event {
     if (this.#closed) return
     this.#closed = true
     this.#backend.forget(this)
-    this.#poller.close()
+    this.#registration.close()
   }
 }
 
@@ -559,38 +722,111 @@ function assertCgroupFile(fd: number, file: string): void {
   }
 }
 
+/** `open(2)` through the addon when it can (the environment then owns the fd: see `NativeBinding.open`), else `fs.openSync`. */
+function openFile(native: NativeBinding | null, file: string, mode: 'r' | 'w'): number {
+  if (native?.open !== undefined && native.platformSupported) {
+    const fd = native.open(file, mode)
+    if (fd < 0) throw syscallError(fd, 'open', file)
+    return fd
+  }
+  try {
+    return fs.openSync(file, mode === 'r' ? 'r' : fs.constants.O_WRONLY)
+  } catch (err) {
+    throw isErrnoException(err) ? syscallError(err, 'open', file) : err
+  }
+}
+
+function closeFile(native: NativeBinding | null, fd: number): void {
+  if (native?.open !== undefined && native.platformSupported) {
+    native.close(fd)
+    return
+  }
+  try {
+    fs.closeSync(fd)
+  } catch {
+    // Already gone with the cgroup; nothing else holds it.
+  }
+}
+
 /**
- * Registers an eventfd for `file` of `cgroup` through `cgroup.event_control`
- * (`"<event_fd> <fd of file>[ <argument>]"`, cgroup-v1/memory.rst) and watches it for readability.
- * Returns the watcher, which owns the eventfd; on failure nothing stays open.
+ * An eventfd being registered through `cgroup.event_control`, then watched. The registration's
+ * write waits in the kernel for an RCU grace period (`synchronize_rcu()` in mm/memcontrol-v1.c:
+ * tens of milliseconds on a loaded machine), so it goes to the libuv threadpool; until it has
+ * returned the eventfd stays open even when closed here, because the kernel looks up the number
+ * written (a number closed and reused meanwhile would be another fd).
  */
-function registerEvent(native: NativeBinding, cgroup: string, file: string, argument: string | null,
-  onWake: (status: number) => void): PollWatcher {
+interface Registration {
+  /** The eventfd. */
+  readonly fd: number
+  close(): void
+}
+
+/**
+ * Registers an eventfd for `file` of the backend's cgroup through `cgroup.event_control`
+ * (`"<event_fd> <fd of file>[ <argument>]"`, cgroup-v1/memory.rst) and watches it for
+ * readability. The opens and checks are done now (their errors are thrown, nothing stays open);
+ * the write runs off the event loop and `onRegistered` gets its outcome.
+ */
+function registerEvent(backend: CgroupV1Backend, native: NativeBinding, file: string, argument: string | null,
+  onWake: (status: number) => void, onRegistered: (err: MemoryPressureError | null) => void): Registration {
   const efd = native.eventfd()
   if (efd < 0) throw syscallError(efd, 'eventfd')
-  const target = path.join(cgroup, file)
-  const controlPath = path.join(cgroup, 'cgroup.event_control')
+  const target = path.join(backend.cgroup, file)
+  const controlPath = path.join(backend.cgroup, 'cgroup.event_control')
   let tfd = -1
   let cfd = -1
+  let poller: PollWatcher | null = null
   let step: [syscall: string, file?: string] = ['open', target]
+  const release = (): void => {
+    // The registration holds its own reference to the file; ours can go.
+    if (tfd >= 0) closeFile(native, tfd)
+    if (cfd >= 0) closeFile(native, cfd)
+    tfd = cfd = -1
+  }
   try {
-    tfd = fs.openSync(target, 'r')
+    tfd = openFile(native, target, 'r')
     step = ['open', controlPath]
-    cfd = fs.openSync(controlPath, fs.constants.O_WRONLY)
+    cfd = openFile(native, controlPath, 'w')
     step = ['statfs', controlPath]
     assertCgroupFile(cfd, controlPath)
     assertCgroupFile(tfd, target)
-    step = ['write', controlPath]
-    fs.writeSync(cfd, argument === null ? `${efd} ${tfd}` : `${efd} ${tfd} ${argument}`)
-    const poller = native.watch(efd, 'readable', onWake)
-    if (typeof poller === 'number') throw syscallError(poller, 'uv_poll_start')
-    return poller
+    // The path could name a cgroup made again in the place of the one opened.
+    backend.assertOpened()
+    const watched = native.watch(efd, 'readable', onWake)
+    if (typeof watched === 'number') throw syscallError(watched, 'uv_poll_start')
+    poller = watched
   } catch (err) {
     native.close(efd)
+    release()
     throw err instanceof MemoryPressureError || !isErrnoException(err) ? err : syscallError(err, step[0], step[1])
-  } finally {
-    // The registration holds its own reference to the file; ours can go.
-    if (tfd >= 0) fs.closeSync(tfd)
-    if (cfd >= 0) fs.closeSync(cfd)
+  }
+  const watcher = poller
+  let state: 'queued' | 'writing' | 'done' = 'queued'
+  let closing = false
+  const text = argument === null ? `${efd} ${tfd}` : `${efd} ${tfd} ${argument}`
+  const job: WriteJob = {
+    start: (done) => {
+      state = 'writing'
+      fs.write(cfd, text, (err) => {
+        state = 'done'
+        release()
+        if (closing) watcher.close()
+        else onRegistered(err === null ? null : syscallError(err, 'write', controlPath))
+        done()
+      })
+    },
+  }
+  backend.enqueueWrite(job)
+  return {
+    fd: efd,
+    close: () => {
+      if (closing) return
+      closing = true
+      if (state === 'done') watcher.close()
+      else if (state === 'queued' && backend.dequeueWrite(job)) {
+        release()
+        watcher.close()
+      }
+    },
   }
 }

@@ -20,7 +20,10 @@ export type CrossingSignal =
   | 'memory.events'
   /** a PSI trigger on the cgroup's `memory.pressure` fired, after which usage was read and compared */
   | 'psi'
-  /** an adaptive poll of the usage file (or of the process's resident set size) */
+  /**
+   * an adaptive poll of the usage file (or of the process's resident set size); on cgroup v1 also
+   * the read that follows a threshold's registration, for a crossing while it was being registered
+   */
   | 'poll'
 
 /** Memory of the watched cgroup (or virtual cgroup) at one moment. All sizes in bytes. */
@@ -117,6 +120,8 @@ export interface BackendEvents {
   oom: (event: OomEvent) => void
   /** A v1 `memory.pressure_level` notification registered with `watchPressureLevel`. */
   'pressure-level': (event: PressureLevelEvent) => void
+  /** Woke up with no crossing to report (a poll): when to re-read what the kernel never announces, such as the limit. */
+  wakeup: () => void
 }
 
 /** An out-of-memory situation in the watched cgroup. */

@@ -4,8 +4,8 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RouteShorthandOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import { MemoryPressureError } from '../errors.js'
-import { type CloseEvent, MemoryMonitor, type MemoryMonitorOptions } from '../monitor.js'
-import type { BackendCloseReason, MemorySnapshot } from '../backends/types.js'
+import { type CloseEvent, MemoryMonitor, type MemoryMonitorOptions, type MonitorCloseReason } from '../monitor.js'
+import type { MemorySnapshot } from '../backends/types.js'
 import { PRESSURE_LEVELS, type PressureLevel, levelRank } from '../policy/levels.js'
 import { checkKeys } from '../options.js'
 import { describe } from '../size.js'
@@ -139,7 +139,7 @@ export type StatusBody =
     }
   | {
       status: 'degraded'
-      reason: BackendCloseReason | 'unreadable'
+      reason: MonitorCloseReason | 'unreadable'
       level: null
       usage: null
       limit: null
@@ -147,7 +147,7 @@ export type StatusBody =
       levels: null
     }
 
-function degraded(reason: BackendCloseReason | 'unreadable'): StatusBody {
+function degraded(reason: MonitorCloseReason | 'unreadable'): StatusBody {
   return { status: 'degraded', reason, level: null, usage: null, limit: null, workingSet: null, levels: null }
 }
 
@@ -255,7 +255,7 @@ const plugin: FastifyPluginAsync<FastifyMemoryPressureOptions> = async (fastify:
 
   if (route !== null) {
     // Why the monitor ended, for the status route's degraded answer.
-    let ended: BackendCloseReason | null = null
+    let ended: MonitorCloseReason | null = null
     const onMonitorClose = (e: CloseEvent): void => {
       ended = e.reason
     }

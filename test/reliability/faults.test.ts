@@ -88,6 +88,7 @@ describe('the limit changes while running', () => {
     await got.count(1)
     expect(got.items.map((e) => [e.direction, e.threshold / MiB, e.signal])).toEqual([['up', 50, 'limit']])
     // The kernel threshold is the new one: freeing the allocation crosses 50 MiB downwards.
+    await monitor.registered()
     await child.send('freeall')
     await got.count(2)
     expect(got.items.map((e) => [e.direction, e.threshold / MiB])).toEqual([['up', 50], ['down', 50]])
