@@ -117,7 +117,7 @@ const typeCases: Case[] = ([
 const rangeCases: Case[] = ([
   ['levels that do not increase', () => createMemoryMonitor({ ...sim(), levels: { moderate: '90%', high: '80%', critical: '95%' } })],
   ['hysteresis above the moderate level', () => createMemoryMonitor({ ...sim(), levels: true, hysteresis: '80%' })],
-  ['cooldownMs -1', () => createMemoryMonitor({ ...sim(), levels: true, cooldownMs: -1 })],
+  ['cooldownMs -1', () => createMemoryMonitor({ ...sim(), levels: true, tuning: { cooldownMs: -1 } })],
   ['shrinkTimeoutMs NaN', () => createMemoryMonitor({ ...sim(), levels: true, shrinkTimeoutMs: Number.NaN })],
   ['SimulatedBackend limit -1', () => new SimulatedBackend({ limit: -1 })],
   ['SimulatedBackend usage above limit', () => new SimulatedBackend({ usage: 2 * MiB, limit: MiB })],
@@ -135,7 +135,7 @@ const rangeCases: Case[] = ([
 const mpe = (code: string, name: string, call: () => unknown, v1 = false): Case => ({ name, call, outcome: { error: MemoryPressureError, code }, v1 })
 const codeCases: Case[] = [
   mpe('ERR_NO_LIMIT', 'a percentage without a limit', () => onMemoryThreshold('80%', noop, sim({ limit: Number.POSITIVE_INFINITY }))),
-  mpe('ERR_NO_LIMIT', 'levels in percent without a limit', () => createMemoryMonitor({ ...sim({ limit: Number.POSITIVE_INFINITY }), levels: true })),
+  mpe('ERR_NO_LIMIT', 'levels in percent without a cgroup limit, the heap not watched', () => createMemoryMonitor({ ...sim({ limit: Number.POSITIVE_INFINITY }), levels: true, heapLimit: false })),
   mpe('ERR_INVALID_THRESHOLD', 'a bad threshold in the options', () => createMemoryMonitor({ ...sim(), thresholds: ['50%', 'lots'] })),
   mpe('ERR_NO_CGROUP', 'a cgroup that does not exist', () => createMemoryMonitor({ cgroup: '/sys/fs/cgroup/memory/mp-does-not-exist' })),
   mpe('ERR_NO_CGROUP', 'a cgroup that is a file', () => createMemoryMonitor({ cgroup: path.join(cgPath(), 'memory.stat') }), true),
