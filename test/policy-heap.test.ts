@@ -66,6 +66,9 @@ describe('the heap as a second basis', () => {
     expect(report?.heapBefore?.liveBytes).toBe(80 * MiB)
     expect(report?.heapAfter).toMatchObject({ liveBytes: 65 * MiB, level: 'normal' })
     expect(monitor.level).toBe('normal')
+    // the fall to normal names the limit that rose
+    const [, down] = await pressure.count(2)
+    expect(down).toMatchObject({ level: 'normal', previous: 'moderate', limit: 'heap' })
     await monitor.close()
     expect(runtime.listeners).toBe(0)
   })

@@ -140,7 +140,7 @@ export interface PressureEvent {
   level: PressureLevel
   /** The level before. */
   previous: PressureLevel
-  /** The limit whose level is the higher one now (the cgroup's on a tie): the one that drove the change. */
+  /** The limit whose level is the higher one now, the one that drove the change (on a tie, as a fall to normal, the one named before). */
   limit: LimitKind
   /** What the cgroup's level is decided on. */
   basis: PressureBasis
@@ -287,6 +287,7 @@ export class PolicyEngine {
   #level: PressureLevel = 'normal'
   #cgroupLevel: PressureLevel = 'normal'
   #heapLevel: PressureLevel = 'normal'
+  #lastDriver: LimitKind = 'cgroup'
   #watches: ThresholdWatch[] = []
   #armedOffset = 0
   #recheckTimer: unknown = null
@@ -424,9 +425,12 @@ export class PolicyEngine {
     }
   }
 
-  /** The limit whose level is higher (the cgroup's on a tie). */
+  /** The limit whose level is higher; on a tie, the one named last (so a fall to normal names the limit that rose). */
   #driver(): LimitKind {
-    return levelRank(this.#heapLevel) > levelRank(this.#cgroupLevel) ? 'heap' : 'cgroup'
+    const h = levelRank(this.#heapLevel)
+    const c = levelRank(this.#cgroupLevel)
+    if (h !== c) this.#lastDriver = h > c ? 'heap' : 'cgroup'
+    return this.#lastDriver
   }
 
   /**
