@@ -35,6 +35,8 @@ const { values: o } = parseArgs({
     'gc-first': { type: 'boolean', default: false },
     // one 'pressure' line per level change (time, level, basis, credit, usage), for finding out why a run died
     trace: { type: 'boolean', default: false },
+    // every shrink report in full (without its snapshots), one JSON a line, to this file
+    reports: { type: 'string' },
   },
 })
 const MiB = 2 ** 20
@@ -121,6 +123,10 @@ if (strategy === 'node-memory-pressure' || o['attach-mp']) {
     shrinks++
     shrinkLog.push({ level: r.level, requestedBytes: r.requestedBytes, reportedBytes: r.reportedBytes, freedBytes: r.freedBytes, durationMs: r.durationMs, gcMs: r.heap?.gcMs ?? null, mallocTrimMs: r.heap?.mallocTrimMs ?? null, heapMs: r.heap?.ms ?? null, levelAfter: r.levelAfter, collectedBytes: r.collectedBytes, heapRuns: r.heapRuns, t: Math.round(performance.now() - start) })
     process.stdout.write(`shrink ${JSON.stringify(shrinkLog.at(-1))}\n`)
+    if (o.reports) {
+      const { before, after, heap, ...rest } = r
+      fs.appendFileSync(o.reports, `${JSON.stringify({ ...rest, limitBytes: before.limit })}\n`)
+    }
   })
   if (o.trace) {
     monitor.on('pressure', (e) => {
