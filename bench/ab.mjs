@@ -9,7 +9,8 @@
 //
 // --a and --b are workload options as JSON (default strategy: node-memory-pressure), as in cramm.mjs:
 // { "strategy": "fixed", "cache-mib": 384 } runs a fixed size; an "env" object in them is added to
-// that side's environment (for a switch read from process.env while trying a change). Writes the
+// that side's environment (for a switch read from process.env while trying a change, or
+// MP_BUILD_DIR: the dist/ of another build, e.g. the engine before a change). Writes the
 // pairs and the summary as JSON to --out (default: print only). Needs root and a writable cgroup
 // v1 memory hierarchy.
 

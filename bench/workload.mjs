@@ -12,6 +12,8 @@
 
 import { pbkdf2Sync } from 'node:crypto'
 import fs from 'node:fs'
+import path from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { PerformanceObserver, constants as perfConstants, createHistogram, performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import { LRUCache } from 'lru-cache'
@@ -103,8 +105,10 @@ const shrinkLog = []
 if (strategy === 'node-memory-pressure' || o['attach-mp']) {
   // the SDK as its README shows it: a monitor with the default levels (70/85/95% of the limit) and
   // the lru-cache plugin; shrinking frees the cache, then a full GC and malloc_trim
-  const { createMemoryMonitor, reduceHeap } = await import('node-memory-pressure')
-  const { lruCacheShrinker } = await import('node-memory-pressure/lru-cache')
+  // MP_BUILD_DIR: another build's dist/ (an old engine kept for A/B runs, see ab.mjs)
+  const build = process.env.MP_BUILD_DIR
+  const { createMemoryMonitor, reduceHeap } = await import(build ? pathToFileURL(path.join(build, 'index.js')).href : 'node-memory-pressure')
+  const { lruCacheShrinker } = await import(build ? pathToFileURL(path.join(build, 'plugins', 'lru-cache.js')).href : 'node-memory-pressure/lru-cache')
   const monitor = createMemoryMonitor(JSON.parse(o['mp-options']))
   monitor.on('error', (e) => process.stdout.write(`error ${e.code}\n`))
   if (o['gc-first']) {
