@@ -9,6 +9,11 @@
 //   monitor to any strategy, for the overhead bench; --mp-options '<json>' is passed to
 //   createMemoryMonitor, --shrinker-options '<json>' to lruCacheShrinker; --gc-first registers a
 //   shrinker before the cache's that only collects garbage).
+//   --values objects: values are plain JavaScript objects (rows of small objects) of lognormal size
+//   (median --value-kib, --sigma), counted by lru-cache's sizeCalculation, instead of Buffers; with
+//   NODE_OPTIONS=--max-old-space-size=N below the cgroup's limit, V8's heap is the nearer limit.
+//   --phase-at <s>: that many seconds into the measured window the hot set moves (keys shift by
+//   half the key space) and --transient-mib of touched Buffers are held for --transient-s seconds.
 
 import { pbkdf2Sync } from 'node:crypto'
 import fs from 'node:fs'
@@ -39,6 +44,11 @@ const { values: o } = parseArgs({
     trace: { type: 'boolean', default: false },
     // every shrink report in full (without its snapshots), one JSON a line, to this file
     reports: { type: 'string' },
+    values: { type: 'string', default: 'buffers' },
+    sigma: { type: 'string', default: '1' },
+    'phase-at': { type: 'string' },
+    'transient-mib': { type: 'string', default: '0' },
+    'transient-s': { type: 'string', default: '2' },
   },
 })
 const MiB = 2 ** 20
@@ -77,13 +87,37 @@ const nextKey = () => {
 
 // A value: the CPU part (PBKDF2: hashing only, no memory) and the memory part (a touched Buffer)
 const derive = (key) => pbkdf2Sync(`key-${key}`, 'salt', cost, 32, 'sha256')
-const materialize = (hash) => Buffer.alloc(valueBytes, hash)
+if (o.values !== 'buffers' && o.values !== 'objects') throw new RangeError(`--values: buffers or objects (received ${JSON.stringify(o.values)})`)
+const objects = o.values === 'objects'
+// A key's object size: lognormal around --value-kib, the same for a key in every run (two uniforms
+// from an integer hash of the key, Box-Muller).
+const sigma = Number(o.sigma)
+const unit = (x) => {
+  x = Math.imul(x ^ (x >>> 16), 0x45d9f3b)
+  x = Math.imul(x ^ (x >>> 16), 0x45d9f3b)
+  return (((x ^ (x >>> 16)) >>> 0) + 0.5) / 4294967296
+}
+const ROW_BYTES = 48 // a row { i, v, s } with its slot in the array, as V8 lays it out on 64 bits
+const objectBytes = (key) => {
+  const z = Math.sqrt(-2 * Math.log(unit(key * 2 + 1))) * Math.cos(2 * Math.PI * unit(key * 2 + 2))
+  return Math.max(ROW_BYTES, Math.min(valueBytes * 64, Math.round(valueBytes * Math.exp(sigma * z))))
+}
+const materialize = objects
+  ? (hash, key) => {
+      const n = Math.ceil(objectBytes(key) / ROW_BYTES)
+      const rows = new Array(n)
+      for (let i = 0; i < n; i++) rows[i] = { i, v: hash[i & 31] * i, s: null }
+      return { bytes: n * ROW_BYTES, rows }
+    }
+  : (hash) => Buffer.alloc(valueBytes, hash)
+const bytesOf = objects ? (v) => v.bytes : (v) => v.length
+let mapBytes = 0
 
 let cache
-const sizeOf = () => (cache instanceof Map ? cache.size * valueBytes : cache.calculatedSize)
+const sizeOf = () => (cache instanceof Map ? mapBytes : cache.calculatedSize)
 if (strategy === 'unbounded') cache = new Map()
-else if (strategy === 'fixed') cache = new LRUCache({ maxSize: Number(o['cache-mib']) * MiB, sizeCalculation: (v) => v.length })
-else if (strategy === 'poll' || strategy === 'node-memory-pressure') cache = new LRUCache({ maxSize: 2 ** 40, sizeCalculation: (v) => v.length })
+else if (strategy === 'fixed') cache = new LRUCache({ maxSize: Number(o['cache-mib']) * MiB, sizeCalculation: bytesOf })
+else if (strategy === 'poll' || strategy === 'node-memory-pressure') cache = new LRUCache({ maxSize: 2 ** 40, sizeCalculation: bytesOf })
 else throw new RangeError(`--strategy: unknown ${JSON.stringify(strategy)}`)
 
 let shrinks = 0
@@ -184,6 +218,20 @@ const start = performance.now()
 const warmupEnd = start + Number(o.warmup) * 1000
 const end = warmupEnd + Number(o.seconds) * 1000
 const warmupNs = process.hrtime.bigint() + BigInt(Number(o.warmup) * 1e9)
+// the phase change: the hot set moves and a transient allocation comes and goes
+let keyShift = 0
+let transient = null
+if (o['phase-at'] !== undefined) {
+  setTimeout(() => {
+    keyShift = Math.floor(keys / 2)
+    const mib = Number(o['transient-mib'])
+    if (mib > 0) {
+      transient = []
+      for (let i = 0; i < mib; i++) transient.push(Buffer.alloc(MiB, 1))
+      setTimeout(() => (transient = null), Number(o['transient-s']) * 1000)
+    }
+  }, Number(o.warmup) * 1000 + Number(o['phase-at']) * 1000)
+}
 let requests = 0
 let hits = 0
 let wRequests = 0
@@ -204,7 +252,7 @@ const slice = () => {
   let now
   do {
     const t = process.hrtime.bigint()
-    const key = nextKey()
+    const key = (nextKey() + keyShift) % keys
     let v = cache.get(key)
     const hit = v !== undefined
     if (!hit) {
@@ -216,11 +264,12 @@ const slice = () => {
         computeCpuUs += u.user + u.system
         computeCpuN++
       }
-      v = materialize(hash)
+      v = materialize(hash, key)
       if (c0 >= warmupNs) computeHist.record(Number(process.hrtime.bigint() - c0) || 1)
       cache.set(key, v)
+      if (cache instanceof Map) mapBytes += bytesOf(v)
     }
-    if (v[0] === undefined) throw new Error('empty value')
+    if ((objects ? v.rows[0] : v[0]) === undefined) throw new Error('empty value')
     requests++
     if (hit) hits++
     now = performance.now()
