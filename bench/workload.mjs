@@ -14,6 +14,8 @@
 //   NODE_OPTIONS=--max-old-space-size=N below the cgroup's limit, V8's heap is the nearer limit.
 //   --phase-at <s>: that many seconds into the measured window the hot set moves (keys shift by
 //   half the key space) and --transient-mib of touched Buffers are held for --transient-s seconds.
+//   --caches 2: two caches (odd keys and even keys), the second's misses costing 4 times as much;
+//   fixed sizes split --cache-mib in two, the SDK asks the cheap one first (priority 0, then 1).
 
 import { pbkdf2Sync } from 'node:crypto'
 import fs from 'node:fs'
@@ -49,6 +51,7 @@ const { values: o } = parseArgs({
     'phase-at': { type: 'string' },
     'transient-mib': { type: 'string', default: '0' },
     'transient-s': { type: 'string', default: '2' },
+    caches: { type: 'string', default: '1' },
   },
 })
 const MiB = 2 ** 20
@@ -86,7 +89,7 @@ const nextKey = () => {
 }
 
 // A value: the CPU part (PBKDF2: hashing only, no memory) and the memory part (a touched Buffer)
-const derive = (key) => pbkdf2Sync(`key-${key}`, 'salt', cost, 32, 'sha256')
+const derive = (key) => pbkdf2Sync(`key-${key}`, 'salt', costOf(key), 32, 'sha256')
 if (o.values !== 'buffers' && o.values !== 'objects') throw new RangeError(`--values: buffers or objects (received ${JSON.stringify(o.values)})`)
 const objects = o.values === 'objects'
 // A key's object size: lognormal around --value-kib, the same for a key in every run (two uniforms
@@ -113,16 +116,25 @@ const materialize = objects
 const bytesOf = objects ? (v) => v.bytes : (v) => v.length
 let mapBytes = 0
 
-let cache
-const sizeOf = () => (cache instanceof Map ? mapBytes : cache.calculatedSize)
-if (strategy === 'unbounded') cache = new Map()
-else if (strategy === 'fixed') cache = new LRUCache({ maxSize: Number(o['cache-mib']) * MiB, sizeCalculation: bytesOf })
-else if (strategy === 'poll' || strategy === 'node-memory-pressure') cache = new LRUCache({ maxSize: 2 ** 40, sizeCalculation: bytesOf })
-else throw new RangeError(`--strategy: unknown ${JSON.stringify(strategy)}`)
+const nCaches = Number(o.caches)
+if (nCaches !== 1 && nCaches !== 2) throw new RangeError(`--caches: 1 or 2 (received ${JSON.stringify(o.caches)})`)
+const makeCache = () => {
+  if (strategy === 'unbounded') return new Map()
+  if (strategy === 'fixed') return new LRUCache({ maxSize: (Number(o['cache-mib']) * MiB) / nCaches, sizeCalculation: bytesOf })
+  if (strategy === 'poll' || strategy === 'node-memory-pressure') return new LRUCache({ maxSize: 2 ** 40, sizeCalculation: bytesOf })
+  throw new RangeError(`--strategy: unknown ${JSON.stringify(strategy)}`)
+}
+const caches = Array.from({ length: nCaches }, makeCache)
+const cache = caches[0]
+const cacheOf = (key) => caches[key % nCaches]
+// the second cache's values cost this many times the first's to compute
+const costOf = (key) => (nCaches === 2 && key % 2 === 1 ? cost * 4 : cost)
+const sizeOf = () => caches.reduce((n, c) => n + (c instanceof Map ? 0 : c.calculatedSize), cache instanceof Map ? mapBytes : 0)
+const entriesOf = () => caches.reduce((n, c) => n + c.size, 0)
 
 let shrinks = 0
 const trimTo = (bytes) => {
-  while (cache.calculatedSize > bytes && cache.size > 0) cache.pop()
+  for (const c of caches) while (c.calculatedSize > bytes / nCaches && c.size > 0) c.pop()
 }
 if (strategy === 'poll') {
   // what a user of @fastify/under-pressure-style polling does: a fixed number, checked once a second
@@ -130,7 +142,7 @@ if (strategy === 'poll') {
   setInterval(() => {
     if (process.memoryUsage.rss() > limit) {
       shrinks++
-      trimTo(cache.calculatedSize * 0.75)
+      trimTo(sizeOf() * 0.75)
     }
   }, 1000).unref()
 }
@@ -156,10 +168,10 @@ if (strategy === 'node-memory-pressure' || o['attach-mp']) {
       },
     })
   }
-  monitor.register(lruCacheShrinker(cache, JSON.parse(o['shrinker-options'])))
+  caches.forEach((c, i) => monitor.register(lruCacheShrinker(c, { ...JSON.parse(o['shrinker-options']), ...(nCaches > 1 ? { name: `cache-${i}`, priority: i } : {}) })))
   monitor.on('shrink', (r) => {
     shrinks++
-    shrinkLog.push({ level: r.level, requestedBytes: r.requestedBytes, reportedBytes: r.reportedBytes, freedBytes: r.freedBytes, durationMs: r.durationMs, gcMs: r.heap?.gcMs ?? null, mallocTrimMs: r.heap?.mallocTrimMs ?? null, heapMs: r.heap?.ms ?? null, levelAfter: r.levelAfter, collectedBytes: r.collectedBytes, heapRuns: r.heapRuns, t: Math.round(performance.now() - start) })
+    shrinkLog.push({ level: r.level, limit: r.limit, requestedBytes: r.requestedBytes, reportedBytes: r.reportedBytes, freedBytes: r.freedBytes, durationMs: r.durationMs, gcMs: r.heap?.gcMs ?? null, mallocTrimMs: r.heap?.mallocTrimMs ?? null, heapMs: r.heap?.ms ?? null, levelAfter: r.levelAfter, collectedBytes: r.collectedBytes, heapRuns: r.heapRuns, t: Math.round(performance.now() - start) })
     process.stdout.write(`shrink ${JSON.stringify(shrinkLog.at(-1))}\n`)
     if (o.reports) {
       const { before, after, heap, ...rest } = r
@@ -243,7 +255,7 @@ const report = () => {
   const size = sizeOf()
   if (size > peakCache) peakCache = size
   const cpu = process.cpuUsage()
-  process.stdout.write(`progress ${Math.round(performance.now() - start)} ${requests} ${hits} ${size} ${cache.size} ${process.memoryUsage.rss()} ${shrinks} ${cpu.user + cpu.system}\n`)
+  process.stdout.write(`progress ${Math.round(performance.now() - start)} ${requests} ${hits} ${size} ${entriesOf()} ${process.memoryUsage.rss()} ${shrinks} ${cpu.user + cpu.system}\n`)
 }
 const timer = setInterval(report, Number(o['report-ms']))
 
@@ -253,7 +265,7 @@ const slice = () => {
   do {
     const t = process.hrtime.bigint()
     const key = (nextKey() + keyShift) % keys
-    let v = cache.get(key)
+    let v = cacheOf(key).get(key)
     const hit = v !== undefined
     if (!hit) {
       const c0 = process.hrtime.bigint()
@@ -266,7 +278,7 @@ const slice = () => {
       }
       v = materialize(hash, key)
       if (c0 >= warmupNs) computeHist.record(Number(process.hrtime.bigint() - c0) || 1)
-      cache.set(key, v)
+      cacheOf(key).set(key, v)
       if (cache instanceof Map) mapBytes += bytesOf(v)
     }
     if ((objects ? v.rows[0] : v[0]) === undefined) throw new Error('empty value')
