@@ -30,7 +30,8 @@ const label = (r, args) =>
  * The workloads every cell of a sweep can run (workload.mjs options, and the environment), by limit:
  * Buffers (the default); JavaScript objects of lognormal size; the same with V8's heap limit at half
  * the cgroup's (the heap the nearer limit); a phase change half-way through the measured window
- * with a transient allocation of 20% of the limit held for 2 s; two caches of different miss cost.
+ * with a transient allocation of 20% of the limit held for 2 s; two caches of different miss cost;
+ * no cache, a service whose memory grows and shrinks.
  */
 export const WORKLOADS = {
   buffers: () => ({ args: {} }),
@@ -38,6 +39,9 @@ export const WORKLOADS = {
   heap: (limitMib) => ({ args: { values: 'objects', 'value-kib': 16 }, env: { NODE_OPTIONS: `--max-old-space-size=${Math.floor(limitMib / 2)}` } }),
   phase: (limitMib, s) => ({ args: { 'phase-at': s.seconds / 2, 'transient-mib': Math.round(limitMib * 0.2) } }),
   'two-caches': () => ({ args: { caches: 2 } }),
+  // no cache: responses held in a window that grows to half the limit and back (the cache sizes of
+  // the fixed cells do nothing; the table compares the SDK's collections with none)
+  'no-cache': (limitMib) => ({ args: { 'no-cache': true, 'window-mib': Math.floor(limitMib / 2) } }),
 }
 
 export async function run({ quick, machine, cramm = {} }) {

@@ -2,7 +2,7 @@
 // `node bench/run.mjs [--quick] [--only a,b] [--out dir] [--limits 192,256] [--repeats n]`
 // (--limits and --repeats change the CRAMM sweep only: which limits, in MiB, and how many repetitions,
 // the first one of every strategy and the rest side-by-side pairs; --workload too: buffers (default),
-// objects, heap (objects with V8's heap at half the limit), phase, two-caches: see cramm.mjs).
+// objects, heap (objects with V8's heap at half the limit), phase, two-caches, no-cache: see cramm.mjs).
 // Each bench writes <out>/<name>.json (with the machine), <name>.md and SVG charts; the Markdown
 // files are also joined into <out>/README.md. Needs root and a writable cgroup v1 memory hierarchy.
 

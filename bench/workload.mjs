@@ -16,6 +16,10 @@
 //   half the key space) and --transient-mib of touched Buffers are held for --transient-s seconds.
 //   --caches 2: two caches (odd keys and even keys), the second's misses costing 4 times as much;
 //   fixed sizes split --cache-mib in two, the SDK asks the cheap one first (priority 0, then 1).
+//   --no-cache: a service without a cache whose memory grows and shrinks: every response is kept
+//   for a while in a window whose size follows a wave (0 to --window-mib, period --period-s), so
+//   only collection and trim can help (strategy fixed: no SDK; node-memory-pressure: a monitor
+//   with levels and no shrinker).
 
 import { pbkdf2Sync } from 'node:crypto'
 import fs from 'node:fs'
@@ -52,6 +56,9 @@ const { values: o } = parseArgs({
     'transient-mib': { type: 'string', default: '0' },
     'transient-s': { type: 'string', default: '2' },
     caches: { type: 'string', default: '1' },
+    'no-cache': { type: 'boolean', default: false },
+    'window-mib': { type: 'string', default: '64' },
+    'period-s': { type: 'string', default: '8' },
   },
 })
 const MiB = 2 ** 20
@@ -168,7 +175,8 @@ if (strategy === 'node-memory-pressure' || o['attach-mp']) {
       },
     })
   }
-  caches.forEach((c, i) => monitor.register(lruCacheShrinker(c, { ...JSON.parse(o['shrinker-options']), ...(nCaches > 1 ? { name: `cache-${i}`, priority: i } : {}) })))
+  if (o['no-cache']) monitor.until('normal').catch(() => {}) // levels on, nothing to shrink
+  else caches.forEach((c, i) => monitor.register(lruCacheShrinker(c, { ...JSON.parse(o['shrinker-options']), ...(nCaches > 1 ? { name: `cache-${i}`, priority: i } : {}) })))
   monitor.on('shrink', (r) => {
     shrinks++
     shrinkLog.push({ level: r.level, limit: r.limit, requestedBytes: r.requestedBytes, reportedBytes: r.reportedBytes, freedBytes: r.freedBytes, durationMs: r.durationMs, gcMs: r.heap?.gcMs ?? null, mallocTrimMs: r.heap?.mallocTrimMs ?? null, heapMs: r.heap?.ms ?? null, levelAfter: r.levelAfter, collectedBytes: r.collectedBytes, heapRuns: r.heapRuns, t: Math.round(performance.now() - start) })
@@ -230,6 +238,16 @@ const start = performance.now()
 const warmupEnd = start + Number(o.warmup) * 1000
 const end = warmupEnd + Number(o.seconds) * 1000
 const warmupNs = process.hrtime.bigint() + BigInt(Number(o.warmup) * 1e9)
+// --no-cache: responses kept in a window whose size in bytes follows a wave
+const windowValues = []
+let windowBytes = 0
+const keep = (v) => {
+  windowValues.push(v)
+  windowBytes += bytesOf(v)
+  const t = (performance.now() - start) / 1000
+  const cap = Number(o['window-mib']) * MiB * (1 - Math.cos((2 * Math.PI * t) / Number(o['period-s']))) / 2
+  while (windowBytes > cap && windowValues.length > 0) windowBytes -= bytesOf(windowValues.shift())
+}
 // the phase change: the hot set moves and a transient allocation comes and goes
 let keyShift = 0
 let transient = null
@@ -265,7 +283,7 @@ const slice = () => {
   do {
     const t = process.hrtime.bigint()
     const key = (nextKey() + keyShift) % keys
-    let v = cacheOf(key).get(key)
+    let v = o['no-cache'] ? undefined : cacheOf(key).get(key)
     const hit = v !== undefined
     if (!hit) {
       const c0 = process.hrtime.bigint()
@@ -278,8 +296,11 @@ const slice = () => {
       }
       v = materialize(hash, key)
       if (c0 >= warmupNs) computeHist.record(Number(process.hrtime.bigint() - c0) || 1)
-      cacheOf(key).set(key, v)
-      if (cache instanceof Map) mapBytes += bytesOf(v)
+      if (o['no-cache']) keep(v)
+      else {
+        cacheOf(key).set(key, v)
+        if (cache instanceof Map) mapBytes += bytesOf(v)
+      }
     }
     if ((objects ? v.rows[0] : v[0]) === undefined) throw new Error('empty value')
     requests++
