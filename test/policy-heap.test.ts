@@ -85,21 +85,54 @@ describe('the heap as a second basis', () => {
     await monitor.close()
   })
 
-  it('a cycle driven by the heap measures the heap after its collection: garbage there asks nothing of the caches', async () => {
+  it('a cycle of the heap alone, its live size from V8\'s own major collection, does not collect first: one collection, after the cache', async () => {
     const runtime = fakeRuntime({ used: 10 * MiB, limit: 100 * MiB })
     const sim = new SimulatedBackend({ limit: Number.POSITIVE_INFINITY, usage: 20 * MiB })
+    let gcs = 0
+    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), tuning: { runtime }, reduceHeap: { gc: () => void gcs++, mallocTrim: false } })
+    const shrink = new Collector<ShrinkReport>()
+    monitor.on('shrink', shrink.push)
+    const cache = jsCache(runtime, 40 * MiB)
+    monitor.register(cache)
+    runtime.majorGc(90 * MiB) // high: its exit point is 85 - 5 = 80 MiB
+    const [report] = await shrink.count(1)
+    expect(report).toMatchObject({ level: 'high', limit: 'heap', requestedBytes: 10 * MiB, heapRuns: 1, collectedBytes: 0, levelAfter: 'moderate' })
+    expect(report?.plan).toMatchObject({ level: 'high', collected: false, heap: { before: 90 * MiB, measured: 90 * MiB, target: 80 * MiB, excess: 10 * MiB } })
+    expect(gcs).toBe(1)
+    expect(cache.requests).toHaveLength(1)
+    await monitor.close()
+  })
+
+  it('with the cgroup above normal too, or the live size not from a collection, the cycle collects first: garbage there asks nothing of the caches', async () => {
     // the cycle's own collection finds 30 MiB of garbage in the old generation
+    const runtime = fakeRuntime({ used: 10 * MiB, limit: 100 * MiB })
+    const sim = new SimulatedBackend({ limit: 1000 * MiB, usage: 20 * MiB })
     const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), tuning: { runtime }, reduceHeap: { gc: () => void (runtime.state.used = 60 * MiB), mallocTrim: false } })
     const shrink = new Collector<ShrinkReport>()
     monitor.on('shrink', shrink.push)
     const cache = jsCache(runtime, 40 * MiB)
     monitor.register(cache)
-    runtime.majorGc(90 * MiB) // high
-    const [report] = await shrink.count(1)
-    expect(report).toMatchObject({ level: 'high', limit: 'heap', requestedBytes: 0, levelAfter: 'normal' })
-    expect(report?.plan).toMatchObject({ level: 'normal', collected: true, heap: { before: 90 * MiB, measured: 60 * MiB, target: null, excess: 0 } })
-    expect(cache.requests).toHaveLength(0)
+    sim.setUsage(820 * MiB) // the cgroup at moderate (800 MiB)
+    await shrink.count(1)
+    runtime.majorGc(90 * MiB) // the heap at high, the cgroup still at moderate
+    const [, report] = await shrink.count(2)
+    // collected first: the heap is at 60 MiB after it, nothing to ask; the cgroup's own excess over
+    // moderate's exit point (820 - 790) is what the cycle asks for
+    expect(report).toMatchObject({ level: 'high', limit: 'cgroup', requestedBytes: 30 * MiB })
+    expect(report?.plan).toMatchObject({ level: 'moderate', collected: true, heap: { before: 90 * MiB, measured: 60 * MiB, excess: 0 }, cgroup: { excess: 30 * MiB } })
+    expect(cache.requests.filter((r) => r.limit === 'heap')).toHaveLength(0)
     await monitor.close()
+
+    // the live size known only from start-up (no collection yet): collected first
+    const cold = fakeRuntime({ used: 90 * MiB, limit: 100 * MiB })
+    const sim2 = new SimulatedBackend({ limit: Number.POSITIVE_INFINITY, usage: 20 * MiB })
+    const m2 = createMemoryMonitor({ backend: sim2, levels: true, clock: new ManualClock(), tuning: { runtime: cold }, reduceHeap: { gc: () => void (cold.state.used = 60 * MiB), mallocTrim: false } })
+    const shrink2 = new Collector<ShrinkReport>()
+    m2.on('shrink', shrink2.push)
+    m2.register(jsCache(cold, 40 * MiB))
+    const [first] = await shrink2.count(1)
+    expect(first?.plan).toMatchObject({ collected: true, heap: { before: 90 * MiB, measured: 60 * MiB, excess: 0 } })
+    await m2.close()
   })
 
   it('a Buffer cache that reports more than the heap it freed: the next cycle asks again, the next shrinker first', async () => {

@@ -112,6 +112,8 @@ export class PolicyEngine {
   #heapWatch: boolean
   #heapLevels: ResolvedLevels | null = null
   #heapLive = 0
+  /** True when `#heapLive` was read right after a major collection (V8's or a cycle's). */
+  #heapMeasured = false
   #stopGcWatch: (() => void) | null = null
   /** The combined level (the higher of the two), and each limit's own. */
   #level: PressureLevel = 'normal'
@@ -273,6 +275,7 @@ export class PolicyEngine {
     if (heapLevels === null || this.#closed) return
     const old = this.#runtime.oldGeneration()
     this.#heapLive = old.usedBytes
+    this.#heapMeasured = true
     if (levelFor(heapLevels, old.usedBytes, this.#heapLevel) !== this.#heapLevel || (this.#cycle !== null && levelRank(this.#heapLevel) > 0)) this.#evaluate(false)
   }
 
@@ -597,7 +600,10 @@ export class PolicyEngine {
     try {
       const heap = await this.#runtime.reduceHeap(trim ? this.#heap : { ...this.#heap, mallocTrim: false })
       // A full collection just ran: the old generation's size is its live size.
-      if (this.#heapLevels !== null && heap.gc !== 'none') this.#heapLive = this.#runtime.oldGeneration().usedBytes
+      if (this.#heapLevels !== null && heap.gc !== 'none') {
+        this.#heapLive = this.#runtime.oldGeneration().usedBytes
+        this.#heapMeasured = true
+      }
       return { heap }
     } catch (err) {
       return { heap: null, error: err }
@@ -670,7 +676,11 @@ export class PolicyEngine {
     let shrinkLevel = cycle.level
     let midBytes = startBytes
     let floor: ShrinkPlan['floor'] = null
-    if (this.#collectFirst && this.#heap !== false) {
+    // A cycle of the heap alone (the cgroup at normal) whose live size was read after a major
+    // collection has nothing to learn from another one first: it would find what V8's found, at
+    // the cost of marking the whole heap again.
+    const measured = heapDriven && cgroupStart === 'normal' && this.#heapMeasured
+    if (this.#collectFirst && this.#heap !== false && !measured) {
       const c = await this.#collect(rawNow, cycle.level, false)
       if (this.#closed) return
       first = c.result

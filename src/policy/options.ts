@@ -44,7 +44,8 @@ export interface PolicyOptions {
   /**
    * The heap reduction of each cycle: options of `reduceHeap()` (default
    * `{ gc: 'v8-major', mallocTrim: true }`), or `false` for none. It runs before the shrinkers, so
-   * that garbage is not paid for with live entries, and again after them when they were asked.
+   * that garbage is not paid for with live entries (not in a cycle of the heap alone whose live
+   * size V8 just measured), and again after them when they were asked.
    */
   reduceHeap?: ReduceHeapOptions | false
   /** Time and timers (cool-down, timeouts, re-checks). Default: `performance.now()` and unref'd timers. */

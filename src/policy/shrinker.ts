@@ -113,7 +113,10 @@ export interface LimitPlan {
 export interface ShrinkPlan {
   /** The level the shrinkers were asked at: the level the collection left (or the cycle's own). */
   level: PressureLevel
-  /** True when a collection ran before the shrinkers (and `measured` is after it). */
+  /**
+   * True when a collection ran before the shrinkers (and `measured` is after it). A cycle of the
+   * heap alone whose live size V8's own major collection had just measured runs none.
+   */
   collected: boolean
   /** The cgroup's side (`null` without cgroup levels). */
   cgroup: LimitPlan | null
