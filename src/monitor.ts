@@ -267,7 +267,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
    * a `'shrink'` event. Starts levels with the defaults if they are off.
    *
    * @returns a function that unregisters the shrinker (and a `Disposable`)
-   * @throws TypeError for a malformed shrinker; `ERR_NO_LIMIT` when levels start and there is no limit
+   * @throws TypeError for a malformed shrinker; `ERR_NO_LIMIT` when levels start without a cgroup limit and `heapLimit` is `false`
    */
   register(shrinker: Shrinker): Unsubscribe {
     this.#assertOpen()
