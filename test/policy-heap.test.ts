@@ -3,6 +3,10 @@
 // heap bytes when the heap is the nearer limit, and no timer for any of it. Simulated backend,
 // hand-moved clock, and a stand-in runtime whose collections happen when the test says.
 
+import { once } from 'node:events'
+import fs from 'node:fs'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { Worker } from 'node:worker_threads'
 import { describe, expect, it } from 'vitest'
 import { SimulatedBackend } from '../src/backends/simulated.js'
 import { createMemoryMonitor } from '../src/monitor.js'
@@ -200,10 +204,35 @@ describe('the old generation\'s limit', () => {
     expect(oldGenerationLimit(259 * MiB, [])).toBe(256 * MiB)
     expect(oldGenerationLimit(4144 * MiB, [])).toBe(4096 * MiB)
     expect(oldGenerationLimit(8240 * MiB, ['--stack-size=984'])).toBe(8192 * MiB)
+    // in a worker thread its young generation is known: what is left is the old one
+    expect(oldGenerationLimit(80 * MiB, [], 48)).toBe(32 * MiB)
+    expect(oldGenerationLimit(112 * MiB, ['--max-old-space-size=64'], 48)).toBe(64 * MiB)
   })
 })
 
+const distEntry = fileURLToPath(new URL('../dist/index.js', import.meta.url))
+const noDist = fs.existsSync(distEntry) ? null : 'dist/ not built (npm run build)'
+
 describe('the process runtime', () => {
+  it.skipIf(noDist !== null)(`a monitor in a worker thread watches that worker's own heap: its old generation's limit is the worker's${noDist === null ? '' : ` (skipped: ${noDist})`}`, async () => {
+    const source = `
+      const { parentPort } = require('node:worker_threads')
+      import(${JSON.stringify(pathToFileURL(distEntry).href)}).then(({ createMemoryMonitor }) => {
+        const monitor = createMemoryMonitor({ backend: 'simulated', simulated: { limit: 1024 * 2 ** 20 }, levels: true })
+        parentPort.postMessage(monitor.heapLevels)
+        return monitor.close()
+      })`
+    const worker = new Worker(source, { eval: true, resourceLimits: { maxOldGenerationSizeMb: 32 } })
+    const [levels] = (await once(worker, 'message')) as [{ limit: number; moderate: number }]
+    await worker.terminate()
+    expect(levels.limit).toBe(32 * MiB)
+    expect(levels.moderate).toBe(Math.floor(32 * MiB * 0.7))
+    // this thread's own heap is another one
+    const here = createMemoryMonitor({ backend: new SimulatedBackend({ limit: 1024 * MiB }), levels: true })
+    expect(here.heapLevels?.limit).not.toBe(32 * MiB)
+    await here.close()
+  })
+
   it('a monitor watching the heap holds no handle and arms no timer while idle', async () => {
     const sim = new SimulatedBackend({ limit: 1000 * MiB, usage: 20 * MiB })
     const before = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length

@@ -4,6 +4,7 @@
 
 import { PerformanceObserver, constants as perfConstants } from 'node:perf_hooks'
 import v8 from 'node:v8'
+import { isMainThread, resourceLimits } from 'node:worker_threads'
 import { type HeapReduction, type ReduceHeapOptions, allocatorFreeBytes, mallocTrimCount, reduceHeapChecked } from './heap.js'
 
 const MiB = 2 ** 20
@@ -45,9 +46,12 @@ export interface PolicyRuntime {
  * sizes at three semi-spaces of 1/256 of the old generation, at most 16 MiB each
  * (`Heap::YoungGenerationSizeFromOldGenerationSize`): an estimate, within a few MiB where it is not
  * exact. `heap_size_limit` alone would count the young generation's 3 to 48 MiB as room the old
- * generation never gets.
+ * generation never gets. In a worker thread, `youngMb` (its `resourceLimits.maxYoungGenerationSizeMb`)
+ * gives the young generation exactly, whatever set the old one (the worker's `resourceLimits` or
+ * the process's flag, which wins over them).
  */
-export function oldGenerationLimit(heapSizeLimit: number, flags: readonly string[]): number {
+export function oldGenerationLimit(heapSizeLimit: number, flags: readonly string[], youngMb?: number): number {
+  if (youngMb !== undefined && youngMb > 0 && youngMb * MiB < heapSizeLimit) return heapSizeLimit - youngMb * MiB
   let flagged: number | null = null
   for (const f of flags) {
     const m = /^--max[-_]old[-_]space[-_]size=(\d+)$/.exec(f)
@@ -72,7 +76,7 @@ function oldGenerationNow(): OldGeneration {
   }
   const heapSizeLimit = v8.getHeapStatistics().heap_size_limit
   if (limitCache === null || limitCache.heapSizeLimit !== heapSizeLimit) {
-    limitCache = { heapSizeLimit, limit: oldGenerationLimit(heapSizeLimit, nodeFlags()) }
+    limitCache = { heapSizeLimit, limit: oldGenerationLimit(heapSizeLimit, nodeFlags(), isMainThread ? undefined : resourceLimits.maxYoungGenerationSizeMb) }
   }
   return { usedBytes: used, limitBytes: limitCache.limit }
 }
