@@ -1,15 +1,18 @@
 // Side-by-side A/B of two workload configurations at one memory limit: for telling whether a
 // policy change pays, where one run after another cannot (the machine's speed moves by more than
 // the change). Each pair starts A and B together, in two cgroups with the same limit, one per core;
-// which one is spawned first alternates. The ratio is A over B in requests per CPU second at equal
-// speed (`scaled`, see workload.mjs), per pair, with the median and range.
+// which one is spawned first alternates. Two ratios of A over B per pair, with median and range:
+// requests per CPU second at equal speed (`scaled`, see workload.mjs), and per CPU second as
+// measured. Decide on the second where V8's helper threads mark a large JavaScript heap (--values
+// objects): they inflate the per-computation CPU time the first divides by.
 //
 //   node bench/ab.mjs --limit 512 --a '{"mp-options":"{\"hysteresis\":\"5%\"}"}' --b '{}' \
 //     [--pairs 10] [--out results.json]
 //
 // --a and --b are workload options as JSON (default strategy: node-memory-pressure), as in cramm.mjs:
 // { "strategy": "fixed", "cache-mib": 384 } runs a fixed size; an "env" object in them is added to
-// that side's environment (for a switch read from process.env while trying a change). Writes the
+// that side's environment (for a switch read from process.env while trying a change, or
+// MP_BUILD_DIR: the dist/ of another build, e.g. the engine before a change). Writes the
 // pairs and the summary as JSON to --out (default: print only). Needs root and a writable cgroup
 // v1 memory hierarchy.
 
@@ -70,17 +73,22 @@ for (let i = 0; i < pairs; i++) {
   }
   const [a, b] = settled.map((x) => x.value)
   const ratio = b.scaled > 0 ? a.scaled / b.scaled : null
-  json.pairs.push({ a: brief(a), b: brief(b), ratio })
-  console.error(`pair ${i + 1}: ratio ${fmt(ratio, 3)}, hit ${fmt(a.hitRatio, 3)} / ${fmt(b.hitRatio, 3)}, shrink cycles ${a.shrinks} / ${b.shrinks}, major GCs ${a.gc?.major ?? '–'} / ${b.gc?.major ?? '–'}${a.killed || b.killed ? `, OOM-killed: ${a.killed ? 'A' : ''}${b.killed ? 'B' : ''}` : ''}`)
+  // per CPU second as measured: the figure to decide on where V8's helper threads (marking a large
+  // JavaScript heap) inflate the per-computation CPU time the equal-speed figure divides by
+  const ratioCpu = !a.killed && !b.killed && b.perCpuSecond > 0 ? a.perCpuSecond / b.perCpuSecond : null
+  json.pairs.push({ a: brief(a), b: brief(b), ratio, ratioCpu })
+  console.error(`pair ${i + 1}: ratio ${fmt(ratio, 3)} at equal speed, ${fmt(ratioCpu, 3)} per CPU second, hit ${fmt(a.hitRatio, 3)} / ${fmt(b.hitRatio, 3)}, shrink cycles ${a.shrinks} / ${b.shrinks}, major GCs ${a.gc?.major ?? '–'} / ${b.gc?.major ?? '–'}${a.killed || b.killed ? `, OOM-killed: ${a.killed ? 'A' : ''}${b.killed ? 'B' : ''}` : ''}`)
   if (values.out) fs.writeFileSync(values.out, `${JSON.stringify(json, null, 1)}\n`)
 }
 const ratios = json.pairs.map((p) => p.ratio).filter((x) => x !== null)
+const cpuRatios = json.pairs.map((p) => p.ratioCpu).filter((x) => x !== null)
 json.summary = {
   ratioMedian: ratios.length > 0 ? median(ratios) : null, ratioMin: ratios.length > 0 ? Math.min(...ratios) : null, ratioMax: ratios.length > 0 ? Math.max(...ratios) : null, n: ratios.length,
+  cpuRatioMedian: cpuRatios.length > 0 ? median(cpuRatios) : null, cpuRatioMin: cpuRatios.length > 0 ? Math.min(...cpuRatios) : null, cpuRatioMax: cpuRatios.length > 0 ? Math.max(...cpuRatios) : null,
   hitA: median(json.pairs.map((p) => p.a.hitRatio ?? 0)), hitB: median(json.pairs.map((p) => p.b.hitRatio ?? 0)),
   higherHitA: json.pairs.filter((p) => (p.a.hitRatio ?? 0) > (p.b.hitRatio ?? 0)).length,
   killedA: json.pairs.filter((p) => p.a.killed).length, killedB: json.pairs.filter((p) => p.b.killed).length,
 }
 if (values.out) fs.writeFileSync(values.out, `${JSON.stringify(json, null, 1)}\n`)
 const s = json.summary
-console.log(`A/B at ${limitMib} MiB, ${s.n} pairs: median ${fmt(s.ratioMedian, 3)} (${fmt(s.ratioMin, 3)}–${fmt(s.ratioMax, 3)}) at equal speed; hit ratio ${fmt(s.hitA, 3)} / ${fmt(s.hitB, 3)} (A higher in ${s.higherHitA} pairs); OOM kills ${s.killedA} / ${s.killedB}`)
+console.log(`A/B at ${limitMib} MiB, ${s.n} pairs: median ${fmt(s.ratioMedian, 3)} (${fmt(s.ratioMin, 3)}–${fmt(s.ratioMax, 3)}) at equal speed, ${fmt(s.cpuRatioMedian, 3)} (${fmt(s.cpuRatioMin, 3)}–${fmt(s.cpuRatioMax, 3)}) per CPU second; hit ratio ${fmt(s.hitA, 3)} / ${fmt(s.hitB, 3)} (A higher in ${s.higherHitA} pairs); OOM kills ${s.killedA} / ${s.killedB}`)

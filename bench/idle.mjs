@@ -19,7 +19,11 @@ export async function run({ quick, machine }) {
     const child = cg.spawn([allocator], { env: { MALLOC_MMAP_THRESHOLD_: '65536' } })
     await child.waitLine((l) => l === 'ready')
     const threshold = cg.usage() + 64 * MiB
-    watchers = await startWatchers(cg, threshold, [{ name: 'idle Node process (baseline)', args: ['none'] }, ...STRATEGIES])
+    watchers = await startWatchers(cg, threshold, [
+      { name: 'idle Node process (baseline)', args: ['none'] },
+      ...STRATEGIES,
+      { name: 'node-memory-pressure monitor, levels on the cgroup and the heap', args: ['node-memory-pressure-levels'] },
+    ])
     // V8 keeps working for several seconds after start-up (background GC, the memory reducer's timed
     // GCs): measured here, a watcher's threads stop waking about 10 s after start.
     await sleep(settleMs)

@@ -30,7 +30,7 @@ monitor.on('shrink', (r) => {
   const levels = monitor.levels
   const target = levels[r.level] - levels.hysteresis
   // what the levels decide on: the working set less the malloc free bytes counted as available
-  // (allocatorFree): memory a collection freed stays charged to the cgroup until malloc reuses it
+  // (the allocator credit): memory a collection freed stays charged to the cgroup until malloc reuses it
   const basisAfter = r.after.workingSet - r.allocatorFreeBytes
   process.stdout.write(`result ${JSON.stringify({
     level: r.level, cacheBytesAtPressure: cacheAtPressure, toTargetMs: done - pressureAt, cycleMs: r.durationMs, shrinkerMs,

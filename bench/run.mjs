@@ -1,7 +1,8 @@
 // Runs the benches and writes their results:
 // `node bench/run.mjs [--quick] [--only a,b] [--out dir] [--limits 192,256] [--repeats n]`
 // (--limits and --repeats change the CRAMM sweep only: which limits, in MiB, and how many repetitions,
-// the first one of every strategy and the rest side-by-side pairs).
+// the first one of every strategy and the rest side-by-side pairs; --workload too: buffers (default),
+// objects, heap (objects with V8's heap at half the limit), phase, two-caches, no-cache: see cramm.mjs).
 // Each bench writes <out>/<name>.json (with the machine), <name>.md and SVG charts; the Markdown
 // files are also joined into <out>/README.md. Needs root and a writable cgroup v1 memory hierarchy.
 
@@ -20,6 +21,7 @@ const { values } = parseArgs({
     out: { type: 'string' },
     limits: { type: 'string' },
     repeats: { type: 'string' },
+    workload: { type: 'string' },
   },
 })
 const quick = values.quick
@@ -34,6 +36,7 @@ if (values.repeats !== undefined) {
   cramm.repeats = Number(values.repeats)
   if (!Number.isInteger(cramm.repeats) || cramm.repeats < 1) throw new RangeError(`--repeats: a whole number of 1 or more (received ${JSON.stringify(values.repeats)})`)
 }
+if (values.workload !== undefined) cramm.workload = values.workload
 const out = values.out ?? path.join('bench', 'results', quick ? 'quick' : 'full')
 
 for (const sig of ['SIGINT', 'SIGTERM']) {
@@ -64,5 +67,5 @@ const parts = ALL.filter((n) => fs.existsSync(path.join(out, `${n}.md`))).map((n
 const charts = fs.readdirSync(out).filter((f) => f.endsWith('.svg')).sort()
 const headline = summarize(out)
 fs.writeFileSync(path.join(out, 'SUMMARY.md'), `${headline}\n`)
-const flags = `${quick ? ' --quick' : ''}${values.only ? ` --only ${values.only}` : ''}${values.limits ? ` --limits ${values.limits}` : ''}${values.repeats ? ` --repeats ${values.repeats}` : ''}`
+const flags = `${quick ? ' --quick' : ''}${values.only ? ` --only ${values.only}` : ''}${values.limits ? ` --limits ${values.limits}` : ''}${values.repeats ? ` --repeats ${values.repeats}` : ''}${values.workload ? ` --workload ${values.workload}` : ''}`
 fs.writeFileSync(path.join(out, 'README.md'), `# Bench results (${quick ? 'quick' : 'full'} run)\n\nWritten by \`node bench/run.mjs${flags}\`; the last run took ${((Date.now() - started) / 60000).toFixed(1)} min (${done.join(', ')}).\n\n## Summary\n\n${headline}\n\n${parts.map((p) => p.replace(/^# /m, '## ')).join('\n\n')}\n\n## Charts\n\n${charts.map((c) => `![${c}](${c})`).join('\n\n')}\n`)

@@ -2,7 +2,8 @@
 // to learn that a cgroup crossed a memory threshold, printing `event <ns> <usage> <up|down>` on each.
 //
 //   node bench/watcher.mjs <strategy> --cgroup <v1 dir> --threshold <bytes> [--v2 <dir>] [--interval ms]
-//   strategies: node-memory-pressure (kernel eventfd threshold through the public API), raw-eventfd (the
+//   strategies: node-memory-pressure (kernel eventfd threshold through the public API),
+//   node-memory-pressure-levels (a monitor with levels on the cgroup and V8's heap), raw-eventfd (the
 //   same registration by hand, no SDK: the floor), poll (read
 //   memory.usage_in_bytes every --interval ms), psi (a PSI trigger on <v2>/memory.pressure, Bun's
 //   `some 150000 2000000`), none (an idle Node process: the baseline of the idle cost).
@@ -42,6 +43,15 @@ if (strategy === 'node-memory-pressure') {
     direction: 'both',
     onError: (err) => print(`error ${err.code}`),
   })
+} else if (strategy === 'node-memory-pressure-levels') {
+  // a service's monitor: levels on the cgroup and on V8's heap (heapLimit, default), a shrinker
+  // registered; idle it should cost what the threshold alone costs (no timer for the heap watch)
+  const { createMemoryMonitor } = await import('node-memory-pressure')
+  const monitor = createMemoryMonitor({ cgroup: values.cgroup, levels: true })
+  monitor.register({ name: 'idle', shrink: () => 0 })
+  monitor.on('pressure', (e) => print(`event ${process.hrtime.bigint()} ${e.bytes} ${e.level}`))
+  monitor.on('error', (err) => print(`error ${err.code}`))
+  globalThis.monitor = monitor
 } else if (strategy === 'raw-eventfd') {
   // The same kernel mechanism without the SDK (memory.rst, "Memory thresholds"): what is left of the
   // latency here is the kernel and the scheduler, so the difference to 'node-memory-pressure' is the SDK's.

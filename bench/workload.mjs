@@ -9,9 +9,22 @@
 //   monitor to any strategy, for the overhead bench; --mp-options '<json>' is passed to
 //   createMemoryMonitor, --shrinker-options '<json>' to lruCacheShrinker; --gc-first registers a
 //   shrinker before the cache's that only collects garbage).
+//   --values objects: values are plain JavaScript objects (rows of small objects) of lognormal size
+//   (median --value-kib, --sigma), counted by lru-cache's sizeCalculation, instead of Buffers; with
+//   NODE_OPTIONS=--max-old-space-size=N below the cgroup's limit, V8's heap is the nearer limit.
+//   --phase-at <s>: that many seconds into the measured window the hot set moves (keys shift by
+//   half the key space) and --transient-mib of touched Buffers are held for --transient-s seconds.
+//   --caches 2: two caches (odd keys and even keys), the second's misses costing 4 times as much;
+//   fixed sizes split --cache-mib in two, the SDK asks the cheap one first (priority 0, then 1).
+//   --no-cache: a service without a cache whose memory grows and shrinks: every response is kept
+//   for a while in a window whose size follows a wave (0 to --window-mib, period --period-s), so
+//   only collection and trim can help (strategy fixed: no SDK; node-memory-pressure: a monitor
+//   with levels and no shrinker).
 
 import { pbkdf2Sync } from 'node:crypto'
 import fs from 'node:fs'
+import path from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { PerformanceObserver, constants as perfConstants, createHistogram, performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import { LRUCache } from 'lru-cache'
@@ -35,6 +48,17 @@ const { values: o } = parseArgs({
     'gc-first': { type: 'boolean', default: false },
     // one 'pressure' line per level change (time, level, basis, credit, usage), for finding out why a run died
     trace: { type: 'boolean', default: false },
+    // every shrink report in full (without its snapshots), one JSON a line, to this file
+    reports: { type: 'string' },
+    values: { type: 'string', default: 'buffers' },
+    sigma: { type: 'string', default: '1' },
+    'phase-at': { type: 'string' },
+    'transient-mib': { type: 'string', default: '0' },
+    'transient-s': { type: 'string', default: '2' },
+    caches: { type: 'string', default: '1' },
+    'no-cache': { type: 'boolean', default: false },
+    'window-mib': { type: 'string', default: '64' },
+    'period-s': { type: 'string', default: '8' },
   },
 })
 const MiB = 2 ** 20
@@ -72,19 +96,52 @@ const nextKey = () => {
 }
 
 // A value: the CPU part (PBKDF2: hashing only, no memory) and the memory part (a touched Buffer)
-const derive = (key) => pbkdf2Sync(`key-${key}`, 'salt', cost, 32, 'sha256')
-const materialize = (hash) => Buffer.alloc(valueBytes, hash)
+const derive = (key) => pbkdf2Sync(`key-${key}`, 'salt', costOf(key), 32, 'sha256')
+if (o.values !== 'buffers' && o.values !== 'objects') throw new RangeError(`--values: buffers or objects (received ${JSON.stringify(o.values)})`)
+const objects = o.values === 'objects'
+// A key's object size: lognormal around --value-kib, the same for a key in every run (two uniforms
+// from an integer hash of the key, Box-Muller).
+const sigma = Number(o.sigma)
+const unit = (x) => {
+  x = Math.imul(x ^ (x >>> 16), 0x45d9f3b)
+  x = Math.imul(x ^ (x >>> 16), 0x45d9f3b)
+  return (((x ^ (x >>> 16)) >>> 0) + 0.5) / 4294967296
+}
+const ROW_BYTES = 48 // a row { i, v, s } with its slot in the array, as V8 lays it out on 64 bits
+const objectBytes = (key) => {
+  const z = Math.sqrt(-2 * Math.log(unit(key * 2 + 1))) * Math.cos(2 * Math.PI * unit(key * 2 + 2))
+  return Math.max(ROW_BYTES, Math.min(valueBytes * 64, Math.round(valueBytes * Math.exp(sigma * z))))
+}
+const materialize = objects
+  ? (hash, key) => {
+      const n = Math.ceil(objectBytes(key) / ROW_BYTES)
+      const rows = new Array(n)
+      for (let i = 0; i < n; i++) rows[i] = { i, v: hash[i & 31] * i, s: null }
+      return { bytes: n * ROW_BYTES, rows }
+    }
+  : (hash) => Buffer.alloc(valueBytes, hash)
+const bytesOf = objects ? (v) => v.bytes : (v) => v.length
+let mapBytes = 0
 
-let cache
-const sizeOf = () => (cache instanceof Map ? cache.size * valueBytes : cache.calculatedSize)
-if (strategy === 'unbounded') cache = new Map()
-else if (strategy === 'fixed') cache = new LRUCache({ maxSize: Number(o['cache-mib']) * MiB, sizeCalculation: (v) => v.length })
-else if (strategy === 'poll' || strategy === 'node-memory-pressure') cache = new LRUCache({ maxSize: 2 ** 40, sizeCalculation: (v) => v.length })
-else throw new RangeError(`--strategy: unknown ${JSON.stringify(strategy)}`)
+const nCaches = Number(o.caches)
+if (nCaches !== 1 && nCaches !== 2) throw new RangeError(`--caches: 1 or 2 (received ${JSON.stringify(o.caches)})`)
+const makeCache = () => {
+  if (strategy === 'unbounded') return new Map()
+  if (strategy === 'fixed') return new LRUCache({ maxSize: (Number(o['cache-mib']) * MiB) / nCaches, sizeCalculation: bytesOf })
+  if (strategy === 'poll' || strategy === 'node-memory-pressure') return new LRUCache({ maxSize: 2 ** 40, sizeCalculation: bytesOf })
+  throw new RangeError(`--strategy: unknown ${JSON.stringify(strategy)}`)
+}
+const caches = Array.from({ length: nCaches }, makeCache)
+const cache = caches[0]
+const cacheOf = (key) => caches[key % nCaches]
+// the second cache's values cost this many times the first's to compute
+const costOf = (key) => (nCaches === 2 && key % 2 === 1 ? cost * 4 : cost)
+const sizeOf = () => caches.reduce((n, c) => n + (c instanceof Map ? 0 : c.calculatedSize), cache instanceof Map ? mapBytes : 0)
+const entriesOf = () => caches.reduce((n, c) => n + c.size, 0)
 
 let shrinks = 0
 const trimTo = (bytes) => {
-  while (cache.calculatedSize > bytes && cache.size > 0) cache.pop()
+  for (const c of caches) while (c.calculatedSize > bytes / nCaches && c.size > 0) c.pop()
 }
 if (strategy === 'poll') {
   // what a user of @fastify/under-pressure-style polling does: a fixed number, checked once a second
@@ -92,7 +149,7 @@ if (strategy === 'poll') {
   setInterval(() => {
     if (process.memoryUsage.rss() > limit) {
       shrinks++
-      trimTo(cache.calculatedSize * 0.75)
+      trimTo(sizeOf() * 0.75)
     }
   }, 1000).unref()
 }
@@ -101,8 +158,10 @@ const shrinkLog = []
 if (strategy === 'node-memory-pressure' || o['attach-mp']) {
   // the SDK as its README shows it: a monitor with the default levels (70/85/95% of the limit) and
   // the lru-cache plugin; shrinking frees the cache, then a full GC and malloc_trim
-  const { createMemoryMonitor, reduceHeap } = await import('node-memory-pressure')
-  const { lruCacheShrinker } = await import('node-memory-pressure/lru-cache')
+  // MP_BUILD_DIR: another build's dist/ (an old engine kept for A/B runs, see ab.mjs)
+  const build = process.env.MP_BUILD_DIR
+  const { createMemoryMonitor, reduceHeap } = await import(build ? pathToFileURL(path.join(build, 'index.js')).href : 'node-memory-pressure')
+  const { lruCacheShrinker } = await import(build ? pathToFileURL(path.join(build, 'plugins', 'lru-cache.js')).href : 'node-memory-pressure/lru-cache')
   const monitor = createMemoryMonitor(JSON.parse(o['mp-options']))
   monitor.on('error', (e) => process.stdout.write(`error ${e.code}\n`))
   if (o['gc-first']) {
@@ -116,11 +175,16 @@ if (strategy === 'node-memory-pressure' || o['attach-mp']) {
       },
     })
   }
-  monitor.register(lruCacheShrinker(cache, JSON.parse(o['shrinker-options'])))
+  if (o['no-cache']) monitor.until('normal').catch(() => {}) // levels on, nothing to shrink
+  else caches.forEach((c, i) => monitor.register(lruCacheShrinker(c, { ...JSON.parse(o['shrinker-options']), ...(nCaches > 1 ? { name: `cache-${i}`, priority: i } : {}) })))
   monitor.on('shrink', (r) => {
     shrinks++
-    shrinkLog.push({ level: r.level, requestedBytes: r.requestedBytes, reportedBytes: r.reportedBytes, freedBytes: r.freedBytes, durationMs: r.durationMs, gcMs: r.heap?.gcMs ?? null, mallocTrimMs: r.heap?.mallocTrimMs ?? null, heapMs: r.heap?.ms ?? null, levelAfter: r.levelAfter, collectedBytes: r.collectedBytes, heapRuns: r.heapRuns, t: Math.round(performance.now() - start) })
+    shrinkLog.push({ level: r.level, limit: r.limit, requestedBytes: r.requestedBytes, reportedBytes: r.reportedBytes, freedBytes: r.freedBytes, durationMs: r.durationMs, gcMs: r.heap?.gcMs ?? null, mallocTrimMs: r.heap?.mallocTrimMs ?? null, heapMs: r.heap?.ms ?? null, levelAfter: r.levelAfter, collectedBytes: r.collectedBytes, heapRuns: r.heapRuns, t: Math.round(performance.now() - start) })
     process.stdout.write(`shrink ${JSON.stringify(shrinkLog.at(-1))}\n`)
+    if (o.reports) {
+      const { before, after, heap, ...rest } = r
+      fs.appendFileSync(o.reports, `${JSON.stringify({ ...rest, limitBytes: before.limit })}\n`)
+    }
   })
   if (o.trace) {
     monitor.on('pressure', (e) => {
@@ -174,6 +238,30 @@ const start = performance.now()
 const warmupEnd = start + Number(o.warmup) * 1000
 const end = warmupEnd + Number(o.seconds) * 1000
 const warmupNs = process.hrtime.bigint() + BigInt(Number(o.warmup) * 1e9)
+// --no-cache: responses kept in a window whose size in bytes follows a wave
+const windowValues = []
+let windowBytes = 0
+const keep = (v) => {
+  windowValues.push(v)
+  windowBytes += bytesOf(v)
+  const t = (performance.now() - start) / 1000
+  const cap = Number(o['window-mib']) * MiB * (1 - Math.cos((2 * Math.PI * t) / Number(o['period-s']))) / 2
+  while (windowBytes > cap && windowValues.length > 0) windowBytes -= bytesOf(windowValues.shift())
+}
+// the phase change: the hot set moves and a transient allocation comes and goes
+let keyShift = 0
+let transient = null
+if (o['phase-at'] !== undefined) {
+  setTimeout(() => {
+    keyShift = Math.floor(keys / 2)
+    const mib = Number(o['transient-mib'])
+    if (mib > 0) {
+      transient = []
+      for (let i = 0; i < mib; i++) transient.push(Buffer.alloc(MiB, 1))
+      setTimeout(() => (transient = null), Number(o['transient-s']) * 1000)
+    }
+  }, Number(o.warmup) * 1000 + Number(o['phase-at']) * 1000)
+}
 let requests = 0
 let hits = 0
 let wRequests = 0
@@ -185,7 +273,7 @@ const report = () => {
   const size = sizeOf()
   if (size > peakCache) peakCache = size
   const cpu = process.cpuUsage()
-  process.stdout.write(`progress ${Math.round(performance.now() - start)} ${requests} ${hits} ${size} ${cache.size} ${process.memoryUsage.rss()} ${shrinks} ${cpu.user + cpu.system}\n`)
+  process.stdout.write(`progress ${Math.round(performance.now() - start)} ${requests} ${hits} ${size} ${entriesOf()} ${process.memoryUsage.rss()} ${shrinks} ${cpu.user + cpu.system}\n`)
 }
 const timer = setInterval(report, Number(o['report-ms']))
 
@@ -194,8 +282,8 @@ const slice = () => {
   let now
   do {
     const t = process.hrtime.bigint()
-    const key = nextKey()
-    let v = cache.get(key)
+    const key = (nextKey() + keyShift) % keys
+    let v = o['no-cache'] ? undefined : cacheOf(key).get(key)
     const hit = v !== undefined
     if (!hit) {
       const c0 = process.hrtime.bigint()
@@ -206,11 +294,15 @@ const slice = () => {
         computeCpuUs += u.user + u.system
         computeCpuN++
       }
-      v = materialize(hash)
+      v = materialize(hash, key)
       if (c0 >= warmupNs) computeHist.record(Number(process.hrtime.bigint() - c0) || 1)
-      cache.set(key, v)
+      if (o['no-cache']) keep(v)
+      else {
+        cacheOf(key).set(key, v)
+        if (cache instanceof Map) mapBytes += bytesOf(v)
+      }
     }
-    if (v[0] === undefined) throw new Error('empty value')
+    if ((objects ? v.rows[0] : v[0]) === undefined) throw new Error('empty value')
     requests++
     if (hit) hits++
     now = performance.now()

@@ -60,7 +60,7 @@ async function serve({ sdk, simulated, underPressure }) {
   const counts = { pressure: [], shrinks: 0, evicted: 0 }
   if (sdk) {
     if (simulated !== undefined) console.log(`Simulated backend (${simulated}).`)
-    monitor = createMemoryMonitor({ backend: sim ?? 'auto', levels, cooldownMs: 200 })
+    monitor = createMemoryMonitor({ backend: sim ?? 'auto', levels })
     const shrinker = lruCacheShrinker(cache, { name: 'pages', minEntries: 16 })
     monitor.register(shrinker)
     monitor.on('pressure', (e) => counts.pressure.push(e.level))

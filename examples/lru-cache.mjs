@@ -93,7 +93,7 @@ function newCache(dispose) {
 
 /** Inside the limited cgroup: real Buffers, real kernel thresholds. */
 async function inCgroup() {
-  const monitor = createMemoryMonitor({ levels, cooldownMs: 200 })
+  const monitor = createMemoryMonitor({ levels })
   await story(monitor, newCache(), {
     entry: () => Buffer.alloc(MiB, 1), // filled, so its pages are charged now
     takeBallast: () => Buffer.alloc(BALLAST, 1),
@@ -105,7 +105,7 @@ async function inCgroup() {
 async function onSimulated(reason) {
   console.log(`Simulated backend (${reason}).`)
   const sim = new SimulatedBackend({ limit: LIMIT, usage: 40 * MiB })
-  const monitor = createMemoryMonitor({ backend: sim, levels, cooldownMs: 200, reduceHeap: { gc: 'none', mallocTrim: false } })
+  const monitor = createMemoryMonitor({ backend: sim, levels, reduceHeap: { gc: 'none', mallocTrim: false } })
   const entry = () => {
     sim.allocate(MiB)
     return 'x'.repeat(MiB)

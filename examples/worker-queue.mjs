@@ -66,7 +66,7 @@ if (base === undefined) {
   sim = new SimulatedBackend({ limit: 1024 * MiB, usage: base })
 }
 const levels = { moderate: base + 96 * MiB, high: base + 160 * MiB, critical: base + 224 * MiB }
-const monitor = createMemoryMonitor({ backend: sim ?? 'auto', levels, cooldownMs: 200 })
+const monitor = createMemoryMonitor({ backend: sim ?? 'auto', levels })
 console.log(`backend ${monitor.backend}, levels at ${Object.entries(levels).map(([k, v]) => `${k} ${formatBytes(v)}`).join(', ')}`)
 
 const workers = Array.from({ length: WORKERS }, () => new Worker(workerSource, { eval: true, workerData: { size: BUFFER } }))

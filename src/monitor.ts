@@ -24,9 +24,9 @@ import { announceMonitor, publishEvent } from './diagnostics.js'
 import { type ErrorEvents, SafeEmitter, catchRejection, handlerError } from './emitter.js'
 import { MemoryPressureError } from './errors.js'
 import { THRESHOLD_OPTION_KEYS, argRangeError, argTypeError, checkKeys, checkOptionsObject, validateMonitorOptions } from './options.js'
-import { type LevelBytes, PolicyEngine, type PolicyOptions, type PressureEvent, type ReliefEvent } from './policy/engine.js'
+import { type HeapLevelBytes, type LevelBytes, PolicyEngine, type PolicyOptions, type PressureEvent, type ReliefEvent } from './policy/engine.js'
 import type { PressureLevel } from './policy/levels.js'
-import type { ShrinkReport, Shrinker } from './policy/shrinker.js'
+import type { HeapReading, ShrinkReport, Shrinker } from './policy/shrinker.js'
 import { type ParsedThreshold, type Threshold, describe, parseThreshold, resolveThreshold } from './size.js'
 
 /** Which crossings a threshold subscription wants. */
@@ -310,18 +310,32 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
   }
 
   /**
-   * The pressure level: `'normal'`, `'moderate'`, `'high'` or `'critical'`, decided on the basis
-   * (working set by default) with hysteresis. Always `'normal'` while levels are off, without
-   * a memory limit (see {@link PolicyOptions.levels}) and once the monitor is closed.
+   * The pressure level: `'normal'`, `'moderate'`, `'high'` or `'critical'`, the higher of the
+   * cgroup's (decided on the basis, working set by default) and the heap's (V8's old generation
+   * against its limit, see `heapLimit`), each with hysteresis. Always `'normal'` while levels are
+   * off and once the monitor is closed.
    */
   get level(): PressureLevel {
     // A closed monitor watches nothing: its last level would hold forever (a plugin shedding on it).
     return this.#closed ? 'normal' : this.#policy.level
   }
 
-  /** The level thresholds in bytes (resolved when levels started), or `null` while levels are off. */
+  /**
+   * The cgroup's level thresholds in bytes (resolved when levels started), or `null` while levels
+   * are off or there is no cgroup limit to resolve them against.
+   */
   get levels(): LevelBytes | null {
     return this.#policy.thresholds
+  }
+
+  /** The heap's level thresholds in bytes, or `null` while levels are off or `heapLimit` is `false`. */
+  get heapLevels(): HeapLevelBytes | null {
+    return this.#policy.heapThresholds
+  }
+
+  /** V8's heap as last learned (live size after the last major collection, limit, level), or `null` as for `heapLevels`. */
+  get heap(): HeapReading | null {
+    return this.#policy.heapReading
   }
 
   /**
@@ -335,7 +349,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
    *
    * @returns a function that unregisters the shrinker (and a `Disposable`)
    * @throws TypeError for a malformed shrinker or one already registered; `ERR_NO_LIMIT` when
-   *   levels written in percent start and there is no limit (the default levels stay off instead)
+   *   levels written in percent start without a cgroup limit and `heapLimit` is `false`
    */
   register(shrinker: Shrinker): Unsubscribe {
     this.#assertOpen()

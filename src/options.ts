@@ -97,9 +97,11 @@ function editDistance(a: string, b: string): number {
 /** Every key of `MemoryMonitorOptions` (monitor, backend and policy options). */
 export const MONITOR_OPTION_KEYS: readonly string[] = [
   'backend', 'cgroup', 'thresholds', 'simulated',
-  'levels', 'hysteresis', 'basis', 'cooldownMs', 'shrinkTimeoutMs', 'recheckMs', 'reduceHeap', 'collectFirst', 'garbageRoom',
-  'allocatorFree', 'clock',
+  'levels', 'hysteresis', 'basis', 'heapLimit', 'shrinkTimeoutMs', 'reduceHeap', 'clock', 'tuning',
 ]
+
+/** Keys of the internal `tuning` option (not part of the documented surface, checked all the same). */
+export const TUNING_OPTION_KEYS: readonly string[] = ['cooldownMs', 'recheckMs', 'collectFirst', 'garbageRoom', 'allocatorFree', 'runtime']
 
 /** Keys of a level thresholds object. */
 export const LEVEL_KEYS: readonly string[] = ['moderate', 'high', 'critical']
@@ -149,5 +151,11 @@ export function validateMonitorOptions(options: unknown): void {
   if (o.basis !== undefined && !(PRESSURE_BASES as readonly unknown[]).includes(o.basis)) {
     throw argTypeError(`basis must be ${PRESSURE_BASES.map((b) => `'${b}'`).join(', ')} (received ${describe(o.basis)})`, 'ERR_INVALID_ARG_VALUE')
   }
-  for (const name of Object.keys(POLICY_TIMERS) as Array<keyof typeof POLICY_TIMERS>) policyTimer(name, o[name])
+  policyTimer('shrinkTimeoutMs', o.shrinkTimeoutMs)
+  if (o.tuning !== null && typeof o.tuning === 'object') {
+    checkKeys(o.tuning, TUNING_OPTION_KEYS, 'tuning.')
+    const t = o.tuning as Record<string, unknown>
+    checkTimerMs('tuning.cooldownMs', t.cooldownMs, POLICY_TIMERS.cooldownMs.fallback, POLICY_TIMERS.cooldownMs.min)
+    checkTimerMs('tuning.recheckMs', t.recheckMs, POLICY_TIMERS.recheckMs.fallback, POLICY_TIMERS.recheckMs.min)
+  }
 }

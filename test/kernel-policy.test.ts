@@ -72,7 +72,7 @@ describe('policy on a real cgroup v1', () => {
     const written = await runInCgroup(cgroup(own.dir), ['dd', 'if=/dev/zero', `of=${file}`, 'bs=1M', 'count=512', 'oflag=direct', 'status=none'])
     expect(written).toEqual({ code: 0, signal: null })
     const fdsBefore = openFdCount()
-    const monitor = createMemoryMonitor({ cgroup: cg.path, levels: { moderate: '50%', high: '70%', critical: '90%' }, recheckMs: 200, reduceHeap: false })
+    const monitor = createMemoryMonitor({ cgroup: cg.path, levels: { moderate: '50%', high: '70%', critical: '90%' }, tuning: { recheckMs: 200 }, reduceHeap: false })
     const usageUp = new Collector<ThresholdEvent>()
     const pressure = new Collector<PressureEvent>()
     const asked = new Collector<ShrinkRequest>()

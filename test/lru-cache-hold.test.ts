@@ -35,7 +35,7 @@ const versions: Array<[string, (o: CacheOptions) => Cache, Proto, 'onInsert' | '
 ]
 
 function request(level: PressureLevel, targetBytes = 0): ShrinkRequest {
-  return { level, targetBytes, fraction: 0, signal: new AbortController().signal, cycle: 1 }
+  return { level, targetBytes, fraction: 0, signal: new AbortController().signal, cycle: 1, limit: 'cgroup' }
 }
 
 /**

@@ -45,7 +45,7 @@ const sorted = (cache: Cache): number[] => [...cache.keys()].sort((a, b) => a - 
 const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i)
 
 function request(level: PressureLevel, targetBytes = 0): ShrinkRequest {
-  return { level, targetBytes, fraction: 0, signal: new AbortController().signal, cycle: 1 }
+  return { level, limit: 'cgroup', targetBytes, fraction: 0, signal: new AbortController().signal, cycle: 1 }
 }
 
 describe.each(versions)('lruCacheShrinker with %s', (_, make) => {

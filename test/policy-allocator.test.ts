@@ -16,6 +16,7 @@ import type { ShrinkReport, ShrinkRequest } from '../src/policy/shrinker.js'
 import { MemoryPressureError } from '../src/errors.js'
 import { tryLoadNative } from '../src/native.js'
 import { Collector, turns } from './helpers/collect.js'
+import { fakeRuntime } from './helpers/runtime.js'
 
 const MiB = 2 ** 20
 const native = tryLoadNative()
@@ -25,18 +26,19 @@ const glibc = !(native instanceof MemoryPressureError) && native.platformSupport
 function setup(usage: number, state: { free: number | null }, gc: (sim: SimulatedBackend) => void = () => {}) {
   const sim = new SimulatedBackend({ limit: 100 * MiB, usage })
   const clock = new ManualClock()
+  const runtime = fakeRuntime()
   const monitor = createMemoryMonitor({
     backend: sim,
     levels: true,
     clock,
-    allocatorFree: () => state.free,
+    tuning: { allocatorFree: () => state.free, runtime },
     reduceHeap: { gc: () => gc(sim) }, // mallocTrim left at its default (true)
   })
   const pressure = new Collector<PressureEvent>()
   const shrink = new Collector<ShrinkReport>()
   monitor.on('pressure', pressure.push)
   monitor.on('shrink', shrink.push)
-  return { sim, clock, monitor, pressure, shrink }
+  return { sim, clock, monitor, pressure, shrink, runtime }
 }
 
 /** The thresholds currently watched on `sim` (added when armed, removed when closed). */
@@ -61,7 +63,7 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     await monitor.close()
     // control: the same cgroup without the credit is at moderate
     const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 75 * MiB })
-    const plain = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), allocatorFree: false, reduceHeap: false })
+    const plain = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), tuning: { allocatorFree: false, runtime: fakeRuntime() }, reduceHeap: false })
     expect(plain.level).toBe('moderate')
     await plain.close()
   })
@@ -108,7 +110,7 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     await monitor.close()
 
     const sim2 = new SimulatedBackend({ limit: 100 * MiB, usage: 10 * MiB })
-    const off = createMemoryMonitor({ backend: sim2, levels: true, clock: new ManualClock(), allocatorFree: false, reduceHeap: { gc: () => {} } })
+    const off = createMemoryMonitor({ backend: sim2, levels: true, clock: new ManualClock(), tuning: { allocatorFree: false, runtime: fakeRuntime() }, reduceHeap: { gc: () => {} } })
     const reports = new Collector<ShrinkReport>()
     off.on('shrink', reports.push)
     sim2.setUsage(75 * MiB)
@@ -121,18 +123,18 @@ describe('allocatorFree: free allocator memory counted as available', () => {
   it('a trim in the collection before the shrinkers shows in the report with the one after them', async () => {
     const state = { free: 0 as number | null }
     let calls = 0
-    const { sim, monitor, shrink } = setup(10 * MiB, state, (s) => {
+    const { sim, monitor, shrink, runtime } = setup(10 * MiB, state, (s) => {
       // the first collection frees 13 MiB and trims (it starts at 93 MiB; the cut-off is 92)
       if (calls++ === 0) s.free(13 * MiB)
     })
     monitor.register({ name: 'cache', shrink: () => void sim.free(15 * MiB) })
-    const trims = mallocTrimCount()
+    const trims = runtime.state.trims
     sim.setUsage(93 * MiB) // high; 80 MiB after the first collection: moderate, 15 MiB asked
     const [report] = await shrink.count(1)
     expect(report).toMatchObject({ level: 'high', heapRuns: 2, collectedBytes: 13 * MiB, requestedBytes: 15 * MiB })
     expect(calls).toBe(2)
     // the second collection (at 80 MiB, under the cut-off) did not trim; the first one did
-    if (glibc) expect(mallocTrimCount()).toBe(trims + 1)
+    expect(runtime.state.trims).toBe(trims + 1)
     expect(report?.heap?.mallocTrim).not.toBe('skipped')
     await monitor.close()
   })
@@ -142,7 +144,7 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 60 * MiB })
     const armed = recordArmed(sim)
     const state = { free: 20 * MiB as number | null }
-    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), allocatorFree: () => state.free, reduceHeap: false })
+    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), tuning: { allocatorFree: () => state.free, runtime: fakeRuntime() }, reduceHeap: false })
     expect(monitor.level).toBe('normal')
     expect(armed.has(62.5 * MiB)).toBe(true) // usage + step (hysteresis 5 MiB / 2)
     expect(armed.has(61 * MiB)).toBe(false)
@@ -153,7 +155,7 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 70 * MiB })
     const armed = recordArmed(sim)
     const state = { free: 30 * MiB as number | null }
-    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), allocatorFree: () => state.free, reduceHeap: false })
+    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), tuning: { allocatorFree: () => state.free, runtime: fakeRuntime() }, reduceHeap: false })
     expect(monitor.level).toBe('normal') // 70 − 30 = 40 MiB; moderate (70) without the credit
     expect(armed.has(71 * MiB)).toBe(true)
     expect(armed.has(72.5 * MiB)).toBe(false) // not a whole step (hysteresis 5 MiB / 2)
@@ -172,7 +174,7 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     // Half a step is 2.5 MiB, and no level point lies between usage and 180.
     const sim = new SimulatedBackend({ limit: 200 * MiB, usage: 120 * MiB })
     const armed = recordArmed(sim)
-    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), allocatorFree: () => 2 * MiB, reduceHeap: false })
+    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), tuning: { allocatorFree: () => 2 * MiB, runtime: fakeRuntime() }, reduceHeap: false })
     sim.allocate(51 * MiB)
     await turns(3)
     expect(monitor.level).toBe('moderate')
@@ -191,7 +193,7 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     const watch = sim.watchThreshold.bind(sim)
     sim.watchThreshold = (bytes, cb) => (armed.push(bytes), watch(bytes, cb))
     const monitor = createMemoryMonitor({
-      backend: sim, levels: true, clock: new ManualClock(), allocatorFree: () => 30 * MiB, reduceHeap: false,
+      backend: sim, levels: true, clock: new ManualClock(), tuning: { allocatorFree: () => 30 * MiB, runtime: fakeRuntime() }, reduceHeap: false,
     })
     expect(monitor.level).toBe('normal')
     expect(armed).toContain(99.75 * MiB) // half-way from 99.5 to 100
@@ -202,23 +204,23 @@ describe('allocatorFree: free allocator memory counted as available', () => {
   it('a reading of null, a throw or a negative number counts nothing; a bad option is a TypeError', async () => {
     for (const read of [() => null, () => { throw new Error('no stats') }, () => -5]) {
       const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 75 * MiB })
-      const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), allocatorFree: read, reduceHeap: false })
+      const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), tuning: { allocatorFree: read, runtime: fakeRuntime() }, reduceHeap: false })
       expect(monitor.level).toBe('moderate')
       await monitor.close()
     }
     const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 10 * MiB })
-    expect(() => createMemoryMonitor({ backend: sim, levels: true, allocatorFree: 'yes' as never })).toThrow(TypeError)
+    expect(() => createMemoryMonitor({ backend: sim, levels: true, tuning: { allocatorFree: 'yes' as never } })).toThrow(TypeError)
   })
 
   it('no credit at critical without it: free lists only help allocations they fit, so critical is critical', async () => {
     const state = { free: 30 * MiB as number | null }
     const log: string[] = []
-    const { sim, monitor, pressure, shrink } = setup(10 * MiB, state, (s) => {
+    const { sim, monitor, pressure, shrink, runtime } = setup(10 * MiB, state, (s) => {
       log.push('gc')
       s.free(40 * MiB) // the collection (and its malloc_trim) gives 40 MiB back
     })
     monitor.register({ name: 'cache', shrink: () => void log.push('cache') })
-    const trims = mallocTrimCount()
+    const trims = runtime.state.trims
     sim.setUsage(97 * MiB) // 97 MiB is critical; less the 30 MiB on the free lists it would be 67, normal
     const [event] = await pressure.count(1)
     expect(event).toMatchObject({ level: 'critical', bytes: 97 * MiB, allocatorFreeBytes: 0 })
@@ -226,7 +228,7 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     // the cycle collects and trims first; 57 MiB less the 30 MiB credit is normal: nobody is asked
     expect(report).toMatchObject({ level: 'critical', levelAfter: 'normal', heapRuns: 1, collectedBytes: 70 * MiB })
     expect(log).toEqual(['gc'])
-    if (glibc) expect(mallocTrimCount()).toBe(trims + 1)
+    expect(runtime.state.trims).toBe(trims + 1)
     await monitor.close()
   })
 
@@ -235,12 +237,12 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     // lists count for nothing
     const state = { free: 30 * MiB as number | null }
     const log: string[] = []
-    const { sim, monitor, pressure, shrink } = setup(10 * MiB, state, (s) => {
+    const { sim, monitor, pressure, shrink, runtime } = setup(10 * MiB, state, (s) => {
       log.push('gc')
       s.free(35 * MiB) // the collection and its malloc_trim give the free lists' pages back
     })
     monitor.register({ name: 'cache', shrink: () => void log.push('cache') })
-    const trims = mallocTrimCount()
+    const trims = runtime.state.trims
     sim.setUsage(93 * MiB) // credited it would be 63 MiB, normal
     const [event] = await pressure.count(1)
     expect(event).toMatchObject({ level: 'high', bytes: 93 * MiB, allocatorFreeBytes: 0 })
@@ -248,7 +250,7 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     expect(report).toMatchObject({ level: 'high', levelAfter: 'normal', heapRuns: 1 })
     expect(report?.heap?.mallocTrim).not.toBe('skipped')
     expect(log).toEqual(['gc'])
-    if (glibc) expect(mallocTrimCount()).toBe(trims + 1)
+    expect(runtime.state.trims).toBe(trims + 1)
     await monitor.close()
     // just below it the credit still counts: 91 MiB with 30 MiB free is normal
     const below = setup(91 * MiB, { free: 30 * MiB })
@@ -259,7 +261,7 @@ describe('allocatorFree: free allocator memory counted as available', () => {
   it('where critical leaves more than 8 MiB of room the credit counts up to critical: 480 MiB with 30 MiB free (of 512) is moderate', async () => {
     // default levels at 512 MiB: moderate 409.6, high 460.8, critical 486.4 MiB (25.6 MiB of room)
     const at = (usage: number) => createMemoryMonitor({
-      backend: new SimulatedBackend({ limit: 512 * MiB, usage }), levels: true, clock: new ManualClock(), allocatorFree: () => 30 * MiB, reduceHeap: false,
+      backend: new SimulatedBackend({ limit: 512 * MiB, usage }), levels: true, clock: new ManualClock(), tuning: { allocatorFree: () => 30 * MiB, runtime: fakeRuntime() }, reduceHeap: false,
     })
     const credited = at(480 * MiB) // 450 MiB without what the free lists hold
     expect(credited.level).toBe('moderate')

@@ -15,6 +15,7 @@ import { type ReduceHeapOptions, reduceHeap } from '../src/policy/heap.js'
 import type { PressureLevel } from '../src/policy/levels.js'
 import type { ShrinkReport, Shrinker } from '../src/policy/shrinker.js'
 import { Collector, turns } from './helpers/collect.js'
+import { type FakeRuntime, fakeRuntime } from './helpers/runtime.js'
 import { freeing } from './helpers/shrinkers.js'
 
 const MiB = 2 ** 20
@@ -30,6 +31,7 @@ interface Setup {
   reduceHeap?: ReduceHeapOptions | false | ((sim: SimulatedBackend) => ReduceHeapOptions)
   collectFirst?: boolean
   garbageRoom?: boolean
+  runtime?: FakeRuntime
 }
 
 function setup(options: Setup = {}) {
@@ -40,9 +42,12 @@ function setup(options: Setup = {}) {
     levels: true,
     clock,
     reduceHeap: typeof options.reduceHeap === 'function' ? options.reduceHeap(sim) : (options.reduceHeap ?? noHeap),
-    cooldownMs: options.cooldownMs ?? 1000,
-    ...(options.collectFirst === undefined ? {} : { collectFirst: options.collectFirst }),
-    ...(options.garbageRoom === undefined ? {} : { garbageRoom: options.garbageRoom }),
+    tuning: {
+      cooldownMs: options.cooldownMs ?? 1000,
+      runtime: options.runtime ?? fakeRuntime(),
+      ...(options.collectFirst === undefined ? {} : { collectFirst: options.collectFirst }),
+      ...(options.garbageRoom === undefined ? {} : { garbageRoom: options.garbageRoom }),
+    },
   })
   const pressure = new Collector<PressureEvent>()
   const shrink = new Collector<ShrinkReport>()
@@ -197,8 +202,8 @@ describe('collectFirst: garbage is collected before any shrinker is asked', () =
 
   it('rejects a collectFirst that is not a boolean', () => {
     const sim = new SimulatedBackend({ limit: 100 * MiB })
-    expect(() => createMemoryMonitor({ backend: sim, levels: true, collectFirst: 'yes' as never })).toThrow(TypeError)
-    expect(() => createMemoryMonitor({ backend: sim, levels: true, collectFirst: 1 as never })).toThrow(/collectFirst/)
+    expect(() => createMemoryMonitor({ backend: sim, levels: true, tuning: { collectFirst: 'yes' as never } })).toThrow(TypeError)
+    expect(() => createMemoryMonitor({ backend: sim, levels: true, tuning: { collectFirst: 1 as never } })).toThrow(/collectFirst/)
     expect(sim.listenerCount('close')).toBe(0)
   })
 })
@@ -284,20 +289,18 @@ describe('garbageRoom: cycles at high back to back, and a cycle at moderate over
   })
 
   /**
-   * One rise to moderate with nothing to collect (a cache that filled), with `buffers` bytes of
-   * Buffers held in this process meanwhile (V8's external memory): the first cycle's report and
-   * the cache's requests.
+   * One rise to moderate with nothing to collect (a cache that filled), with V8's external memory
+   * (Buffers) at `buffers` bytes: the first cycle's report and the cache's requests.
    */
   async function fillToModerate(limit: number, usage: number, buffers: number, garbageRoom?: boolean) {
-    const { sim, monitor, shrink } = setup({ limit, reduceHeap: pendingGc({ bytes: 0 }), ...(garbageRoom === undefined ? {} : { garbageRoom }) })
+    const runtime = fakeRuntime({ external: buffers })
+    const { sim, monitor, shrink } = setup({ limit, runtime, reduceHeap: pendingGc({ bytes: 0 }), ...(garbageRoom === undefined ? {} : { garbageRoom }) })
     const cache = freeing(sim, 'cache', 0, 60 * MiB)
     monitor.register(cache)
-    await reduceHeap({ mallocTrim: false }) // the Buffers of the test before are garbage: collect them
-    const held = Buffer.alloc(buffers)
     try {
       sim.setUsage(usage)
       const [report] = (await shrink.count(1)) as ShrinkReport[]
-      return { report: report as ShrinkReport, cache, external: v8.getHeapStatistics().external_memory, held: held.length }
+      return { report: report as ShrinkReport, cache, external: runtime.externalMemory() }
     } finally {
       await monitor.close()
     }
@@ -314,7 +317,7 @@ describe('garbageRoom: cycles at high back to back, and a cycle at moderate over
   })
 
   it('a cycle at moderate is asked only what the level needs without that much in Buffers, where moderate\'s exit leaves the room, or with garbageRoom: false', async () => {
-    // Not Buffers (this process holds under 25 MiB of them): a cache V8 collects with its heap.
+    // Not Buffers (under 25 MiB of them): a cache V8 collects with its heap.
     const objects = await fillToModerate(200 * MiB, 145 * MiB, 0)
     expect(objects.external).toBeLessThan(25 * MiB)
     expect(objects.cache.requests[0]).toMatchObject({ level: 'moderate', targetBytes: 15 * MiB })
@@ -328,8 +331,8 @@ describe('garbageRoom: cycles at high back to back, and a cycle at moderate over
 
   it('rejects a garbageRoom that is not a boolean', () => {
     const sim = new SimulatedBackend({ limit: 100 * MiB })
-    expect(() => createMemoryMonitor({ backend: sim, levels: true, garbageRoom: 'yes' as never })).toThrow(TypeError)
-    expect(() => createMemoryMonitor({ backend: sim, levels: true, garbageRoom: 1 as never })).toThrow(/garbageRoom/)
+    expect(() => createMemoryMonitor({ backend: sim, levels: true, tuning: { garbageRoom: 'yes' as never } })).toThrow(TypeError)
+    expect(() => createMemoryMonitor({ backend: sim, levels: true, tuning: { garbageRoom: 1 as never } })).toThrow(/garbageRoom/)
   })
 })
 

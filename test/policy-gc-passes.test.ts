@@ -35,7 +35,7 @@ afterAll(() => {
 /** A monitor on a 100 MiB simulated cgroup, default gc, no trim, no allocator reading. */
 function setup(usage: number) {
   const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 10 * MiB })
-  const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), allocatorFree: false, reduceHeap: { mallocTrim: false } })
+  const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), tuning: { allocatorFree: false }, reduceHeap: { mallocTrim: false } })
   const shrink = new Collector<ShrinkReport>()
   monitor.on('shrink', shrink.push)
   calls = []

@@ -13,6 +13,7 @@ import { reduceHeap } from '../src/policy/heap.js'
 import { DEFAULT_HYSTERESIS_MAX, type LevelThresholds, bytesToFree, levelFor, resolveLevels, watchPoints } from '../src/policy/levels.js'
 import type { ShrinkReport, ShrinkRequest } from '../src/policy/shrinker.js'
 import { Collector, turns } from './helpers/collect.js'
+import { fakeRuntime } from './helpers/runtime.js'
 import { freeing } from './helpers/shrinkers.js'
 
 const MiB = 2 ** 20
@@ -26,9 +27,8 @@ function setup(options: { usage?: number; cache?: number; inactiveFile?: number;
     levels: true,
     clock,
     reduceHeap: noHeap,
-    cooldownMs: options.cooldownMs ?? 1000,
     shrinkTimeoutMs: options.shrinkTimeoutMs ?? 5000,
-    recheckMs: options.recheckMs ?? 1000,
+    tuning: { cooldownMs: options.cooldownMs ?? 1000, recheckMs: options.recheckMs ?? 1000, runtime: fakeRuntime() },
   })
   const pressure = new Collector<PressureEvent>()
   const shrink = new Collector<ShrinkReport>()
@@ -669,11 +669,13 @@ describe('validation', () => {
     const sim = new SimulatedBackend({ limit: 100 * MiB })
     expect(code(() => createMemoryMonitor({ backend: sim, levels: { moderate: '90%', high: '80%' } }))).toBe('RangeError')
     expect(code(() => createMemoryMonitor({ backend: sim, levels: 'yes' as never }))).toBe('TypeError')
-    expect(code(() => createMemoryMonitor({ backend: sim, levels: true, cooldownMs: -1 }))).toBe('RangeError')
+    expect(code(() => createMemoryMonitor({ backend: sim, levels: true, tuning: { cooldownMs: -1 } }))).toBe('RangeError')
     expect(code(() => createMemoryMonitor({ backend: sim, levels: true, clock: {} as never }))).toBe('TypeError')
     expect(code(() => createMemoryMonitor({ backend: sim, levels: true, reduceHeap: { gc: 'full' as never } }))).toBe('TypeError')
     expect(code(() => createMemoryMonitor({ backend: sim, levels: { moderate: '120%' } }))).toBe('ERR_INVALID_THRESHOLD')
-    expect(code(() => createMemoryMonitor({ backend: 'simulated', simulated: { limit: Infinity }, levels: { moderate: '70%' } }))).toBe('ERR_NO_LIMIT')
+    expect(code(() => createMemoryMonitor({ backend: 'simulated', simulated: { limit: Infinity }, levels: { moderate: '70%' }, heapLimit: false }))).toBe('ERR_NO_LIMIT')
+    expect(code(() => createMemoryMonitor({ backend: sim, levels: true, heapLimit: 'yes' as never }))).toBe('TypeError')
+    expect(code(() => createMemoryMonitor({ backend: sim, levels: true, tuning: { runtime: {} as never } }))).toBe('TypeError')
     expect(sim.listenerCount('close')).toBe(0)
     const monitor = createMemoryMonitor({ backend: sim })
     expect(code(() => monitor.register(null as never))).toBe('TypeError')
@@ -683,8 +685,9 @@ describe('validation', () => {
     expect(code(() => monitor.register({ name: 'x', shrink: () => 0, size: 5 } as never))).toBe('TypeError')
     void monitor.close()
     expect(code(() => monitor.register({ name: 'x', shrink: () => 0 }))).toBe('ERR_CLOSED')
-    // Levels start with the first register(): without a limit the defaults stay off (one warning).
-    const unlimited = createMemoryMonitor({ backend: 'simulated', simulated: { limit: Infinity } })
+    // Levels start with the first register(): without a cgroup limit the default percentages stay
+    // off for the cgroup (one warning), and the heap's limit is watched unless heapLimit is false.
+    const unlimited = createMemoryMonitor({ backend: 'simulated', simulated: { limit: Infinity }, heapLimit: false })
     expect(code(() => unlimited.register({ name: 'x', shrink: () => 0 }))).toBe('no error')
     expect([unlimited.level, unlimited.levels]).toEqual(['normal', null])
     void unlimited.close()

@@ -11,193 +11,49 @@
 // level's exit point, threshold − hysteresis), plus a drift point a little below usage that fires
 // when page cache is dropped (which moves both points down). When cache is reclaimed to make room
 // (usage pinned at the limit, basis rising underneath), no usage threshold moves: a slow re-check
-// on the clock (`recheckMs`) reads memory.stat while there is cache on top of the basis, and only
+// on the clock reads memory.stat while there is cache on top of the basis, and only
 // then; with no cache every basis rise is a usage rise and the watches alone are exact.
 
-import v8 from 'node:v8'
 import type { MemoryBackend, MemorySnapshot, ThresholdWatch } from '../backends/types.js'
 import { MemoryPressureError } from '../errors.js'
 import { errorMessage } from '../emitter.js'
 import { explicitPercentLevels, levelsInBytes, warnNoLimitOnce, withCgroup } from '../no-limit.js'
-import { policyTimer } from '../options.js'
-import { type Threshold, describe } from '../size.js'
+import { POLICY_TIMERS, checkTimerMs, policyTimer } from '../options.js'
+import { describe } from '../size.js'
 import { type Clock, isClock, systemClock } from './clock.js'
-import { type HeapReduction, type ReduceHeapOptions, allocatorFreeBytes, joinReductions, mallocTrimCount, reduceHeapChecked, validateReduceHeapOptions } from './heap.js'
+import { type HeapReduction, type ReduceHeapOptions, joinReductions, validateReduceHeapOptions } from './heap.js'
 import {
-  type LevelThresholds,
   PRESSURE_LEVELS,
-  type PressureBasis,
   type PressureLevel,
   type ResolvedLevels,
   basisOf,
   bytesToFree,
+  exitPoint,
+  higher,
   levelFor,
   levelRank,
+  resolveHeapLevels,
   resolveLevels,
   watchPoints,
 } from './levels.js'
+import { type PolicyRuntime, isRuntime, processRuntime } from './runtime.js'
 import {
   DEFAULT_FRACTIONS,
+  type HeapReading,
+  type LimitKind,
+  type LimitPlan,
+  type ShrinkPlan,
   type ShrinkReport,
   type Shrinker,
   type ShrinkerResult,
   validateShrinker,
 } from './shrinker.js'
 
-/** Options of a monitor's levels and shrink cycles (part of `MemoryMonitorOptions`). */
-export interface PolicyOptions {
-  /**
-   * Turns pressure levels on: `true` for the defaults (`moderate` 70%, `high` 85%, `critical` 95%
-   * of the effective limit up to 320 MiB; above it `moderate` and `high` rise towards limit − 96 MiB
-   * and limit − 48 MiB, to 80% and 90% at most: see `DEFAULT_LEVEL_HEADROOM`) or thresholds per
-   * level (bytes, `'512MiB'`, `'80%'`; a level left out gets its default), resolved against
-   * the limit when levels start. Default: off until the first `register()` or `until()`, which
-   * start them with the defaults. Without a memory limit the defaults leave levels off (level
-   * `'normal'`, one process warning `ERR_NO_LIMIT` naming the cgroup) until a limit appears;
-   * levels written in percent throw `ERR_NO_LIMIT`, and all three written in bytes work.
-   */
-  levels?: LevelThresholds | boolean
-  /**
-   * How far below a level's threshold the basis must fall before the level is left, so usage
-   * hovering at a threshold does not flap: bytes, a size string or a percentage of the limit.
-   * Default 5% of the limit, at most 10 MiB (`DEFAULT_HYSTERESIS_MAX`); `0` for none.
-   */
-  hysteresis?: Threshold
-  /** What levels are decided on. Default `'workingSet'` (usage minus inactive page cache). */
-  basis?: PressureBasis
-  /**
-   * Milliseconds after a shrink cycle before the next one, when the level is still `'moderate'`
-   * or is back at `'moderate'` (a rise to `'high'` or `'critical'` starts one at once; still at
-   * `'high'` or `'critical'` after a cycle, the next one follows within 100 ms). Default 2000:
-   * at moderate the garbage V8 has not collected yet (it collects on its own after some tens of
-   * MiB) brings the level back within a second, and each cycle forces a collection V8 would have
-   * run concurrently. In issue 4's CRAMM runs, side by side with 1 s: at 384 MiB 7 to 9 cycles a
-   * run instead of 12 to 13, 29 to 34 major GCs instead of 36 to 43, 1.05 times the requests per
-   * CPU second (1.06 at 512 MiB), with a hit ratio as high. After a cycle that measured nothing
-   * freed the wait doubles, up to 32 times this, until the level changes: with nothing left to
-   * give back, full collections every few seconds would only cost CPU. From 0 to 2^31−1
-   * (`RangeError` `ERR_OUT_OF_RANGE` otherwise).
-   */
-  cooldownMs?: number
-  /** Milliseconds a shrinker may take before its signal aborts and the cycle goes on. Default 5000; 1 to 2^31−1. */
-  shrinkTimeoutMs?: number
-  /**
-   * Milliseconds between re-reads of memory.stat while page cache sits on top of the basis (see
-   * the file header: cache reclaimed at the limit moves no usage threshold). Default 1000; 100
-   * to 2^31−1.
-   */
-  recheckMs?: number
-  /**
-   * The heap reduction of each cycle: options of `reduceHeap()` (default
-   * `{ gc: 'v8-major', mallocTrim: true }`), or `false` for none. It runs before the shrinkers
-   * (see `collectFirst`) and again after them when they were asked; below `'critical'` that second
-   * one is a single V8 collection when one ran just before the shrinkers, with another only if the
-   * level is not back to normal after it.
-   */
-  reduceHeap?: ReduceHeapOptions | false
-  /**
-   * Collect garbage before asking any shrinker (default `true`). Usage that rose because of garbage
-   * (values a cache already dropped, buffers V8 has not collected yet) is given back by the
-   * collection alone, and the shrinkers are asked only for what is still over the level after it,
-   * measured, at the level the collection left. Without it, live entries are evicted to make up
-   * for garbage and the collection after them frees both. No effect with `reduceHeap: false`.
-   */
-  collectFirst?: boolean
-  /**
-   * Make room for garbage when cycles at `'high'` come back to back (default `true`). A cycle at
-   * `'high'` or `'critical'` that starts within `cooldownMs` of the end of one at `'high'` or above
-   * asks the shrinkers for at least half the hysteresis, even when its collection alone brought the
-   * level down: V8's garbage refilled the room below `'high'` within a cool-down, so the cache
-   * gives some of it back until V8's own collections keep the level below `'high'`. Without it a
-   * cache can settle where every cycle's collection alone ends at normal, cycles come every few
-   * hundred milliseconds, and the limit is reached whenever one comes late (issue 4: OOM kills at
-   * a 128 MiB limit, the cache held at 66 to 68 MiB, where a fixed 64 MiB cache is killed too).
-   * With it, in issue 4's CRAMM runs side by side, the cache there settles at 27 to 33 MiB (the
-   * best fixed size's) with about a third of the major GCs and about the same requests per CPU
-   * second. Such a cycle also asks for enough that the level after its collection is 80 MiB below
-   * the limit (at limits from about 107 MiB): V8 collects dead Buffers on its own only once its
-   * external memory has grown 64 MiB since its last collection, so above that level nothing but
-   * these cycles keeps Buffers a cache dropped from reaching the limit, and one late cycle is an
-   * OOM kill. In issue 4's runs at 128 MiB a cache that filled to 66 MiB before the first cycle is
-   * at 32 to 39 MiB 2.5 s in instead of 56 to 63 MiB, and outlives the monitor closing there by
-   * seconds instead of under half of one. A cycle at `'moderate'` asks for that much too, and as at
-   * `'high'` (a shrinker gives up more of itself there), at limits below about 229 MiB, where
-   * moderate's exit point lies above it, while this process's V8 external memory (Buffers) is at
-   * least what it asks: the first cycle typically meets a cache that filled before there was any
-   * garbage, and held at that size it leaves the limit to the cycles at high alone (issue 4:
-   * OOM-killed 1.2 s into a run at 128 MiB, the cache held at 69 MiB after one cycle at moderate;
-   * with the floor, 38 to 45 MiB after that cycle instead of 68 to 70). A cache of JavaScript
-   * objects, which V8 collects with its heap, is asked at moderate only what the level needs.
-   * Needs `collectFirst`; no effect with `reduceHeap: false`.
-   */
-  garbageRoom?: boolean
-  /**
-   * Count memory the C allocator holds free for this process's next allocations as available, not
-   * used. Memory a collection frees (dropped Buffers, evicted values) goes back to glibc's free
-   * lists, where it stays charged to the cgroup but is reused by the next allocations without the
-   * kernel. Counted (default where it applies: the monitor watches the cgroup of its own process,
-   * glibc 2.33 or later, the addon loaded), the levels see what a collection freed without
-   * `malloc_trim`, which then runs only when the basis without that credit is at `critical`, or
-   * within 8 MiB of the limit where critical is closer to it: pages trimmed at every cycle are
-   * faulted in again by the next allocations (measured: 5 to 8% of the CPU in the kernel, issue 4's
-   * CRAMM runs). Only free memory seen since the last trim counts (trimmed chunks stay on the free
-   * lists without their pages), and none from that point (free lists help only allocations they
-   * fit; V8's own heap and the rest need room below the limit). `false`: not counted, and every
-   * cycle trims; a function: your own reading, in bytes (`null` for unknown), for another
-   * allocator.
-   */
-  allocatorFree?: boolean | (() => number | null)
-  /** Time and timers (cool-down, timeouts, re-checks). Default: `performance.now()` and unref'd timers. */
-  clock?: Clock
-}
+import { type HeapLevelBytes, type LevelBytes, type PolicyHost, type PolicyOptions, type PolicyTuning, type PressureEvent, type ReliefEvent } from './options.js'
+import { MiB, URGENT_MS, backstopRoom, noCreditFrom } from './rules.js'
 
-/** Level thresholds as resolved against the limit when levels started. Bytes. */
-export interface LevelBytes {
-  moderate: number
-  high: number
-  critical: number
-  hysteresis: number
-  /** What they apply to. */
-  basis: PressureBasis
-}
+export type { HeapLevelBytes, LevelBytes, PolicyHost, PolicyOptions, PolicyTuning, PressureEvent, ReliefEvent }
 
-/** A level change (the `'pressure'` event). */
-export interface PressureEvent {
-  /** The new level. */
-  level: PressureLevel
-  /** The level before. */
-  previous: PressureLevel
-  /** What the level is decided on. */
-  basis: PressureBasis
-  /** The basis in bytes at the change (less `allocatorFreeBytes`). */
-  bytes: number
-  /** Free allocator memory counted as available at the change (0 unless `allocatorFree`). */
-  allocatorFreeBytes: number
-  /** The snapshot the decision was made on. */
-  snapshot: MemorySnapshot
-  /** Clock time of the change (milliseconds). */
-  time: number
-}
-
-/** Memory came back (the `'relief'` event): the basis fell below moderate − hysteresis. */
-export interface ReliefEvent {
-  /** The level left. */
-  previous: PressureLevel
-  /** The basis in bytes. */
-  bytes: number
-  /** The snapshot the decision was made on. */
-  snapshot: MemorySnapshot
-  /** Clock time (milliseconds). */
-  time: number
-}
-
-/** Where the engine sends what it observes (the monitor). */
-export interface PolicyHost {
-  pressure(event: PressureEvent): void
-  shrink(report: ShrinkReport): void
-  relief(event: ReliefEvent): void
-  error(error: MemoryPressureError): void
-}
 
 interface Registered {
   shrinker: Shrinker
@@ -220,81 +76,7 @@ interface Waiter {
   reject: (err: unknown) => void
 }
 
-const MiB = 2 ** 20
 
-/**
- * The least room below the limit the allocator's credit leaves (see {@link noCreditFrom}).
- */
-const CREDIT_ROOM = 8 * MiB
-
-/** The room {@link backstopRoom} keeps below the limit beyond V8's external step. */
-const BACKSTOP_ROOM = 16 * MiB
-
-/**
- * The basis without the allocator's credit from which the credit is no longer given and cycles
- * trim: critical, or less where critical leaves under {@link CREDIT_ROOM} below the limit
- * (`min(critical, limit − 8 MiB)`). What the credit counts as room serves only allocations that
- * fit the free lists; everything else (V8's own heap pages, allocations the free chunks do not fit)
- * needs room below the limit, and that need does not scale with the limit. Issue 4: a 128 MiB cell
- * (critical 121.6 MiB, 6.4 MiB of room) with 40 MiB on the free lists sat at 121.5 MiB of working
- * set for 0.8 s: credited, its level was normal; the page cache above it was reclaimed with usage
- * pinned at the limit (no threshold moves then), and 6 MiB of new pages in 60 ms brought the OOM
- * kill (1 of 70 runs; at 128 MiB the credit now stops at 120 MiB, 1.5 MiB below where that run
- * sat). The room was 16 MiB after that, until the trims it brought were measured as the larger
- * cost: at 192 MiB the credit stopped at 176 MiB, where V8's own peaks of garbage reach, and each
- * trim gave 50 to 70 MiB of free pages back that the next allocations faulted in again (4 to 5% of
- * the CPU in the kernel). With 8 MiB (critical itself from 160 MiB up) issue 4's runs side by side
- * (2026-12-04, 6 pairs each) gave 1.037 times the requests at equal speed at 192 MiB and 1.013 at
- * 128 MiB, without an OOM kill. Three later CRAMM sweeps had a 128 MiB run killed in its first
- * seconds with the 16 MiB room, one with `allocatorFree: false` too, so that kill is not clearly the
- * credit's (bench/HISTORY.md); the backstop ({@link backstopRoom}) keeps its 16 MiB.
- */
-function noCreditFrom(levels: ResolvedLevels): number {
-  return Math.min(levels.enter[3], levels.limit - CREDIT_ROOM)
-}
-
-/**
- * How far V8's external memory (the backing stores of Buffers and ArrayBuffers) grows past its
- * size at the last collection before V8 collects on its own: `kExternalAllocationSoftLimit` in V8's
- * public `v8-internal.h`, 64 MiB in Node 20 to 24.
- */
-const V8_EXTERNAL_STEP = 64 * MiB
-
-/**
- * What `garbageRoom` asks for at least, at a cycle at high back to back with one (beyond half the
- * hysteresis) and at a cycle at moderate: enough that the level after a collection is V8's
- * external step, and {@link BACKSTOP_ROOM} more, below the limit. Above that, dead Buffers
- * run into the limit before V8 collects them on its own, and every one of the cycles at high has
- * to come in time: at a 128 MiB limit a cache of 50 to 69 MiB in the first seconds was OOM-killed
- * when one came late (issue 4), and within half a second of the monitor closing.
- * Nothing where that level would be under a quarter of the limit (limits under about 107 MiB):
- * there no cache size brings V8's own collection below the limit, a Node process needs about that
- * much by itself.
- */
-function backstopRoom(levels: ResolvedLevels, bytes: number): number {
-  const below = levels.limit - V8_EXTERNAL_STEP - BACKSTOP_ROOM
-  return below < levels.limit / 4 ? 0 : Math.ceil(bytes - below)
-}
-
-/**
- * {@link backstopRoom} for a cycle at moderate, where nothing shows yet that garbage comes back
- * fast: only while this process's V8 external memory (Buffers' backing stores, what V8's step
- * counts) is at least that room, so that the memory is Buffers a cache holds, whose evictions are
- * external garbage. A cache of JavaScript objects is collected with V8's heap, which V8 watches
- * itself, and keeps what the level alone asks for.
- */
-function moderateRoom(levels: ResolvedLevels, bytes: number): number {
-  const room = backstopRoom(levels, bytes)
-  return room > 0 && v8.getHeapStatistics().external_memory >= room ? room : 0
-}
-
-/**
- * The longest a cycle that ended at `high` or `critical` waits before the next one. A whole
- * cool-down there lets an allocation burst run up to the limit (the level cannot rise any further
- * to start a cycle): issue 4's runs without `hold` were OOM-killed a second after a cycle that
- * left them at critical.
- */
-const URGENT_MS = 100
 
 /** Levels, shrinkers and shrink cycles for one backend. Used by `MemoryMonitor`. */
 export class PolicyEngine {
@@ -302,6 +84,7 @@ export class PolicyEngine {
   #host: PolicyHost
   #options: PolicyOptions
   #clock: Clock
+  #runtime: PolicyRuntime
   #cooldownMs: number
   #timeoutMs: number
   #recheckMs: number
@@ -315,10 +98,23 @@ export class PolicyEngine {
   #freeFloor = 0
   /** The credit applied at the last reading. */
   #credit = 0
+  #enabled = false
+  /** The cgroup's levels (`null` while off, or with no cgroup limit while the heap is watched). */
   #levels: ResolvedLevels | null = null
   /** The limit the levels were resolved against. */
   #limit = Number.POSITIVE_INFINITY
+  /** The heap's levels, its live size as last learned, and the watch on V8's collections. */
+  #heapWatch: boolean
+  #heapLevels: ResolvedLevels | null = null
+  #heapLive = 0
+  /** True when `#heapLive` was read right after a major collection (V8's or a cycle's). */
+  #heapMeasured = false
+  #stopGcWatch: (() => void) | null = null
+  /** The combined level (the higher of the two), and each limit's own. */
   #level: PressureLevel = 'normal'
+  #cgroupLevel: PressureLevel = 'normal'
+  #heapLevel: PressureLevel = 'normal'
+  #lastDriver: LimitKind = 'cgroup'
   #watches: ThresholdWatch[] = []
   #armedOffset = 0
   #recheckTimer: unknown = null
@@ -348,86 +144,147 @@ export class PolicyEngine {
     if (options.clock !== undefined && !isClock(options.clock)) {
       throw new TypeError(`clock must be an object with now(), setTimeout() and clearTimeout() (received ${describe(options.clock)})`)
     }
+    if (options.heapLimit !== undefined && typeof options.heapLimit !== 'boolean') {
+      throw new TypeError(`heapLimit must be a boolean (received ${describe(options.heapLimit)})`)
+    }
+    const tuning = options.tuning ?? {}
+    if (tuning === null || typeof tuning !== 'object') throw new TypeError(`tuning must be an object (received ${describe(tuning)})`)
+    if (tuning.runtime !== undefined && !isRuntime(tuning.runtime)) {
+      throw new TypeError(`tuning.runtime must be a policy runtime (received ${describe(tuning.runtime)})`)
+    }
+    this.#runtime = tuning.runtime ?? processRuntime
     this.#clock = options.clock ?? systemClock
-    this.#cooldownMs = policyTimer('cooldownMs', options.cooldownMs)
+    this.#heapWatch = options.heapLimit ?? true
+    this.#cooldownMs = checkTimerMs('tuning.cooldownMs', tuning.cooldownMs, POLICY_TIMERS.cooldownMs.fallback, POLICY_TIMERS.cooldownMs.min)
     this.#timeoutMs = policyTimer('shrinkTimeoutMs', options.shrinkTimeoutMs)
-    this.#recheckMs = policyTimer('recheckMs', options.recheckMs)
+    this.#recheckMs = checkTimerMs('tuning.recheckMs', tuning.recheckMs, POLICY_TIMERS.recheckMs.fallback, POLICY_TIMERS.recheckMs.min)
     if (options.reduceHeap !== undefined && options.reduceHeap !== false) validateReduceHeapOptions(options.reduceHeap)
     this.#heap = options.reduceHeap ?? {}
-    if (options.collectFirst !== undefined && typeof options.collectFirst !== 'boolean') {
-      throw new TypeError(`collectFirst must be a boolean (received ${describe(options.collectFirst)})`)
+    if (tuning.collectFirst !== undefined && typeof tuning.collectFirst !== 'boolean') {
+      throw new TypeError(`tuning.collectFirst must be a boolean (received ${describe(tuning.collectFirst)})`)
     }
-    this.#collectFirst = options.collectFirst ?? true
-    if (options.garbageRoom !== undefined && typeof options.garbageRoom !== 'boolean') {
-      throw new TypeError(`garbageRoom must be a boolean (received ${describe(options.garbageRoom)})`)
+    this.#collectFirst = tuning.collectFirst ?? true
+    if (tuning.garbageRoom !== undefined && typeof tuning.garbageRoom !== 'boolean') {
+      throw new TypeError(`tuning.garbageRoom must be a boolean (received ${describe(tuning.garbageRoom)})`)
     }
-    this.#garbageRoom = options.garbageRoom ?? true
-    const allocator = options.allocatorFree
+    this.#garbageRoom = tuning.garbageRoom ?? true
+    const allocator = tuning.allocatorFree
     if (allocator !== undefined && typeof allocator !== 'boolean' && typeof allocator !== 'function') {
-      throw new TypeError(`allocatorFree must be a boolean or a function (received ${describe(allocator)})`)
+      throw new TypeError(`tuning.allocatorFree must be a boolean or a function (received ${describe(allocator)})`)
     }
-    // Default: only where the watched cgroup holds this process (its own, as discovered).
+    // Default: only where the watched cgroup holds this process (its own, as discovered): the free
+    // lists are this process's, the cgroup's usage another's otherwise.
     const own = allocator === undefined && (backend.name === 'cgroup-v1' || backend.name === 'cgroup-v2' || backend.name === 'process') &&
       (options as { cgroup?: unknown }).cgroup === undefined
-    this.#allocator = typeof allocator === 'function' ? allocator : allocator === true || own ? allocatorFreeBytes : null
+    const runtime = this.#runtime
+    this.#allocator = typeof allocator === 'function' ? allocator : allocator === true || own ? () => runtime.allocatorFree() : null
   }
 
   /** True once levels are being tracked. */
   get enabled(): boolean {
-    return this.#levels !== null
+    return this.#enabled
   }
 
-  /** The current level (`'normal'` while levels are off). */
+  /** The current level (`'normal'` while levels are off): the higher of the cgroup's and the heap's. */
   get level(): PressureLevel {
     return this.#level
   }
 
-  /** The level thresholds in bytes, or `null` while levels are off. */
+  /** The cgroup's level thresholds in bytes, or `null` while they are off. */
   get thresholds(): LevelBytes | null {
     const l = this.#levels
     if (l === null) return null
     return { moderate: l.enter[1], high: l.enter[2], critical: l.enter[3], hysteresis: l.hysteresis, basis: l.basis }
   }
 
+  /** The heap's level thresholds in bytes, or `null` while the heap is not watched. */
+  get heapThresholds(): HeapLevelBytes | null {
+    const l = this.#heapLevels
+    if (l === null) return null
+    return { limit: l.limit, moderate: l.enter[1], high: l.enter[2], critical: l.enter[3], hysteresis: l.hysteresis }
+  }
+
+  /** The heap as last learned, or `null` while it is not watched. */
+  get heapReading(): HeapReading | null {
+    const l = this.#heapLevels
+    return l === null ? null : { liveBytes: this.#heapLive, limitBytes: l.limit, level: this.#heapLevel }
+  }
+
   /**
-   * Starts tracking levels: resolves them against the current limit, decides the initial level
+   * Starts tracking levels: resolves them against the current limits, decides the initial level
    * and arms the watches. The initial `'pressure'` event (when above `'normal'`) and its shrink
    * cycle follow in a microtask, so listeners added right after construction see them.
    */
   enable(): void {
-    if (this.#levels !== null || this.#closed) return
+    if (this.#enabled || this.#closed) return
     const levels = this.#options.levels
     const snapshot = this.#backend.snapshot()
     this.#wanted = true
-    // No limit: levels given in percent are refused; the defaults leave levels off (see no-limit.ts).
-    if (!Number.isFinite(snapshot.limit) && !explicitPercentLevels(levels) && !levelsInBytes(levels)) {
+    // No limit: levels given in percent are refused unless the heap's limit can take them; the
+    // defaults leave the cgroup's levels off (see no-limit.ts) and the heap's on.
+    const noLimit = !Number.isFinite(snapshot.limit)
+    if (noLimit && !levelsInBytes(levels)) {
+      if (!this.#heapWatch && explicitPercentLevels(levels)) {
+        throw withCgroup(new MemoryPressureError('ERR_NO_LIMIT', `levels in percent need a memory limit, and ${this.#backend.cgroup} has none`), this.#backend.cgroup)
+      }
       warnNoLimitOnce(this.#backend.cgroup)
-      return
+      if (!this.#heapWatch) return
+      this.#levels = null
+    } else {
+      try {
+        this.#levels = resolveLevels(typeof levels === 'object' ? levels : true, this.#options.hysteresis, this.#options.basis, snapshot.limit)
+      } catch (err) {
+        throw withCgroup(err, this.#backend.cgroup)
+      }
     }
-    try {
-      this.#levels = resolveLevels(
-        typeof levels === 'object' ? levels : true,
-        this.#options.hysteresis,
-        this.#options.basis,
-        snapshot.limit,
-      )
-    } catch (err) {
-      throw withCgroup(err, this.#backend.cgroup)
+    if (this.#heapWatch) {
+      const old = this.#runtime.oldGeneration()
+      this.#heapLevels = resolveHeapLevels(levels, this.#options.hysteresis, old.limitBytes)
+      // Until V8's first major collection the old generation's size is all that is known; it only
+      // overstates the live size, and a collection comes before the limit is reached.
+      this.#heapLive = old.usedBytes
+      this.#stopGcWatch = this.#runtime.onMajorGc(() => this.#heapCollected())
     }
+    this.#enabled = true
     this.#limit = snapshot.limit
-    const bytes = this.#measure(snapshot, this.#levels)
-    const level = levelFor(this.#levels, bytes, 'normal')
+    const bytes = this.#levels === null ? 0 : this.#measure(snapshot, this.#levels)
+    this.#cgroupLevel = this.#levels === null ? 'normal' : levelFor(this.#levels, bytes, 'normal')
+    this.#heapLevel = this.#heapLevels === null ? 'normal' : levelFor(this.#heapLevels, this.#heapLive, 'normal')
+    const level = higher(this.#cgroupLevel, this.#heapLevel)
+    const limit = this.#driver()
     const credit = this.#credit
     this.#level = level
     this.#arm(snapshot)
     if (level !== 'normal') {
       queueMicrotask(() => {
         if (this.#closed) return
-        this.#host.pressure({ level, previous: 'normal', basis: this.#levels?.basis ?? 'workingSet', bytes, allocatorFreeBytes: credit, snapshot, time: this.#clock.now() })
+        this.#host.pressure({ level, previous: 'normal', limit, basis: this.#options.basis ?? 'workingSet', bytes, allocatorFreeBytes: credit, heap: this.heapReading, snapshot, time: this.#clock.now() })
         this.#tellShrinkers(level, 'normal')
         this.#startCycle()
       })
     }
+  }
+
+  /** The limit whose level is higher; on a tie, the one named last (so a fall to normal names the limit that rose). */
+  #driver(): LimitKind {
+    const h = levelRank(this.#heapLevel)
+    const c = levelRank(this.#cgroupLevel)
+    if (h !== c) this.#lastDriver = h > c ? 'heap' : 'cgroup'
+    return this.#lastDriver
+  }
+
+  /**
+   * V8 finished a major collection: the old generation's size now is its live size (plus what was
+   * allocated since the collection ended). Evaluates only when that moves the heap's level or a
+   * cycle is waiting on it, so a service far from its heap limit pays one statistics read.
+   */
+  #heapCollected(): void {
+    const heapLevels = this.#heapLevels
+    if (heapLevels === null || this.#closed) return
+    const old = this.#runtime.oldGeneration()
+    this.#heapLive = old.usedBytes
+    this.#heapMeasured = true
+    if (levelFor(heapLevels, old.usedBytes, this.#heapLevel) !== this.#heapLevel || (this.#cycle !== null && levelRank(this.#heapLevel) > 0)) this.#evaluate(false)
   }
 
   /**
@@ -436,14 +293,19 @@ export class PolicyEngine {
    * limit may never bring (no armed point lies between usage and the new limit).
    */
   noticeLimit(limit: number): void {
-    if (this.#levels === null && this.#wanted && Number.isFinite(limit) && !this.#closed) {
+    if (this.#closed) return
+    if (this.#levels === null && this.#wanted && Number.isFinite(limit)) {
+      // A limit appeared: the cgroup's levels start now (the heap's, if on, already run).
       try {
-        this.enable()
+        if (!this.#enabled) return this.enable()
+        const levels = this.#options.levels
+        this.#levels = resolveLevels(typeof levels === 'object' ? levels : true, this.#options.hysteresis, this.#options.basis, limit)
       } catch (err) {
         this.#host.error(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_INVALID_THRESHOLD', errorMessage(err), { cause: err }))
+        return
       }
     }
-    else if (this.#levels !== null && !this.#closed && limit !== this.#limit) this.#evaluate(true)
+    if (this.#enabled && limit !== this.#limit) this.#evaluate(true)
   }
 
   /** See `MemoryMonitor.register`. */
@@ -499,6 +361,8 @@ export class PolicyEngine {
   close(): void {
     if (this.#closed) return
     this.#closed = true
+    this.#stopGcWatch?.()
+    this.#stopGcWatch = null
     this.#disarm()
     if (this.#cooldownTimer !== null) this.#clock.clearTimeout(this.#cooldownTimer)
     this.#cooldownTimer = null
@@ -535,10 +399,10 @@ export class PolicyEngine {
       free = null
     }
     if (free === null || !Number.isFinite(free) || free < 0) return raw
-    if (read === allocatorFreeBytes) {
+    if (typeof this.#options.tuning?.allocatorFree !== 'function') {
       // After a trim the free lists keep their chunks without the pages: count only what was
       // freed since, never more than the lowest reading since the trim.
-      const trims = mallocTrimCount()
+      const trims = this.#runtime.trimCount()
       if (trims !== this.#trimsSeen) {
         this.#trimsSeen = trims
         this.#freeFloor = free
@@ -564,8 +428,8 @@ export class PolicyEngine {
   /**
    * Registers the watches that matter from `snapshot` at the current level, keeping those already
    * at the right value: on cgroup v1 every registration waits for an RCU grace period in the
-   * kernel (`synchronize_rcu()` in the threshold registration, measured 23 ms median on a loaded
-   * machine), and the event loop waits with it.
+   * kernel (`synchronize_rcu()` in the threshold registration, tens of milliseconds), and the
+   * event loop waits with it.
    */
   #arm(snapshot: MemorySnapshot): void {
     const levels = this.#levels
@@ -577,26 +441,13 @@ export class PolicyEngine {
     // change then moves no watch (only a change of the page cache on top of the basis does).
     const values = new Set<number>()
     for (const v of [...points.all, points.drift]) if (v !== null && v > 0) values.add(v)
-    // Free allocator memory counted as available (allocatorFree): the level points above are
-    // placed without that credit, so they fire early, and once usage is past them nothing would
-    // fire as it grows: a point one step above usage does (or half-way to the limit, if nearer).
-    // Even a credit under half a step needs it when it is what holds the level below the next
-    // one (usage past that level's point): then no closer point is on the way up, and with the
-    // point there, shifted by the credit, the next level is seen where the credit lets it begin
-    // (issue 4: at 128 MiB, 0.6 MiB of credit left high to be seen only at critical's exit point,
-    // 6.8 MiB later, in about one run in five).
-    // Where the credit is what holds the level down, the point is 1 MiB above usage (about the
-    // kernel's own check granularity) instead of a step: allocations drain the free lists without
-    // moving usage, so usage rising at all says they ran dry, and the basis is then past the next
-    // level. With a step, each cycle started that much above the last one (the free lists a
-    // collection refills stay resident), until the basis without the credit reached the point
-    // where cycles trim (issue 4, 192 MiB: cycles 3 to 5 MiB apart, a trim every 4 or 5 of them,
-    // its pages faulted straight back in; with 1 MiB, 1.06 times the requests at equal speed, 8
-    // pairs side by side, the hit ratio higher in every pair; at 384 and 512 MiB, where trims were
-    // rare already, 0.98 to 0.99 times, 8 to 10 pairs, when the step there was 9.6 and 12.8 MiB,
-    // before the default hysteresis was capped at 10 MiB: bench/HISTORY.md, build 931a77d).
-    const rank = levelRank(this.#level)
-    const heldBelow = this.#credit > 0 && rank < 3 && levelRank(levelFor(levels, basisOf(snapshot, levels.basis), this.#level)) > rank
+    // Free allocator memory counted as available: the level points above are placed without that
+    // credit, so they fire early, and once usage is past them nothing would fire as it grows. A
+    // point above usage does: one step above, or 1 MiB (about the kernel's check granularity) where
+    // the credit is what holds the level below the next one, since allocations then drain the free
+    // lists without moving usage, and usage rising at all says they ran dry.
+    const rank = levelRank(this.#cgroupLevel)
+    const heldBelow = this.#credit > 0 && rank < 3 && levelRank(levelFor(levels, basisOf(snapshot, levels.basis), this.#cgroupLevel)) > rank
     if (this.#credit >= step / 2 || heldBelow) {
       const next = heldBelow ? Math.ceil((levels.enter[rank + 1] ?? Infinity) + points.offset + this.#credit) : Infinity
       const rise = Math.ceil(Math.min(snapshot.usage + (heldBelow ? MiB : step), (snapshot.usage + snapshot.limit) / 2, next))
@@ -658,7 +509,7 @@ export class PolicyEngine {
    * `crossed`: a watch fired (usage passed a point, so every point must move).
    */
   #evaluate(crossed: boolean): void {
-    if (this.#levels === null || this.#closed) return
+    if (!this.#enabled || this.#closed) return
     const snapshot = this.#snapshot()
     if (snapshot === null) return
     // Percentages follow the limit: the kernel sends nothing when it changes, so it is noticed here,
@@ -675,20 +526,24 @@ export class PolicyEngine {
       }
     }
     const levels = this.#levels
-    const bytes = this.#measure(snapshot, levels)
+    const bytes = levels === null ? 0 : this.#measure(snapshot, levels)
     const previous = this.#level
-    const level = levelFor(levels, bytes, previous)
+    if (levels !== null) this.#cgroupLevel = levelFor(levels, bytes, this.#cgroupLevel)
+    if (this.#heapLevels !== null) this.#heapLevel = levelFor(this.#heapLevels, this.#heapLive, this.#heapLevel)
+    const level = higher(this.#cgroupLevel, this.#heapLevel)
     const rose = levelRank(level) > levelRank(previous)
     this.#level = level
-    // the page cache on top of the basis (what the armed points were placed with), and the credit
-    const offset = Math.max(0, snapshot.usage - (bytes + this.#credit))
-    const step = Math.max(levels.hysteresis / 2, MiB)
-    if (crossed || level !== previous || Math.abs(offset - this.#armedOffset) >= step / 2) this.#arm(snapshot)
-    else this.#scheduleRecheck(offset + this.#credit)
+    if (levels !== null) {
+      // the page cache on top of the basis (what the armed points were placed with), and the credit
+      const offset = Math.max(0, snapshot.usage - (bytes + this.#credit))
+      const step = Math.max(levels.hysteresis / 2, MiB)
+      if (crossed || level !== previous || Math.abs(offset - this.#armedOffset) >= step / 2) this.#arm(snapshot)
+      else this.#scheduleRecheck(offset + this.#credit)
+    }
     if (level !== previous) {
       this.#backoff = 1
       const time = this.#clock.now()
-      this.#host.pressure({ level, previous, basis: levels.basis, bytes, allocatorFreeBytes: this.#credit, snapshot, time })
+      this.#host.pressure({ level, previous, limit: this.#driver(), basis: this.#options.basis ?? 'workingSet', bytes, allocatorFreeBytes: this.#credit, heap: this.heapReading, snapshot, time })
       if (this.#closed) return // a listener closed the monitor
       this.#tellShrinkers(level, previous)
       if (level === 'normal') this.#host.relief({ previous, bytes, snapshot, time })
@@ -701,9 +556,10 @@ export class PolicyEngine {
     }
     const cycle = this.#cycle
     if (cycle !== null && levelRank(level) > 0) {
-      if (levelRank(level) > levelRank(cycle.level) || bytesToFree(levels, bytes, level) > cycle.requested) {
-        cycle.level = levelRank(level) > levelRank(cycle.level) ? level : cycle.level
-        cycle.requested = Math.max(cycle.requested, bytesToFree(levels, bytes, cycle.level))
+      const need = this.#need(bytes, this.#heapLive, cycle.level)
+      if (levelRank(level) > levelRank(cycle.level) || need > cycle.requested) {
+        cycle.level = higher(level, cycle.level)
+        cycle.requested = Math.max(cycle.requested, this.#need(bytes, this.#heapLive, cycle.level))
         cycle.updates++
       }
     } else if (rose && levelRank(level) > 0) {
@@ -717,6 +573,16 @@ export class PolicyEngine {
         this.#startCycle()
       }
     }
+  }
+
+  /**
+   * Bytes to free at `level`: the larger of what the cgroup's basis (`bytes`) and the heap's live
+   * size (`heap`) exceed that level's exit point on their own limit by.
+   */
+  #need(bytes: number, heap: number, level: PressureLevel): number {
+    const c = this.#levels === null ? 0 : bytesToFree(this.#levels, bytes, level)
+    const h = this.#heapLevels === null ? 0 : bytesToFree(this.#heapLevels, heap, level)
+    return Math.max(c, h)
   }
 
   /** Calls each shrinker's `levelChanged` (a hook that throws goes to 'error'). */
@@ -747,33 +613,37 @@ export class PolicyEngine {
 
   /**
    * One heap reduction, or `null` and the error when it threw. `raw`: the basis without the
-   * allocator credit; with the credit counted, `malloc_trim` runs only when that is at critical
-   * (or 8 MiB from the limit where critical is closer: see `noCreditFrom`).
+   * allocator credit; with the credit counted, `malloc_trim` runs only from `noCreditFrom` on.
    */
   async #reduce(raw: number): Promise<{ heap: HeapReduction | null; error?: unknown }> {
     if (this.#heap === false) return { heap: null }
     const trim = this.#allocator === null || this.#levels === null || raw >= noCreditFrom(this.#levels)
     try {
-      return { heap: await reduceHeapChecked(trim ? this.#heap : { ...this.#heap, mallocTrim: false }) }
+      const heap = await this.#runtime.reduceHeap(trim ? this.#heap : { ...this.#heap, mallocTrim: false })
+      // A full collection just ran: the old generation's size is its live size.
+      if (this.#heapLevels !== null && heap.gc !== 'none') {
+        this.#heapLive = this.#runtime.oldGeneration().usedBytes
+        this.#heapMeasured = true
+      }
+      return { heap }
     } catch (err) {
       return { heap: null, error: err }
     }
   }
 
   /**
-   * A heap reduction, and the measure after it (`null` when no snapshot could be read). `again`
-   * (the collection after the shrinkers, when one ran before them): below critical, a second
-   * reduction when the level (from `level`, with its hysteresis) is not back to normal after the
-   * first. That second one dates from when the engine's reduction after the shrinkers was a single
-   * full collection with no minor one (so `malloc_trim` and the measure could run before V8 had
-   * freed the Buffers it found dead: see `GcMethod`); it is kept because taking it out did not
-   * measure better (side by side at a 192 MiB limit, 6 pairs: 0.98 [0.91–1.03] of the throughput
-   * per CPU second). How often it runs now was not counted.
+   * A heap reduction, and the cgroup's basis after it (`null` when no snapshot could be read; 0
+   * without cgroup levels). `again` (the collection after the shrinkers, when one ran before them):
+   * below critical, a second reduction when the cgroup's level is not back to normal after the
+   * first, for the Buffers whose memory V8 frees on a helper thread after a full collection
+   * returns (see `GcMethod`).
    */
-  async #collect(raw: number, levels: ResolvedLevels, level: PressureLevel, again: boolean): Promise<{ result: { heap: HeapReduction | null; error?: unknown }; bytes: number | null }> {
+  async #collect(raw: number, level: PressureLevel, again: boolean): Promise<{ result: { heap: HeapReduction | null; error?: unknown }; bytes: number | null }> {
+    const levels = this.#levels
     let result = await this.#reduce(raw)
     if (this.#closed) return { result, bytes: null }
     let snapshot = this.#snapshot()
+    if (levels === null) return { result, bytes: snapshot === null ? null : 0 }
     let bytes = snapshot === null ? null : this.#measure(snapshot, levels)
     if (again && raw < levels.enter[3] && bytes !== null && result.heap !== null && result.heap.gc === 'v8-major' && levelFor(levels, bytes, level) !== 'normal') {
       const second = await this.#reduce(bytes + this.#credit)
@@ -785,16 +655,39 @@ export class PolicyEngine {
     return { result, bytes }
   }
 
+  /** What a limit's levels make of a basis at `level`: its target and reserve (see `LimitPlan`). */
+  #limitPlan(levels: ResolvedLevels, before: number, measured: number, level: PressureLevel): LimitPlan {
+    const rank = levelRank(level)
+    const threshold = levels.enter[rank as 0 | 1 | 2 | 3]
+    const target = rank === 0 ? null : exitPoint(levels, rank)
+    return {
+      limit: levels.limit,
+      before,
+      measured,
+      threshold: rank === 0 ? null : threshold,
+      hysteresis: levels.hysteresis,
+      target,
+      reserve: target === null ? null : levels.limit - target,
+      excess: bytesToFree(levels, measured, level),
+    }
+  }
+
   async #runCycle(): Promise<void> {
     const levels = this.#levels
+    const heapLevels = this.#heapLevels
     const before = this.#snapshot()
-    if (levels === null || before === null) return
+    if (!this.#enabled || before === null) return
     const n = ++this.#cycles
-    const startBytes = this.#measure(before, levels)
+    const startBytes = levels === null ? 0 : this.#measure(before, levels)
+    const heapStart = this.#heapLive
+    const heapBefore = this.heapReading
     let rawNow = startBytes + this.#credit
-    // The cycle's level: the current one, or the one the snapshot just read says if it is higher.
-    const level = levelRank(levelFor(levels, startBytes, this.#level)) > levelRank(this.#level) ? levelFor(levels, startBytes, this.#level) : this.#level
-    const cycle: Cycle = { n, level, requested: bytesToFree(levels, startBytes, level), reported: 0, updates: 0, abort: null }
+    const cgroupStart = levels === null ? 'normal' : levelFor(levels, startBytes, this.#cgroupLevel)
+    const heapStartLevel = heapLevels === null ? 'normal' : levelFor(heapLevels, heapStart, this.#heapLevel)
+    const heapDriven = levelRank(heapStartLevel) > levelRank(cgroupStart)
+    // The cycle's level: the current one, or the one just measured if it is higher.
+    const level = higher(this.#level, higher(cgroupStart, heapStartLevel))
+    const cycle: Cycle = { n, level, requested: this.#need(startBytes, heapStart, level), reported: 0, updates: 0, abort: null }
     this.#cycle = cycle
     const start = this.#clock.now()
     // Garbage first: what a collection gives back needs no eviction. The shrinkers are then asked
@@ -802,37 +695,57 @@ export class PolicyEngine {
     let first: { heap: HeapReduction | null; error?: unknown } | null = null
     let collectedBytes = 0
     let shrinkLevel = cycle.level
-    if (this.#collectFirst && this.#heap !== false) {
-      const c = await this.#collect(rawNow, levels, cycle.level, false)
+    let midBytes = startBytes
+    let floor: ShrinkPlan['floor'] = null
+    // A cycle of the heap alone (the cgroup at normal) whose live size was read after a major
+    // collection has nothing to learn from another one first: it would find what V8's found, at
+    // the cost of marking the whole heap again.
+    const measured = heapDriven && cgroupStart === 'normal' && this.#heapMeasured
+    if (this.#collectFirst && this.#heap !== false && !measured) {
+      const c = await this.#collect(rawNow, cycle.level, false)
       if (this.#closed) return
       first = c.result
       if (c.bytes !== null) {
-        const midBytes = c.bytes
+        midBytes = c.bytes
         rawNow = midBytes + this.#credit
         collectedBytes = startBytes - midBytes
         // Notifications during the collection may have raised the cycle's level: keep the higher.
-        const afterCollect = levelFor(levels, midBytes, cycle.level)
+        const afterCollect = higher(
+          levels === null ? 'normal' : levelFor(levels, midBytes, cycle.level),
+          heapLevels === null ? 'normal' : levelFor(heapLevels, this.#heapLive, cycle.level),
+        )
         shrinkLevel = cycle.updates > 0 && levelRank(cycle.level) > levelRank(afterCollect) ? cycle.level : afterCollect
-        cycle.requested = bytesToFree(levels, midBytes, shrinkLevel)
-        // Back at high within a cool-down of the last cycle there: V8's garbage refilled the room
-        // below high that quickly. The cache gives some of it back even when the collection alone
-        // brought the level down, so that the next allocations do not run into the limit before
-        // the next cycle; and at least down to where V8's own collection of dead Buffers comes
-        // before the limit (backstopRoom). A cycle at moderate asks for that floor too, as at
-        // high (a shrinker keeps more of itself at moderate), when the memory is Buffers
-        // (moderateRoom): typically a cache that filled before there was any garbage, whose size,
-        // held from now on, would leave the limit to the cycles at high alone.
-        if (this.#garbageRoom) {
+        cycle.requested = this.#need(midBytes, this.#heapLive, shrinkLevel)
+        // The garbage floor (cgroup only): V8 collects dead Buffers on its own only after its
+        // external memory grew 64 MiB, so the cache is asked to leave that much room below the
+        // limit when garbage is seen to come back fast (a cycle at high back to back with one), or
+        // at moderate when the memory is Buffers (a cache that filled before there was garbage).
+        if (this.#garbageRoom && levels !== null && !heapDriven) {
           const backToBack = levelRank(cycle.level) >= 2 && this.#lastCycleRank >= 2 && start - this.#lastCycleEnd < this.#cooldownMs
-          const room = backToBack ? Math.max(Math.ceil(levels.hysteresis / 2), backstopRoom(levels, midBytes)) : cycle.level === 'moderate' ? moderateRoom(levels, midBytes) : 0
+          let room = 0
+          let external: number | undefined
+          if (backToBack) room = Math.max(Math.ceil(levels.hysteresis / 2), backstopRoom(levels, midBytes))
+          else if (cycle.level === 'moderate') {
+            const r = backstopRoom(levels, midBytes)
+            external = r > 0 ? this.#runtime.externalMemory() : undefined
+            room = r > 0 && external !== undefined && external >= r ? r : 0
+          }
           if (cycle.requested < room) {
             cycle.requested = room
+            floor = { rule: backToBack ? 'back-to-back' : 'buffers-at-moderate', bytes: room }
+            if (external !== undefined) floor.externalBytes = external
             const at: PressureLevel = backToBack ? 'moderate' : 'high'
             if (levelRank(shrinkLevel) < levelRank(at)) shrinkLevel = at
           }
         }
       }
     }
+    const cgroupPlan = levels === null ? null : this.#limitPlan(levels, startBytes, midBytes, shrinkLevel)
+    const heapPlan = heapLevels === null ? null : this.#limitPlan(heapLevels, heapStart, this.#heapLive, shrinkLevel)
+    const cExcess = cgroupPlan?.excess ?? 0
+    const hExcess = heapPlan?.excess ?? 0
+    const limit: LimitKind = hExcess !== cExcess ? (hExcess > cExcess ? 'heap' : 'cgroup') : heapDriven ? 'heap' : 'cgroup'
+    const plan: ShrinkPlan = { level: shrinkLevel, collected: first !== null, cgroup: cgroupPlan, heap: heapPlan, floor, requestedBytes: cycle.requested }
     const ordered = this.#ordered()
     const from = ordered.length === 0 ? 0 : this.#cursor % ordered.length
     const order = [...ordered.slice(from), ...ordered.slice(0, from)]
@@ -844,7 +757,7 @@ export class PolicyEngine {
       if (shrinkLevel !== 'critical' && cycle.reported >= cycle.requested) break
       if (!this.#shrinkers.has(entry)) continue
       asked++
-      const result = await this.#ask(entry, cycle, shrinkLevel)
+      const result = await this.#ask(entry, cycle, shrinkLevel, limit)
       results.push(result)
       if (result.reported !== null) cycle.reported += result.reported
       if (levelRank(cycle.level) > levelRank(shrinkLevel)) shrinkLevel = cycle.level
@@ -853,7 +766,7 @@ export class PolicyEngine {
     // Next cycle at this level goes on with the next priorities; a critical one asked everyone.
     this.#cursor = shrinkLevel === 'critical' || ordered.length === 0 ? 0 : (from + asked) % ordered.length
     // Collect again only when shrinkers dropped something (or when nothing collected yet).
-    const second = this.#heap !== false && (first === null || asked > 0) ? (await this.#collect(rawNow, levels, shrinkLevel, first !== null)).result : null
+    const second = this.#heap !== false && (first === null || asked > 0) ? (await this.#collect(rawNow, shrinkLevel, first !== null)).result : null
     if (this.#closed) return
     // Both reductions as one: a trim in the first (the basis was at the cut-off) is the cycle's too.
     const [h1, h2] = [first?.heap ?? null, second?.heap ?? null]
@@ -863,21 +776,29 @@ export class PolicyEngine {
       this.#cycle = null
       return
     }
-    const afterBytes = this.#measure(after, levels)
-    const levelAfter = levelFor(levels, afterBytes, this.#level)
+    const afterBytes = levels === null ? 0 : this.#measure(after, levels)
+    const levelAfter = higher(
+      levels === null ? 'normal' : levelFor(levels, afterBytes, this.#cgroupLevel),
+      heapLevels === null ? 'normal' : levelFor(heapLevels, this.#heapLive, this.#heapLevel),
+    )
+    const heapAfter = heapLevels === null ? null : { liveBytes: this.#heapLive, limitBytes: heapLevels.limit, level: levelFor(heapLevels, this.#heapLive, this.#heapLevel) }
     const report: ShrinkReport = {
       cycle: n,
       level: cycle.level,
       levelAfter,
-      basis: levels.basis,
+      limit,
+      basis: this.#options.basis ?? 'workingSet',
       requestedBytes: cycle.requested,
       reportedBytes: cycle.reported,
       freedBytes: startBytes - afterBytes,
       collectedBytes,
       allocatorFreeBytes: this.#credit,
+      plan,
       shrinkers: results,
       heap: final.heap,
       heapRuns: (first === null ? 0 : 1) + (second === null ? 0 : 1),
+      heapBefore,
+      heapAfter,
       before,
       after,
       updates: cycle.updates,
@@ -886,7 +807,10 @@ export class PolicyEngine {
     }
     const heapError = second?.error ?? first?.error
     if (heapError !== undefined) report.heapError = heapError
-    this.#backoff = report.freedBytes > 0 ? 1 : Math.min(this.#backoff * 2, 32)
+    // A cycle that freed nothing measurable (on either limit) backs off: full collections every
+    // few seconds with nothing left to give back would only cost CPU.
+    const freed = report.freedBytes > 0 || (heapBefore !== null && heapAfter !== null && heapAfter.liveBytes < heapBefore.liveBytes)
+    this.#backoff = freed ? 1 : Math.min(this.#backoff * 2, 32)
     this.#cycle = null
     this.#lastCycleEnd = this.#clock.now()
     this.#lastCycleRank = levelRank(cycle.level)
@@ -895,8 +819,7 @@ export class PolicyEngine {
     this.#evaluate(true)
     if (!this.#closed && levelRank(this.#level) > 0 && this.#cycle === null) {
       // Still under pressure: at moderate the next cycle waits for the cool-down, at high and
-      // critical for URGENT_MS at most. A cycle that freed nothing backs off from at least 50 ms,
-      // even with cooldownMs 0.
+      // critical for URGENT_MS at most. A cycle that freed nothing backs off from at least 50 ms.
       const wait = levelRank(this.#level) >= 2 ? Math.min(this.#cooldownMs, URGENT_MS) : this.#cooldownMs
       this.#cycleAfter(this.#backoff > 1 ? Math.max(wait, 50) * this.#backoff : wait)
     }
@@ -919,7 +842,7 @@ export class PolicyEngine {
     }, ms)
   }
 
-  async #ask(entry: Registered, cycle: Cycle, level: PressureLevel): Promise<ShrinkerResult> {
+  async #ask(entry: Registered, cycle: Cycle, level: PressureLevel, limit: LimitKind): Promise<ShrinkerResult> {
     const { shrinker, priority } = entry
     const remaining = Math.max(0, cycle.requested - cycle.reported)
     let size: number | undefined
@@ -933,7 +856,7 @@ export class PolicyEngine {
     const abort = new AbortController()
     cycle.abort = abort
     const t0 = this.#clock.now()
-    const result: ShrinkerResult = { name: shrinker.name, priority, requestedBytes: remaining, reported: null, ms: 0 }
+    const result: ShrinkerResult = { name: shrinker.name, priority, requestedBytes: remaining, size: size ?? null, fraction, reported: null, ms: 0 }
     const timer = this.#clock.setTimeout(() => {
       abort.abort(new MemoryPressureError('ERR_TIMEOUT', `shrinker ${JSON.stringify(shrinker.name)} did not finish within ${this.#timeoutMs} ms`))
     }, this.#timeoutMs)
@@ -944,7 +867,7 @@ export class PolicyEngine {
     })
     try {
       const value = await Promise.race([
-        (async () => shrinker.shrink({ level, targetBytes: remaining, fraction, signal: abort.signal, cycle: cycle.n }))(),
+        (async () => shrinker.shrink({ level, limit, targetBytes: remaining, fraction, signal: abort.signal, cycle: cycle.n }))(),
         aborted,
       ])
       if (typeof value === 'number' && Number.isFinite(value)) result.reported = Math.max(0, value)

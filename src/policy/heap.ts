@@ -16,14 +16,9 @@ import { describe } from '../size.js'
  *   freed too: `Heap::PreciseCollectAllGarbage`), then one minor collection
  *   (`gc({ type: 'minor' })`). The minor one is for Buffers: V8 frees the memory of the
  *   ArrayBuffers a full collection found dead on a helper thread after the collection returns, and
- *   updates its count of external memory at its next collection. Measured on Node 20.20 and 24.21
- *   with 40 MiB of dropped 64 KiB Buffers: `malloc_trim` run right after the full collection alone
- *   gave back 0 to 41 MiB (ten rounds each), after the minor one too 40 MiB every time, as after
- *   two full collections (the method before this one; 5.4 against 6.6 ms there, and 24 to 34%
- *   less time in major collections in the CRAMM benchmark's runs).
- *   (`gc({ type: 'major', execution: 'sync' })` freed 0 to 9.5 MiB of 15 MiB in six runs on Node
- *   20.20, `gc()` all of it, and a WeakRef target survived the former; on Node 24.21 both freed the
- *   same.) The flag is set at run time with
+ *   counts it at its next collection, so without it `malloc_trim` and the next measure can miss
+ *   that memory. (`gc({ type: 'major', execution: 'sync' })` is not used: on Node 20 it did not
+ *   free all that `gc()` frees.) The flag is set at run time with
  *   `v8.setFlagsFromString('--expose-gc')` the first time it is needed and `gc` is taken from a new
  *   context (`vm.runInNewContext('gc')`), so no command-line flag is needed. Side effect: contexts
  *   created afterwards (vm) see a global `gc` too. When the process already has `globalThis.gc`,

@@ -29,8 +29,9 @@ export const PRESSURE_BASES: readonly PressureBasis[] = ['workingSet', 'usage', 
 
 /**
  * Thresholds of the levels above `'normal'`: bytes, size strings or percentages of the limit. A
- * level left out gets its default: the percentage of {@link DEFAULT_LEVELS}, raised for limits above
- * 320 MiB as {@link DEFAULT_LEVEL_HEADROOM} says.
+ * level left out gets its default: the percentage of {@link DEFAULT_LEVELS}, and for `moderate` and
+ * `high` above a 320 MiB cgroup limit, `limit − 96 MiB` and `limit − 48 MiB` where that is higher,
+ * at most 80% and 90%.
  */
 export interface LevelThresholds {
   /** Entering `'moderate'`. Default `'70%'`, up to 80% (limit − 96 MiB) above a 320 MiB limit. */
@@ -45,30 +46,28 @@ export interface LevelThresholds {
 export const DEFAULT_LEVELS: Required<LevelThresholds> = { moderate: '70%', high: '85%', critical: '95%' }
 
 /**
- * How a default level rises with the limit. The room a Node process needs above its cache (the
- * garbage V8 lets build up between its own collections, what is allocated while a shrink cycle
+ * How a default cgroup level rises with the limit. The room a Node process needs above its cache
+ * (the garbage V8 lets build up between its own collections, what is allocated while a cycle
  * reacts) is about the same number of MiB at any limit, so a fixed percentage leaves more memory
- * unused the larger the limit. A level without a threshold of its own enters at its percentage of
- * {@link DEFAULT_LEVELS} or at `limit − headroom`, whichever is higher, but never above `max`:
- * 70/85/95% up to a 320 MiB limit, 75/87.5/95% at 384 MiB, 80/90/95% from 480 MiB. When a raised
- * default would not stay below a threshold given explicitly, the defaults keep their percentages.
+ * unused the larger the limit: a level without a threshold of its own enters at its percentage or
+ * at `limit − headroom`, whichever is higher, never above `max`. When a raised default would not
+ * stay below a threshold given explicitly, the defaults keep their percentages.
+ * @internal
  */
 export const DEFAULT_LEVEL_HEADROOM: Readonly<Record<'moderate' | 'high', { readonly headroom: number; readonly max: number }>> = {
   moderate: { headroom: 96 * 2 ** 20, max: 0.8 },
   high: { headroom: 48 * 2 ** 20, max: 0.9 },
 }
-/** Default hysteresis: 5% of the limit, at most {@link DEFAULT_HYSTERESIS_MAX}. */
+/** Default hysteresis: 5% of the limit, at most 10 MiB. */
 export const DEFAULT_HYSTERESIS: Threshold = '5%'
 const defaultHysteresis = parseThreshold(DEFAULT_HYSTERESIS, 'hysteresis')
 
 /**
- * The most the default hysteresis is, in bytes (10 MiB: 5% of a 200 MiB limit). Like the room
- * above the levels ({@link DEFAULT_LEVEL_HEADROOM}), what the band has to absorb (the garbage V8
- * lets build up, the kernel's check granularity) is about the same number of MiB at any limit,
- * while a cycle asks the shrinkers for everything down to the level's exit point: with 5% of a
- * 512 MiB limit (25.6 MiB) the cycles held the cache at 378 MiB on average in issue 4's CRAMM
- * runs, under the 384 MiB of the best fixed size (391 MiB with the cap). Only the default is
- * capped: a `hysteresis` given explicitly is taken as it is.
+ * The most the default hysteresis is, in bytes (5% of a 200 MiB limit). What the band absorbs (the
+ * garbage V8 lets build up, the kernel's check granularity) does not grow with the limit, while a
+ * cycle asks the shrinkers for everything down to the level's exit point: a wider band only holds
+ * caches further below the limit. A `hysteresis` given explicitly is taken as it is.
+ * @internal
  */
 export const DEFAULT_HYSTERESIS_MAX = 10 * 2 ** 20
 
@@ -93,6 +92,7 @@ export function resolveLevels(
   hysteresis: Threshold | undefined,
   basis: PressureBasis | undefined,
   limit: number,
+  raise = true,
 ): ResolvedLevels {
   if (levels !== true && (levels === null || typeof levels !== 'object')) {
     throw new TypeError(`levels must be true or an object { moderate, high, critical } (received ${describe(levels)})`)
@@ -104,7 +104,7 @@ export function resolveLevels(
   let bytes = names.map((name) =>
     resolveThreshold(parseThreshold(given[name] ?? DEFAULT_LEVELS[name], `levels.${name}`), limit, `levels.${name}`),
   ) as [number, number, number]
-  if (Number.isFinite(limit)) {
+  if (raise && Number.isFinite(limit)) {
     const raised = bytes.map((b, i) => {
       const name = names[i] ?? 'critical'
       if (given[name] !== undefined || name === 'critical') return b
@@ -128,6 +128,33 @@ export function resolveLevels(
     throw new RangeError(`hysteresis must be smaller than the moderate threshold of ${bytes[0]} bytes (received ${h} bytes)`)
   }
   return { enter: [0, bytes[0], bytes[1], bytes[2]], hysteresis: h, basis: b, limit }
+}
+
+/**
+ * Levels on V8's old generation: the percentages of `levels` of the old generation's `limit` (a
+ * level given in bytes or left out gets its default percentage: bytes name a cgroup's memory), the
+ * hysteresis resolved the same way. No headroom rule: the heap's basis is a live size measured
+ * after a collection, without the garbage the cgroup's room above its levels is for. Settings
+ * that do not fit this limit (a hysteresis in bytes above moderate) fall back to the defaults.
+ */
+export function resolveHeapLevels(levels: LevelThresholds | boolean | undefined, hysteresis: Threshold | undefined, limit: number): ResolvedLevels {
+  const given: LevelThresholds = {}
+  if (typeof levels === 'object' && levels !== null) {
+    for (const name of ['moderate', 'high', 'critical'] as const) {
+      const t = levels[name]
+      if (t !== undefined && parseThreshold(t, `levels.${name}`).kind === 'percent') given[name] = t
+    }
+  }
+  try {
+    return resolveLevels(given, hysteresis, 'workingSet', limit, false)
+  } catch {
+    return resolveLevels(true, undefined, 'workingSet', limit, false)
+  }
+}
+
+/** The higher of two levels. */
+export function higher(a: PressureLevel, b: PressureLevel): PressureLevel {
+  return levelRank(a) >= levelRank(b) ? a : b
 }
 
 /** The figure of `snapshot` levels are decided on. */

@@ -6,10 +6,29 @@ import { describe } from '../size.js'
 import type { HeapReduction } from './heap.js'
 import type { PressureBasis, PressureLevel } from './levels.js'
 
+/** Which limit a request, a level or a cycle is about: the cgroup's, or V8's heap's. */
+export type LimitKind = 'cgroup' | 'heap'
+
+/** The heap as last learned: after V8's last major collection, or the cycle's own. Bytes. */
+export interface HeapReading {
+  /** The old generation's size after that collection (its live objects). */
+  liveBytes: number
+  /** The old generation's limit. */
+  limitBytes: number
+  /** The heap's own level. */
+  level: PressureLevel
+}
+
 /** What a shrinker is asked to give back. Sizes in bytes. */
 export interface ShrinkRequest {
   /** The level of the cycle (it can rise while the cycle runs; later shrinkers see the new one). */
   level: PressureLevel
+  /**
+   * The limit the request is for: `'heap'` when V8's heap is the nearer one, and `targetBytes` is
+   * then bytes of JavaScript heap. A cache of Buffers frees mostly memory outside the heap, and can
+   * give back less (or nothing) when asked for heap bytes.
+   */
+  limit: LimitKind
   /**
    * This shrinker's share of what must be freed: the bytes still uncovered by the shrinkers asked
    * before it in this cycle. At `'critical'` every shrinker is asked, even with a share of 0.
@@ -53,6 +72,10 @@ export interface ShrinkerResult {
   priority: number
   /** `targetBytes` of its request. */
   requestedBytes: number
+  /** What its `size()` said before the request (`null`: no `size()`, or not a number). */
+  size: number | null
+  /** `fraction` of its request. */
+  fraction: number
   /** What it returned, or `null` when it returned no number, threw or timed out. */
   reported: number | null
   /** What it threw or rejected with (the cycle went on). */
@@ -63,18 +86,73 @@ export interface ShrinkerResult {
   ms: number
 }
 
+/**
+ * One limit's side of a cycle's request (see docs/how-it-works.md): the target the basis is held
+ * at, the reserve that leaves below the limit, and what the basis exceeded the target by. Bytes.
+ */
+export interface LimitPlan {
+  /** The limit (the cgroup's effective limit, or the old generation's). */
+  limit: number
+  /** The basis when the cycle started (cgroup: less the allocator's credit; heap: the live size as last learned). */
+  before: number
+  /** The basis the request was computed from: after the collection before the shrinkers, else `before`. */
+  measured: number
+  /** The threshold of the level the shrinkers were asked at, on this limit (`null` at `'normal'`). */
+  threshold: number | null
+  /** The hysteresis on this limit. */
+  hysteresis: number
+  /** The target T = threshold − hysteresis (`null` at `'normal'`: nothing to reach). */
+  target: number | null
+  /** The reserve = limit − T: the room above the threshold (limit − threshold) plus the hysteresis. */
+  reserve: number | null
+  /** What the basis exceeded the target by: `max(0, ceil(measured − target))`; 0 at `'normal'`. */
+  excess: number
+}
+
+/** How a cycle made its request: the rule of docs/how-it-works.md, with its inputs. */
+export interface ShrinkPlan {
+  /** The level the shrinkers were asked at: the level the collection left (or the cycle's own). */
+  level: PressureLevel
+  /**
+   * True when a collection ran before the shrinkers (and `measured` is after it). A cycle of the
+   * heap alone whose live size V8's own major collection had just measured runs none.
+   */
+  collected: boolean
+  /** The cgroup's side (`null` without cgroup levels). */
+  cgroup: LimitPlan | null
+  /** The heap's side (`null` when the heap is not watched). */
+  heap: LimitPlan | null
+  /**
+   * The garbage floor, when it raised the request above both excesses: `'back-to-back'` (a cycle
+   * at high within a cool-down of another at high) or `'buffers-at-moderate'` (at moderate, with
+   * `externalBytes` of V8 external memory, at least the floor); `bytes`: the request it set.
+   */
+  floor: { rule: 'back-to-back' | 'buffers-at-moderate'; bytes: number; externalBytes?: number } | null
+  /**
+   * What the shrinkers were asked for in all: the larger excess, or the floor. Shrinker i is asked
+   * for this less what those before it reported, in priority order (from where the last cycle at
+   * this level stopped), until it is covered (at `'critical'`, everyone).
+   */
+  requestedBytes: number
+}
+
 /** The report of one shrink cycle (the `'shrink'` event). Sizes in bytes, times in milliseconds. */
 export interface ShrinkReport {
   /** Number of the cycle, from 1. */
   cycle: number
   /**
    * The level the cycle started at (or the highest seen while it ran). The shrinkers were asked at
-   * the level the first collection left (see `collectFirst`), which their requests show.
+   * the level the first collection left (`plan.level`).
    */
   level: PressureLevel
   /** The level after the cycle, from the snapshot taken after heap reduction. */
   levelAfter: PressureLevel
-  /** What levels are decided on. */
+  /**
+   * The limit that drove the request: the one whose basis exceeded its target by more (on a tie,
+   * the one whose level was higher at the start, the cgroup's when equal).
+   */
+  limit: LimitKind
+  /** What the cgroup's levels are decided on. */
   basis: PressureBasis
   /** Bytes the cycle set out to free (raised by notifications that arrived while it ran). */
   requestedBytes: number
@@ -84,14 +162,16 @@ export interface ShrinkReport {
   freedBytes: number
   /**
    * Measured: what the collection before the shrinkers gave back (basis before minus basis after
-   * it); 0 when `collectFirst` or heap reduction is off.
+   * it); 0 when heap reduction is off.
    */
   collectedBytes: number
   /**
-   * Free allocator memory counted as available in `after` (see `allocatorFree`; 0 when not
-   * counted). `freedBytes` and `collectedBytes` include what went to the allocator's free lists.
+   * Free allocator memory counted as available in `after` (0 when not counted). `freedBytes` and
+   * `collectedBytes` include what went to the allocator's free lists.
    */
   allocatorFreeBytes: number
+  /** How the request was made: each limit's target, reserve and excess, and the floor. */
+  plan: ShrinkPlan
   /** Every shrinker asked, in order. */
   shrinkers: ShrinkerResult[]
   /**
@@ -105,6 +185,9 @@ export interface ShrinkReport {
   heapRuns: number
   /** What a heap reduction threw, if one did (the later one when both did). */
   heapError?: unknown
+  /** The heap before the cycle and after its last collection (`null` when the heap is not watched). */
+  heapBefore: HeapReading | null
+  heapAfter: HeapReading | null
   /** Snapshots before the first shrinker and after heap reduction. */
   before: MemorySnapshot
   after: MemorySnapshot

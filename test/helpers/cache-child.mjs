@@ -13,7 +13,7 @@ let monitor
 if (withPlugin) {
   const { createMemoryMonitor } = await import('node-memory-pressure')
   const { lruCacheShrinker } = await import('node-memory-pressure/lru-cache')
-  monitor = createMemoryMonitor({ levels: { moderate: '50%', high: '65%', critical: '80%' }, cooldownMs: 200 })
+  monitor = createMemoryMonitor({ levels: { moderate: '50%', high: '65%', critical: '80%' }, tuning: { cooldownMs: 200 } })
   monitor.register(lruCacheShrinker(cache))
   monitor.on('pressure', (e) => process.stdout.write(`pressure ${e.level}\n`))
   monitor.on('relief', () => process.stdout.write('relief\n'))

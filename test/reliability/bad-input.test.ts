@@ -117,7 +117,7 @@ const typeCases: Case[] = ([
 const rangeCases: Case[] = ([
   ['levels that do not increase', () => createMemoryMonitor({ ...sim(), levels: { moderate: '90%', high: '80%', critical: '95%' } })],
   ['hysteresis above the moderate level', () => createMemoryMonitor({ ...sim(), levels: true, hysteresis: '80%' })],
-  ['cooldownMs -1', () => createMemoryMonitor({ ...sim(), levels: true, cooldownMs: -1 })],
+  ['cooldownMs -1', () => createMemoryMonitor({ ...sim(), levels: true, tuning: { cooldownMs: -1 } })],
   ['shrinkTimeoutMs NaN', () => createMemoryMonitor({ ...sim(), levels: true, shrinkTimeoutMs: Number.NaN })],
   ['SimulatedBackend limit -1', () => new SimulatedBackend({ limit: -1 })],
   ['SimulatedBackend usage above limit', () => new SimulatedBackend({ usage: 2 * MiB, limit: MiB })],
@@ -135,7 +135,7 @@ const rangeCases: Case[] = ([
 const mpe = (code: string, name: string, call: () => unknown, v1 = false): Case => ({ name, call, outcome: { error: MemoryPressureError, code }, v1 })
 const codeCases: Case[] = [
   mpe('ERR_NO_LIMIT', 'a percentage without a limit', () => onMemoryThreshold('80%', noop, sim({ limit: Number.POSITIVE_INFINITY }))),
-  mpe('ERR_NO_LIMIT', 'levels in percent without a limit', () => createMemoryMonitor({ ...sim({ limit: Number.POSITIVE_INFINITY }), levels: { moderate: '70%' } })),
+  mpe('ERR_NO_LIMIT', 'levels in percent without a cgroup limit, the heap not watched', () => createMemoryMonitor({ ...sim({ limit: Number.POSITIVE_INFINITY }), levels: { moderate: '70%' }, heapLimit: false })),
   mpe('ERR_INVALID_THRESHOLD', 'a bad threshold in the options', () => createMemoryMonitor({ ...sim(), thresholds: ['50%', 'lots'] })),
   mpe('ERR_NO_CGROUP', 'a cgroup that does not exist', () => createMemoryMonitor({ cgroup: '/sys/fs/cgroup/memory/mp-does-not-exist' })),
   mpe('ERR_NO_CGROUP', 'a cgroup that is a file', () => createMemoryMonitor({ cgroup: path.join(cgPath(), 'memory.stat') }), true),
@@ -228,13 +228,15 @@ const strictCases: Case[] = [
     const m = createMemoryMonitor(sim())
     try { m.register(shrinker); return m.register(shrinker) } finally { void m.close() }
   }),
-  withCode(RangeError, 'ERR_OUT_OF_RANGE', 'cooldownMs 1e12 (past 2^31-1)', () => createMemoryMonitor({ ...sim(), cooldownMs: 1e12 })),
-  withCode(RangeError, 'ERR_OUT_OF_RANGE', 'cooldownMs 2^31', () => createMemoryMonitor({ ...sim(), cooldownMs: 2 ** 31 })),
+  withCode(RangeError, 'ERR_OUT_OF_RANGE', 'tuning.cooldownMs 1e12 (past 2^31-1)', () => createMemoryMonitor({ ...sim(), tuning: { cooldownMs: 1e12 } })),
+  withCode(RangeError, 'ERR_OUT_OF_RANGE', 'tuning.cooldownMs 2^31', () => createMemoryMonitor({ ...sim(), tuning: { cooldownMs: 2 ** 31 } })),
+  withCode(TypeError, 'ERR_UNKNOWN_OPTION', 'cooldownMs at the top (an internal, not an option)', () => createMemoryMonitor({ ...sim(), cooldownMs: 100 } as never)),
   withCode(RangeError, 'ERR_OUT_OF_RANGE', 'shrinkTimeoutMs 3e9', () => createMemoryMonitor({ ...sim(), shrinkTimeoutMs: 3e9 })),
   withCode(RangeError, 'ERR_OUT_OF_RANGE', 'shrinkTimeoutMs 0', () => createMemoryMonitor({ ...sim(), shrinkTimeoutMs: 0 })),
-  withCode(RangeError, 'ERR_OUT_OF_RANGE', 'recheckMs 0 (a busy re-check)', () => createMemoryMonitor({ ...sim(), recheckMs: 0 })),
-  withCode(RangeError, 'ERR_OUT_OF_RANGE', 'recheckMs 99', () => createMemoryMonitor({ ...sim(), recheckMs: 99 })),
-  withCode(TypeError, 'ERR_INVALID_ARG_TYPE', 'cooldownMs "100"', () => createMemoryMonitor({ ...sim(), cooldownMs: '100' as unknown as number })),
+  withCode(RangeError, 'ERR_OUT_OF_RANGE', 'tuning.recheckMs 0 (a busy re-check)', () => createMemoryMonitor({ ...sim(), tuning: { recheckMs: 0 } })),
+  withCode(RangeError, 'ERR_OUT_OF_RANGE', 'tuning.recheckMs 99', () => createMemoryMonitor({ ...sim(), tuning: { recheckMs: 99 } })),
+  withCode(TypeError, 'ERR_INVALID_ARG_TYPE', 'tuning.cooldownMs "100"', () => createMemoryMonitor({ ...sim(), tuning: { cooldownMs: '100' as unknown as number } })),
+  withCode(TypeError, 'ERR_UNKNOWN_OPTION', 'tuning.coolDownMs (misspelled)', () => createMemoryMonitor({ ...sim(), tuning: { coolDownMs: 1 } as never })),
   withCode(RangeError, 'ERR_OUT_OF_RANGE', 'poll.maxIntervalMs 3e9', () => ProcessBackend.open({ poll: { maxIntervalMs: 3e9 } })),
 ]
 

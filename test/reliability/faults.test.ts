@@ -155,7 +155,7 @@ describe.skipIf(!v1 || !built)(`the process is moved to another cgroup${v1 && bu
 describe('shrinkers that misbehave', () => {
   it('one that hangs times out, one that throws is reported, one that frees nothing reports 0; the next cycle still runs', async () => {
     const backend = new SimulatedBackend({ limit: 256 * MiB, usage: 10 * MiB })
-    const monitor = track(createMemoryMonitor({ backend, levels: { moderate: '50%', high: '70%', critical: '90%' }, shrinkTimeoutMs: 30, cooldownMs: 0, reduceHeap: false }))
+    const monitor = track(createMemoryMonitor({ backend, levels: { moderate: '50%', high: '70%', critical: '90%' }, shrinkTimeoutMs: 30, tuning: { cooldownMs: 0 }, reduceHeap: false }))
     const errors = new Collector<MemoryPressureError>()
     monitor.on('error', errors.push)
     const reports = new Collector<ShrinkReport>()

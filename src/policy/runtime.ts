@@ -1,0 +1,133 @@
+// What the policy reads from the running process besides the cgroup (V8's heap and external memory,
+// the C allocator's free lists) and how it collects: one object, injectable like the clock, so that
+// simulated policy tests do not depend on the test process's own memory.
+
+import { PerformanceObserver, constants as perfConstants } from 'node:perf_hooks'
+import v8 from 'node:v8'
+import { isMainThread, resourceLimits } from 'node:worker_threads'
+import { type HeapReduction, type ReduceHeapOptions, allocatorFreeBytes, mallocTrimCount, reduceHeapChecked } from './heap.js'
+
+const MiB = 2 ** 20
+
+/** V8's old generation: where a JavaScript heap runs out ("JavaScript heap out of memory"). Bytes. */
+export interface OldGeneration {
+  /** Bytes used in the old generation now (live objects and, between major collections, garbage). */
+  usedBytes: number
+  /** The old generation's limit (see {@link oldGenerationLimit}). */
+  limitBytes: number
+}
+
+/**
+ * The process as the policy sees it. The default ({@link processRuntime}) reads this process; tests
+ * give their own.
+ * @internal
+ */
+export interface PolicyRuntime {
+  /** V8's external memory (the backing stores of Buffers and ArrayBuffers), bytes. */
+  externalMemory(): number
+  /** Bytes the C allocator holds free for the next allocations, or `null` when unknown. */
+  allocatorFree(): number | null
+  /** How many times the heap reduction has run `malloc_trim` so far. */
+  trimCount(): number
+  /** The old generation now. */
+  oldGeneration(): OldGeneration
+  /**
+   * Calls `fn` after each of V8's major (mark-compact) collections, however started; returns a
+   * function that stops it. Nothing runs while nothing is allocated.
+   */
+  onMajorGc(fn: () => void): () => void
+  /** Collects garbage and trims the allocator (`reduceHeap`). */
+  reduceHeap(options: ReduceHeapOptions): Promise<HeapReduction>
+}
+
+/**
+ * The old generation's limit: `--max-old-space-size` when the process was given it (V8 sizes the
+ * old generation to exactly that), else `heap_size_limit` less V8's young generation, which V8
+ * sizes at three semi-spaces of 1/256 of the old generation, at most 16 MiB each
+ * (`Heap::YoungGenerationSizeFromOldGenerationSize`): an estimate, within a few MiB where it is not
+ * exact. `heap_size_limit` alone would count the young generation's 3 to 48 MiB as room the old
+ * generation never gets. In a worker thread, `youngMb` (its `resourceLimits.maxYoungGenerationSizeMb`)
+ * gives the young generation exactly, whatever set the old one (the worker's `resourceLimits` or
+ * the process's flag, which wins over them).
+ */
+export function oldGenerationLimit(heapSizeLimit: number, flags: readonly string[], youngMb?: number): number {
+  if (youngMb !== undefined && youngMb > 0 && youngMb * MiB < heapSizeLimit) return heapSizeLimit - youngMb * MiB
+  let flagged: number | null = null
+  for (const f of flags) {
+    const m = /^--max[-_]old[-_]space[-_]size=(\d+)$/.exec(f)
+    if (m !== null) flagged = Number(m[1]) * MiB
+  }
+  if (flagged !== null && flagged > 0 && flagged < heapSizeLimit) return flagged
+  return Math.max(0, heapSizeLimit - Math.min(48 * MiB, Math.ceil((heapSizeLimit * 3) / 259)))
+}
+
+/** Node's command-line flags and `NODE_OPTIONS`, in the order V8 sees them (the last wins). */
+function nodeFlags(): string[] {
+  const fromEnv = (process.env.NODE_OPTIONS ?? '').split(/\s+/).filter((s) => s !== '')
+  return [...fromEnv, ...process.execArgv]
+}
+
+let limitCache: { heapSizeLimit: number; limit: number } | null = null
+
+function oldGenerationNow(): OldGeneration {
+  let used = 0
+  for (const s of v8.getHeapSpaceStatistics()) {
+    if (s.space_name !== 'new_space' && s.space_name !== 'new_large_object_space') used += s.space_used_size
+  }
+  const heapSizeLimit = v8.getHeapStatistics().heap_size_limit
+  if (limitCache === null || limitCache.heapSizeLimit !== heapSizeLimit) {
+    limitCache = { heapSizeLimit, limit: oldGenerationLimit(heapSizeLimit, nodeFlags(), isMainThread ? undefined : resourceLimits.maxYoungGenerationSizeMb) }
+  }
+  return { usedBytes: used, limitBytes: limitCache.limit }
+}
+
+/**
+ * One PerformanceObserver for every subscriber in this thread: V8 reports each collection as a
+ * 'gc' entry after it ends (batched, on the event loop), and an observer holds no handle open.
+ */
+const gcListeners = new Set<() => void>()
+let gcObserver: PerformanceObserver | null = null
+
+function onMajorGc(fn: () => void): () => void {
+  gcListeners.add(fn)
+  if (gcObserver === null) {
+    gcObserver = new PerformanceObserver((list) => {
+      let major = false
+      for (const e of list.getEntries()) {
+        const kind = ((e as { detail?: unknown }).detail as { kind?: number } | null | undefined)?.kind
+        if (kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) major = true
+      }
+      if (!major) return
+      for (const l of [...gcListeners]) l()
+    })
+    gcObserver.observe({ entryTypes: ['gc'] })
+  }
+  return () => {
+    gcListeners.delete(fn)
+    if (gcListeners.size === 0 && gcObserver !== null) {
+      gcObserver.disconnect()
+      gcObserver = null
+    }
+  }
+}
+
+/**
+ * This process: V8's statistics, glibc's `mallinfo2()` through the addon, 'gc' performance
+ * entries. In a worker thread, V8's figures are that worker's own isolate's.
+ * @internal
+ */
+export const processRuntime: PolicyRuntime = {
+  externalMemory: () => v8.getHeapStatistics().external_memory,
+  allocatorFree: allocatorFreeBytes,
+  trimCount: mallocTrimCount,
+  oldGeneration: oldGenerationNow,
+  onMajorGc,
+  reduceHeap: reduceHeapChecked,
+}
+
+/** Checks an injected runtime has every function. @internal */
+export function isRuntime(value: unknown): value is PolicyRuntime {
+  if (value === null || typeof value !== 'object') return false
+  const r = value as Record<string, unknown>
+  return ['externalMemory', 'allocatorFree', 'trimCount', 'oldGeneration', 'onMajorGc', 'reduceHeap'].every((k) => typeof r[k] === 'function')
+}
