@@ -65,20 +65,24 @@ describe('no memory limit', () => {
     expect(noLimit.map((w) => [w instanceof MemoryPressureError, (w as MemoryPressureError).path])).toEqual([[true, '/laptop']])
   })
 
-  it('levels: true without a limit is levels off too; levels written in percent and a percentage threshold throw ERR_NO_LIMIT with .path', () => {
+  it('levels: true without a limit is cgroup levels off too; levels written in percent (heap not watched) and a percentage threshold throw ERR_NO_LIMIT with .path', () => {
     warnings()
     const sim = (): SimulatedBackend => new SimulatedBackend({ limit: Number.POSITIVE_INFINITY, cgroup: '/laptop' })
     const m = createMemoryMonitor({ backend: sim(), levels: true })
     cleanup.push(() => m.close())
     expect(m.levels).toBe(null)
     for (const err of [
-      caught(() => createMemoryMonitor({ backend: sim(), levels: { moderate: '70%', high: '80MiB', critical: '90MiB' } })),
+      caught(() => createMemoryMonitor({ backend: sim(), levels: { moderate: '70%', high: '80MiB', critical: '90MiB' }, heapLimit: false })),
       caught(() => onMemoryThreshold('80%', () => {}, { backend: sim() })),
       caught(() => m.addThreshold('80%')),
     ]) {
       expect(err).toBeInstanceOf(MemoryPressureError)
       expect(err).toMatchObject({ code: 'ERR_NO_LIMIT', path: '/laptop' })
     }
+    // With V8's heap watched (the default) levels in percent apply to the heap's limit alone.
+    const h = createMemoryMonitor({ backend: sim(), levels: { moderate: '70%' } })
+    cleanup.push(() => h.close())
+    expect([h.levels, h.heapLevels === null]).toEqual([null, false])
   })
 
   it('levels given in bytes for all three work without a limit', async () => {
