@@ -24,6 +24,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("watch", Napi::Function::New<NotSupported>(env, "watch"));
   exports.Set("close", Napi::Function::New<NotSupported>(env, "close"));
   exports.Set("mallocTrim", Napi::Function::New<NotSupported>(env, "mallocTrim"));
+  exports.Set("mallocTrimSupported", Napi::Boolean::New(env, false));
   exports.Set("mallocInfo", Napi::Function::New<NotSupported>(env, "mallocInfo"));
   return exports;
 }
