@@ -260,6 +260,40 @@ describe.skipIf(skip !== undefined)(`the packed tarball${skip === undefined ? ''
     expect(JSON.parse(run.stdout)).toBe(path.join(fs.realpathSync(path.join(dir, 'node_modules', 'node-memory-pressure')), 'prebuilds', 'linux-x64', 'node-memory-pressure.glibc.node'))
   })
 
+  // No macOS machine here: the platform is made to read darwin both where node-gyp-build looks
+  // (npm_config_platform) and where the package does (process.platform, before it is imported).
+  it('as on macOS: imports with no addon and no warning, and the process backend fires a threshold in plain JavaScript', { timeout: 240_000 }, () => {
+    const { dir } = install(npm11!, 'app-macos')
+    const script = `
+Object.defineProperty(process, 'platform', { value: 'darwin' })
+const warnings = []
+process.on('warning', (w) => warnings.push(w.code ?? w.name))
+const { nativeStatus, createMemoryMonitor } = await import('node-memory-pressure')
+const status = nativeStatus()
+const monitor = createMemoryMonitor({ backend: 'process', process: { poll: { minIntervalMs: 5, maxIntervalMs: 20 } } })
+const at = monitor.snapshot().usage + 64 * 2 ** 20
+let held
+// The backend's timer does not keep a process alive; a server's sockets would.
+const keep = setTimeout(() => {}, 60_000)
+const events = await new Promise((resolve) => {
+  const seen = []
+  monitor.addThreshold(at, { direction: 'up', handler: (e) => { seen.push([e.direction, e.signal, e.backend]); resolve(seen) } })
+  held = Buffer.alloc(128 * 2 ** 20, 1)
+})
+clearTimeout(keep)
+await monitor.close()
+await new Promise((r) => setImmediate(r))
+console.log(JSON.stringify({ loaded: status.loaded, tried: status.loaded ? [] : status.error.tried, events, warnings, held: held.length }))
+`
+    const run = spawnSync(path.join(bin, 'node'), ['--input-type=module', '-e', script], { cwd: dir, env: env({ npm_config_platform: 'darwin' }), encoding: 'utf8', timeout: 50_000 })
+    expect(run.status, run.stderr).toBe(0)
+    const result = JSON.parse(run.stdout.trim().split('\n').pop()!) as { loaded: boolean; tried: string[]; events: unknown[]; warnings: string[] }
+    expect(result.loaded).toBe(false)
+    expect(result.tried[0]).toContain('darwin')
+    expect(result.warnings).toEqual([])
+    expect(result.events).toEqual([['up', 'poll', 'process']])
+  })
+
   it('where no prebuild exists, still runs, warns once, and diagnostics name every capability lost', { timeout: 240_000 }, () => {
     const { dir } = install(npm11!, 'app-no-prebuild')
     // As on a platform nothing is built for (linux-riscv64, say).
