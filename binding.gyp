@@ -24,6 +24,8 @@
       'conditions': [
         ['OS=="linux"', {
           'sources': ['native/memory_pressure_linux.cc'],
+          # dlsym lives in libdl before glibc 2.34 (in libc since; libdl.so.2 stays as a stub).
+          'libraries': ['-ldl'],
         }, {
           'sources': ['native/memory_pressure_stub.cc'],
         }],

@@ -1,17 +1,14 @@
 // Native half of node-memory-pressure on Linux: only system calls and fd plumbing (eventfd(2), uv_poll
 // on the Node event loop, reading eventfd counters, close(2), malloc_trim(3)). Policy lives in JS.
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>  // Pulls in <features.h>, which is what defines __GLIBC__.
+#include <stdlib.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
-
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 
 #include <cmath>
 #include <string>
@@ -446,33 +443,46 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, close(fd) == 0 ? 0 : -errno);
 }
 
+// The allocator functions are looked up at run time rather than linked, so that one build loads on
+// every C library: mallinfo2 exists from glibc 2.33 on (the glibc builds need nothing newer than
+// 2.17), and musl has neither it nor malloc_trim. Function-local statics: resolved once, thread-safe.
+using MallocTrimFn = int (*)(size_t);
+
+// glibc's struct mallinfo2 (malloc.h), declared here because musl's headers lack it.
+struct MallInfo2 {
+  size_t arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks, uordblks, fordblks, keepcost;
+};
+using MallInfo2Fn = MallInfo2 (*)();
+
+MallocTrimFn ResolveMallocTrim() {
+  static const MallocTrimFn fn = reinterpret_cast<MallocTrimFn>(dlsym(RTLD_DEFAULT, "malloc_trim"));
+  return fn;
+}
+
 Napi::Value MallocTrim(const Napi::CallbackInfo& info) {
-#ifdef __GLIBC__
+  MallocTrimFn malloc_trim_fn = ResolveMallocTrim();
+  if (malloc_trim_fn == nullptr) return Napi::Number::New(info.Env(), -ENOSYS);
   // malloc_trim(3): returns free pages at the top of the heap and (since glibc 2.8) whole free
   // pages inside every arena to the kernel.
-  return Napi::Number::New(info.Env(), malloc_trim(0) != 0 ? 1 : 0);
-#else
-  return Napi::Number::New(info.Env(), -ENOSYS);
-#endif
+  return Napi::Number::New(info.Env(), malloc_trim_fn(0) != 0 ? 1 : 0);
 }
 
 Napi::Value MallocInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  static const MallInfo2Fn mallinfo2_fn =
+      reinterpret_cast<MallInfo2Fn>(dlsym(RTLD_DEFAULT, "mallinfo2"));
+  // Without mallinfo2 there is no answer: mallinfo(3)'s int fields wrap past 2 GiB.
+  if (mallinfo2_fn == nullptr) return Napi::Number::New(env, -ENOSYS);
   // mallinfo2(3), summed over every arena: bytes taken from the system by brk/arenas, free bytes
   // held in them (reusable by the next allocations without the kernel), bytes in mmap'd chunks,
   // and the part of the free bytes at the top that trimming would release.
-  struct mallinfo2 mi = mallinfo2();
+  MallInfo2 mi = mallinfo2_fn();
   Napi::Array out = Napi::Array::New(env, 4);
   out.Set(0u, Napi::Number::New(env, static_cast<double>(mi.arena)));
   out.Set(1u, Napi::Number::New(env, static_cast<double>(mi.fordblks)));
   out.Set(2u, Napi::Number::New(env, static_cast<double>(mi.hblkhd)));
   out.Set(3u, Napi::Number::New(env, static_cast<double>(mi.keepcost)));
   return out;
-#else
-  // mallinfo(3)'s int fields wrap past 2 GiB, and other C libraries have neither.
-  return Napi::Number::New(env, -ENOSYS);
-#endif
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -494,6 +504,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("close", Napi::Function::New<Close>(env, "close"));
   exports.Set("open", Napi::Function::New<Open>(env, "open"));
   exports.Set("mallocTrim", Napi::Function::New<MallocTrim>(env, "mallocTrim"));
+  exports.Set("mallocTrimSupported", Napi::Boolean::New(env, ResolveMallocTrim() != nullptr));
   exports.Set("mallocInfo", Napi::Function::New<MallocInfo>(env, "mallocInfo"));
   return exports;
 }

@@ -25,6 +25,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("close", Napi::Function::New<NotSupported>(env, "close"));
   exports.Set("open", Napi::Function::New<NotSupported>(env, "open"));
   exports.Set("mallocTrim", Napi::Function::New<NotSupported>(env, "mallocTrim"));
+  exports.Set("mallocTrimSupported", Napi::Boolean::New(env, false));
   exports.Set("mallocInfo", Napi::Function::New<NotSupported>(env, "mallocInfo"));
   return exports;
 }

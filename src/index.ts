@@ -86,7 +86,7 @@ export {
   type Shrinker,
   type ShrinkerResult,
 } from './policy/index.js'
-export { nativeStatus, type NativeStatus } from './native.js'
+export { nativeFeatures, nativeStatus, type NativeFeature, type NativeFeatureName, type NativeStatus } from './native.js'
 export { CHANNELS, type ChannelMessages, type MonitorCreatedMessage, type MonitorEventMessage } from './diagnostics.js'
 export { formatBytes, parseThreshold, resolveThreshold, type ParsedThreshold, type Threshold } from './size.js'
 export {

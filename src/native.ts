@@ -1,7 +1,7 @@
 // The native addon as TypeScript sees it: one interface describing the binding, and one loader that
 // tries each place the compiled addon can live and reports every failure when none works.
 
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -112,13 +112,21 @@ export interface NativeBinding {
   open?(path: string, mode: 'r' | 'w'): number
   /**
    * glibc `malloc_trim(0)` (malloc_trim(3)): gives the C allocator's free pages back to the kernel.
-   * @returns `1` if memory was released, `0` if not, `-ENOSYS` without glibc (musl, macOS, Windows).
+   * Looked up at run time, so the addon loads on C libraries without it.
+   * @returns `1` if memory was released, `0` if not, `-ENOSYS` where the C library has no
+   *   `malloc_trim` (musl) and in the stub (macOS, Windows).
    */
   mallocTrim(): number
   /**
-   * glibc `mallinfo2()` (glibc 2.33 and later), summed over all arenas: `[arena, free, mmapped,
-   * keepcost]` in bytes, where `free` (`fordblks`) is memory the C allocator holds for the next
-   * allocations. `-ENOSYS` elsewhere. Optional: an addon built before it was added lacks it.
+   * Whether the C library has `malloc_trim` (glibc: `true`; musl and the stub: `false`).
+   * Optional: an addon built before it was added lacks it.
+   */
+  readonly mallocTrimSupported?: boolean
+  /**
+   * glibc `mallinfo2()` (glibc 2.33 and later, looked up at run time), summed over all arenas:
+   * `[arena, free, mmapped, keepcost]` in bytes, where `free` (`fordblks`) is memory the C
+   * allocator holds for the next allocations. `-ENOSYS` where the C library has no `mallinfo2`
+   * (glibc before 2.33, musl) and in the stub. Optional: an addon built before it was added lacks it.
    */
   mallocInfo?(): [arena: number, free: number, mmapped: number, keepcost: number] | number
 }
@@ -177,9 +185,12 @@ function findPackageRoot(start: string): string | undefined {
 }
 
 /**
- * `node-gyp-build`'s choice first (the same lookup its install step used to decide between a
- * prebuild and compiling), then the compiled locations, so that a compiled addon that fails to load
- * is reported rather than skipped. A failed lookup is recorded in `tried`.
+ * `node-gyp-build`'s choice first (a compiled `build/Release` addon, else the prebuild for this
+ * platform, architecture and C library), then the compiled locations, so that a compiled addon
+ * that fails to load is reported rather than skipped, then the other prebuilds of this platform
+ * and architecture: node-gyp-build takes the C library to be musl only where /etc/alpine-release
+ * exists, so on other musl systems the musl prebuild is found here after the glibc one fails to
+ * load. A failed lookup is recorded in `tried`.
  */
 function defaultCandidates(root: string, tried: string[]): string[] {
   const candidates: string[] = []
@@ -191,6 +202,17 @@ function defaultCandidates(root: string, tried: string[]): string[] {
   }
   for (const location of DEFAULT_LOCATIONS) {
     const candidate = path.join(root, location)
+    if (!candidates.includes(candidate)) candidates.push(candidate)
+  }
+  const prebuilds = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`)
+  let files: string[] = []
+  try {
+    files = readdirSync(prebuilds).filter((f) => f.endsWith('.node')).sort()
+  } catch {
+    // No prebuilds for this platform and architecture (a git checkout, or darwin/win32).
+  }
+  for (const file of files) {
+    const candidate = path.join(prebuilds, file)
     if (!candidates.includes(candidate)) candidates.push(candidate)
   }
   return candidates
@@ -269,9 +291,10 @@ let cached: NativeBinding | MemoryPressureError | undefined
  * {@link loadNative} with the default paths, run once per thread; later calls return the same
  * binding or the same error. Never throws, so backends can probe availability cheaply.
  *
- * The first failure in a thread is also reported once as a process warning (`type`
- * `MemoryPressureWarning`, `code` `ERR_NATIVE_UNAVAILABLE`): kernel backends cannot run, the
- * simulated backend still can. Later calls stay silent.
+ * On Linux, the first failure in a thread is also reported once as a process warning (`type`
+ * `MemoryPressureWarning`, `code` `ERR_NATIVE_UNAVAILABLE`) saying what runs without the addon
+ * (see {@link nativeFeatures}). Elsewhere (macOS, Windows) no addon is shipped and nothing is
+ * lost that the platform has, so there is no warning. Later calls stay silent.
  */
 export function tryLoadNative(): NativeBinding | MemoryPressureError {
   if (cached === undefined) {
@@ -281,10 +304,10 @@ export function tryLoadNative(): NativeBinding | MemoryPressureError {
       cached = err instanceof MemoryPressureError
         ? err
         : new MemoryPressureError('ERR_NATIVE_UNAVAILABLE', `the node-memory-pressure native addon could not be loaded: ${describe(err)}`, { cause: err, tried: [] })
-      process.emitWarning(`${cached.message}\nKernel backends are unavailable; the simulated backend still works.`, {
-        type: 'MemoryPressureWarning',
-        code: 'ERR_NATIVE_UNAVAILABLE',
-      })
+      if (process.platform === 'linux') {
+        const lost = FEATURES.map((f) => `  ${f.name}: ${f.without}`).join('\n')
+        process.emitWarning(`${cached.message}\nWithout it:\n${lost}`, { type: 'MemoryPressureWarning', code: 'ERR_NATIVE_UNAVAILABLE' })
+      }
     }
   }
   return cached
@@ -314,4 +337,52 @@ export function nativeStatus(): NativeStatus {
   const binding = tryLoadNative()
   if (binding instanceof MemoryPressureError) return { loaded: false, error: binding }
   return { loaded: true, path: loadedFrom.get(binding) ?? '', platformSupported: binding.platformSupported }
+}
+
+/**
+ * A capability that needs the native addon (and, for the allocator ones, a C library that has the
+ * function):
+ * - `'cgroup-v1-eventfd'`: cgroup v1 thresholds, OOM kills and `memory.pressure_level` notified by
+ *   the kernel (`cgroup.event_control` and an eventfd).
+ * - `'cgroup-v2-memory-events'`: changes of cgroup v2 `memory.events` woken by `POLLPRI`.
+ * - `'psi-triggers'`: PSI triggers on `memory.pressure` (cgroup v2) or `/proc/pressure/memory`.
+ * - `'allocator-free-bytes'`: the C allocator's free bytes (glibc 2.33+ `mallinfo2`), which the
+ *   policy counts as available (the allocator credit, see `allocatorFreeBytes`).
+ * - `'malloc-trim'`: glibc `malloc_trim` after a shrink, giving the C allocator's free pages back.
+ */
+export type NativeFeatureName = 'cgroup-v1-eventfd' | 'cgroup-v2-memory-events' | 'psi-triggers' | 'allocator-free-bytes' | 'malloc-trim'
+
+/** One entry of {@link nativeFeatures}. */
+export interface NativeFeature {
+  name: NativeFeatureName
+  /** Whether this thread has it. */
+  available: boolean
+  /** What happens without it: what takes its place, or what is off. */
+  without: string
+}
+
+const FEATURES: ReadonlyArray<{ name: NativeFeatureName; without: string }> = [
+  { name: 'cgroup-v1-eventfd', without: 'cgroup v1 thresholds are polled from memory.usage_in_bytes, OOM kills are read from memory.oom_control at each poll, and memory.pressure_level cannot be watched' },
+  { name: 'cgroup-v2-memory-events', without: 'cgroup v2 memory.events is watched through inotify (fs.watch) instead of POLLPRI' },
+  { name: 'psi-triggers', without: 'no PSI trigger wakes the cgroup v2 backend on stalls: usage is polled between memory.events changes' },
+  { name: 'allocator-free-bytes', without: "the allocator credit is off: free memory held by the C allocator is not counted as available (allocatorFreeBytes() is null)" },
+  { name: 'malloc-trim', without: "no malloc_trim after a shrink (reduceHeap reports mallocTrim 'unavailable'): the C allocator keeps its free pages until it returns them itself" },
+]
+
+/**
+ * What the native addon gives this thread, one entry per {@link NativeFeatureName}, with what
+ * happens instead where one is missing: all are missing when the addon cannot load (see
+ * {@link nativeStatus} for why); with the addon, the allocator ones still depend on the C library
+ * (musl has neither `mallinfo2` nor `malloc_trim`; glibc before 2.33 has no `mallinfo2`). Loads
+ * the addon on first use. Never throws. `doctor` prints it.
+ */
+export function nativeFeatures(): NativeFeature[] {
+  const binding = tryLoadNative()
+  const has = (name: NativeFeatureName): boolean => {
+    if (binding instanceof MemoryPressureError || !binding.platformSupported) return false
+    if (name === 'malloc-trim') return binding.mallocTrimSupported ?? true
+    if (name === 'allocator-free-bytes') return typeof binding.mallocInfo === 'function' && Array.isArray(binding.mallocInfo())
+    return true
+  }
+  return FEATURES.map((f) => ({ name: f.name, available: has(f.name), without: f.without }))
 }

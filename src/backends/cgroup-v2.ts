@@ -48,8 +48,11 @@ export interface CgroupV2Options {
   psi?: PsiTriggerOptions | false
   /** @internal Timers for tests. */
   clock?: PollClock
-  /** @internal A stand-in for the native addon, for tests of the POLLPRI paths on plain files. */
-  native?: NativeBinding
+  /**
+   * @internal A stand-in for the native addon, for tests of the POLLPRI paths on plain files;
+   * `null` runs as without the addon.
+   */
+  native?: NativeBinding | null
 }
 
 /** What the probe found. */
@@ -124,6 +127,8 @@ export class CgroupV2Backend extends EventEmitter<BackendEvents> implements Memo
   readonly notes: string[] = []
   #poller: ThresholdPoller
   #events: PollWatcher | null = null
+  /** The inotify watch on memory.events used instead of #events when the addon is not loaded. */
+  #inotify: fs.FSWatcher | null = null
   #eventsFd = -1
   #counters: MemoryEvents
   #psi: PsiTrigger | null = null
@@ -146,10 +151,10 @@ export class CgroupV2Backend extends EventEmitter<BackendEvents> implements Memo
     } catch (err) {
       return { available: false, reasons: [...reasons, message(isErrnoException(err) ? syscallError(err, 'access', current) : err)] }
     }
-    const native = options.native ?? tryLoadNative()
-    if (native instanceof MemoryPressureError || !native.platformSupported) {
-      const why = native instanceof MemoryPressureError ? native.message : `not supported on ${process.platform}`
-      reasons.push(`native addon unavailable (${why}): memory.events and PSI cannot be watched, usage is only polled`)
+    const native = options.native === null ? null : options.native ?? tryLoadNative()
+    if (native === null || native instanceof MemoryPressureError || !native.platformSupported) {
+      const why = native === null ? 'turned off' : native instanceof MemoryPressureError ? native.message : `not supported on ${process.platform}`
+      reasons.push(`native addon unavailable (${why}): memory.events is watched through inotify, PSI cannot be watched, usage is polled`)
       return { available: true, value: { location, native: null }, reasons }
     }
     return { available: true, value: { location, native }, reasons }
@@ -230,6 +235,8 @@ export class CgroupV2Backend extends EventEmitter<BackendEvents> implements Memo
           this.notes.push(`no PSI trigger on ${file} (${message(err)})`)
         }
       }
+    } else if (this.#watchEventsFile(eventsFile)) {
+      signals.push('memory.events')
     }
     const p = this.#poller.options
     this.notes.push(`thresholds are emulated: memory.current is polled every ${p.minIntervalMs} to ${p.maxIntervalMs} ms depending on the distance to the nearest threshold and the growth rate`)
@@ -286,9 +293,41 @@ export class CgroupV2Backend extends EventEmitter<BackendEvents> implements Memo
     if (error.code !== 'ERR_PARSE') this.#end('error')
   }
 
-  /** Each timed poll also reads memory.events when no POLLPRI watch tells of its changes. */
+  /** Each timed poll also reads memory.events when no watch tells of its changes. */
   #tick(): void {
-    if (this.#events === null && !this.#closed) this.#compareEvents(this.#readEvents(), false)
+    if (this.#events === null && this.#inotify === null && !this.#closed) this.#compareEvents(this.#readEvents(), false)
+  }
+
+  /**
+   * Without the addon: inotify through fs.watch. kernfs_notify() raises IN_MODIFY on the file as
+   * well as POLLPRI (kernel fs/kernfs/file.c; containerd watches memory.events this way).
+   */
+  #watchEventsFile(file: string): boolean {
+    try {
+      const watcher = fs.watch(file, { persistent: false }, () => this.#eventsModified())
+      watcher.on('error', () => {
+        if (this.#closed) return
+        watcher.close()
+        this.#inotify = null
+        if (this.#gone()) this.#end('removed')
+        else this.notes.push('the inotify watch on memory.events failed; it is read at each poll')
+      })
+      this.#inotify = watcher
+      this.notes.push('memory.events is watched for changes through inotify (fs.watch), the native addon being unavailable')
+      return true
+    } catch (err) {
+      this.notes.push(`memory.events cannot be watched with inotify (${message(isErrnoException(err) ? syscallError(err, 'inotify_add_watch', file) : err)}); it is read at each poll`)
+      return false
+    }
+  }
+
+  #eventsModified(): void {
+    if (this.#closed) return
+    if (this.#gone()) {
+      this.#end('removed')
+      return
+    }
+    this.#compareEvents(this.#readEvents(), true)
   }
 
   #readEvents(): MemoryEvents {
@@ -342,6 +381,8 @@ export class CgroupV2Backend extends EventEmitter<BackendEvents> implements Memo
     this.#poller.close()
     this.#events?.close()
     this.#events = null
+    this.#inotify?.close()
+    this.#inotify = null
     this.#psi?.removeAllListeners()
     this.#psi?.close()
     this.#psi = null

@@ -3,6 +3,7 @@
 
 import { resolveCgroupPath } from '../cgroup/discover.js'
 import { MemoryPressureError } from '../errors.js'
+import { nativeFeatures } from '../native.js'
 import { describe } from '../size.js'
 import { CgroupV1Backend } from './cgroup-v1.js'
 import { CgroupV2Backend } from './cgroup-v2.js'
@@ -45,6 +46,17 @@ export const autoOrder: readonly BackendName[] = ['cgroup-v2', 'cgroup-v1', 'pro
 
 const names: readonly BackendName[] = ['cgroup-v2', 'cgroup-v1', 'process', 'simulated']
 
+/**
+ * One line per capability the native addon would give and this process lacks (see
+ * `nativeFeatures`), so that diagnostics say what runs instead. The kernel ones only on Linux,
+ * where they exist.
+ */
+function missingNative(): string[] {
+  return nativeFeatures()
+    .filter((f) => !f.available && (process.platform === 'linux' || f.name === 'allocator-free-bytes' || f.name === 'malloc-trim'))
+    .map((f) => `native: ${f.name} unavailable: ${f.without}`)
+}
+
 /** Opens the backend `choice` names. Throws `ERR_BACKEND_UNAVAILABLE` (with `.reasons`) when it cannot. */
 export function openBackend(choice: BackendChoice = 'auto', options: OpenBackendOptions = {}): OpenedBackend {
   if (typeof choice === 'object' && choice !== null) {
@@ -68,7 +80,7 @@ export function openBackend(choice: BackendChoice = 'auto', options: OpenBackend
   }
   const reasons: string[] = []
   const opened = (backend: MemoryBackend & { notes: readonly string[] }): OpenedBackend =>
-    ({ backend, owned: true, reasons: [...reasons, ...backend.notes.map((r) => `${backend.name}: ${r}`)] })
+    ({ backend, owned: true, reasons: [...reasons, ...backend.notes.map((r) => `${backend.name}: ${r}`), ...missingNative()] })
   for (const name of choice === 'auto' ? autoOrder : [choice]) {
     if (name === 'cgroup-v2') {
       const probe = CgroupV2Backend.probe({ cgroup: options.cgroup })

@@ -77,7 +77,8 @@ export function mallocTrimCount(): number {
 
 /**
  * Bytes the C allocator holds free for the process's next allocations (glibc `mallinfo2()`
- * `fordblks`, all arenas), or `null` where that is unknown (no addon, not glibc 2.33+). Part of it
+ * `fordblks`, all arenas), or `null` where that is unknown (no addon; a C library without
+ * `mallinfo2`: glibc before 2.33, musl). Part of it
  * may not be resident: `malloc_trim` gives pages back but keeps the chunks on its free lists.
  */
 export function allocatorFreeBytes(): number | null {
@@ -176,7 +177,7 @@ export async function reduceHeapChecked(options: ReduceHeapOptions): Promise<Hea
   let mallocTrimMs = 0
   if (options.mallocTrim ?? true) {
     const native = tryLoadNative()
-    if (native instanceof MemoryPressureError || !native.platformSupported) {
+    if (native instanceof MemoryPressureError || !native.platformSupported || native.mallocTrimSupported === false) {
       mallocTrim = 'unavailable'
     } else {
       const t = performance.now()
