@@ -48,6 +48,7 @@ export {
   type OpenedBackend,
   type ProbeResult,
   type SimulatedBackendOptions,
+  type SignalDelay,
   type ThresholdPrecision,
   type ThresholdWatch,
 } from './backends/index.js'
