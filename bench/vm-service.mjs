@@ -3,10 +3,11 @@
 //
 //   watch <bytes>...   watch thresholds; prints `event <ns> <threshold> <usage> <up|down> <signal>`
 //   levels             createMemoryMonitor({ backend, levels: true }) with a clock that counts timers
-//   js <bytes>         keep <bytes> more of small JavaScript objects; prints `done <ns> <usage>`
+//   js <bytes>         keep <bytes> more of JavaScript arrays; prints `done <ns> <usage>`
 //   buf <bytes>        keep a touched Buffer of <bytes>; prints `done <ns> <usage>`
 //   leak <js|buf> <MiB/s>  keep growing at that rate in 50 ms steps until killed
 //   unwatch            close every watch and the monitor
+//   (argv: <cgroup dir> [backend options as JSON])
 //   stats              prints `stats <json>`: the SDK's timed reads, all reads, policy timers fired
 // Every line is answered with `ok <command>` once done; `ns` is process.hrtime.bigint().
 
@@ -17,7 +18,9 @@ import v8 from 'node:v8'
 import { CgroupV2Backend, createMemoryMonitor } from 'node-memory-pressure'
 
 const print = (line) => process.stdout.write(`${line}\n`)
-const backend = CgroupV2Backend.open({ cgroup: process.argv[2] })
+// argv[3]: more backend options as JSON, e.g. '{"gc":null}' (clock-driven, as before sampling
+// followed allocation) or '{"poll":{"idleIntervalMs":1000}}'.
+const backend = CgroupV2Backend.open({ cgroup: process.argv[2], ...JSON.parse(process.argv[3] ?? '{}') })
 const current = path.join(backend.cgroup, 'memory.current')
 const usage = () => Number(fs.readFileSync(current, 'latin1'))
 const kept = []
@@ -38,8 +41,10 @@ function keepJs(bytes) {
   const heap = () => v8.getHeapStatistics().used_heap_size
   const start = heap()
   const chunk = []
+  // Arrays of 1024 numbers (8 KiB each): young-generation objects, promoted as they survive, fast
+  // enough to leak 20 MiB/s under emulation.
   for (let i = 0; heap() - start < bytes; i++) {
-    for (let j = 0; j < 1024; j++) chunk.push({ i, j, s: `v${i}.${j}` })
+    for (let j = 0; j < 16; j++) chunk.push(new Array(1024).fill(i + j + 0.5))
   }
   kept.push(chunk)
 }

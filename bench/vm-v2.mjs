@@ -66,7 +66,7 @@ Guest: ${g.kernel}, ${g.memoryMiB} MiB, ${g.cpus} vCPUs under ${g.accel} on the 
   if (l) {
     parts.push(`## Latency (JavaScript allocation in the SDK's own process)
 
-The service allocates ${l.stepBytes / MiB} MiB of small JavaScript objects every ${l.stepEveryMs} ms after ${l.quietMs / 1000} s of steady memory; ${l.thresholds.length} thresholds 8 MiB apart; the SDK (cgroup-v2 backend on its own cgroup, signals: ${l.signals}) runs in the allocating process, the others in processes of their own. Latency: from the end of the step after which \`memory.current\` was first at or above the threshold to the handler (negative: seen during the step). ${l.steps} steps.
+The service allocates ${l.stepBytes / MiB} MiB of JavaScript arrays (8 KiB each) every ${l.stepEveryMs} ms after ${l.quietMs / 1000} s of steady memory; ${l.thresholds.length} thresholds 8 MiB apart; the SDK (cgroup-v2 backend on its own cgroup, signals: ${l.signals}) runs in the allocating process, the others in processes of their own. Latency: from the end of the step after which \`memory.current\` was first at or above the threshold to the handler (negative: seen during the step). ${l.steps} steps.
 
 ${table(['strategy', 'crossings seen', 'p50 ms', 'p99 ms', 'max ms', 'overshoot p50 MiB', 'overshoot max MiB', 'delivered by'], l.rows.map((x) => [x.strategy, `${x.seen} of ${x.of}`, ms(x.p50Ms), ms(x.p99Ms), ms(x.maxMs), ms(x.overshootP50MiB), ms(x.overshootMaxMiB), Object.entries(x.signals).map(([k, v]) => `${k} ${v}`).join(', ') || '–']))}`)
   }
@@ -74,7 +74,13 @@ ${table(['strategy', 'crossings seen', 'p50 ms', 'p99 ms', 'max ms', 'overshoot 
   if (i) {
     parts.push(`## Idle cost (levels armed, memory steady)
 
-${fmt(i.minutes, 1)} min measured after the settle; usage ${fmt(i.usageMiB[0], 1)} → ${fmt(i.usageMiB[1], 1)} MiB, level ${i.level}. The SDK's own wake-ups: ${fmt(i.sdkOwn.timedReadsPerMin, 2)} timed reads and ${fmt(i.sdkOwn.policyTimersPerMin, 2)} policy timers a minute. Per process (all threads): CPU and voluntary context switches a minute; "idle Node" is a Node process doing nothing, the floor.
+Fresh processes: two services with the SDK and \`createMemoryMonitor({ levels: true })\` on cgroups limited to 256 MiB, one as shipped and one clock-driven (\`gc: null\`: the timer of before, 10 ms to 1 s), beside watchers of the first cgroup and an idle Node process (the floor). ${fmt(i.minutes, 1)} min measured after ${fmt(i.settleMs / 1000, 0)} s of settling; usage ${fmt(i.usageMiB[0], 1)} → ${fmt(i.usageMiB[1], 1)} MiB, level ${i.level}.
+
+The SDK's own wake-ups a minute (timer reads of the backend, timers of the policy):
+
+${table(['SDK', 'timed reads / min', 'policy timers / min'], i.sdkOwn.map((x) => [x.strategy, fmt(x.timedReadsPerMin, 2), fmt(x.policyTimersPerMin, 2)]))}
+
+Per process (all threads), CPU time and voluntary context switches a minute:
 
 ${table(['strategy', 'CPU ms / min', 'wake-ups / min'], i.rows.map((x) => [x.strategy, fmt(x.cpuMsPerMin, 1), fmt(x.wakeupsPerMin, 1)]))}`)
   }
@@ -83,11 +89,11 @@ ${table(['strategy', 'CPU ms / min', 'wake-ups / min'], i.rows.map((x) => [x.str
     const kindName = { js: 'JavaScript objects, in the SDK\'s process', buf: 'Buffers, in the SDK\'s process', native: 'another process of the cgroup (native memory: V8 collects nothing)' }
     parts.push(`## Lead time before the OOM kill (a ${t.leakMiBps} MiB/s leak, 256 MiB limit, warning at 80%)
 
-The leak starts after ${t.quietMs / 1000} s of steady memory (the SDK's timer has slowed down). Lead time = the kill minus the first warning.
+The leak starts after ${t.quietMs / 1000} s of steady memory (the SDK's timer has slowed down); the rate the emulated CPU achieved is given per row (${t.leakMiBps} MiB/s asked; the native leak is \`bench/ramp.mjs\`, 1 MiB every 50 ms). Lead time = the kill minus the first warning; poll 10 ms watches from a process of its own.
 
 ${table(['leak', 'killed', 'SDK lead ms', 'SDK signal', 'poll 10 ms lead ms', 'SDK / poll 10 ms', 'SDK usage at warning MiB'], t.runs.map((x) => {
       const [sdk, poll] = x.rows
-      return [kindName[x.kind], `${x.killed} (${x.signal}), oom_kill ${x.oomKills}, at ${fmt(x.killAtS, 1)} s`, sdk.leadMs === null ? 'no warning' : ms(sdk.leadMs), sdk.signal ?? '–', poll.leadMs === null ? 'no warning' : ms(poll.leadMs),
+      return [`${kindName[x.kind]}${x.options?.poll?.idleIntervalMs ? ` (poll.idleIntervalMs ${x.options.poll.idleIntervalMs})` : ''}${x.achievedMiBps ? `, ${fmt(x.achievedMiBps, 1)} MiB/s` : ''}`, `${x.killed} (${x.signal}), oom_kill ${x.oomKills}, at ${fmt(x.killAtS, 1)} s`, sdk.leadMs === null ? 'no warning' : ms(sdk.leadMs), sdk.signal ?? '–', poll.leadMs === null ? 'no warning' : ms(poll.leadMs),
         sdk.leadMs !== null && poll.leadMs ? fmt(sdk.leadMs / poll.leadMs, 3) : '–', sdk.usageAtWarningMiB === null ? '–' : fmt(sdk.usageAtWarningMiB, 1)]
     }))}`)
   }
