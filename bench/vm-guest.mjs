@@ -394,8 +394,8 @@ function report(name, value) {
 async function main() {
   const quick = o.quick
   const s = quick
-    ? { crossings: 6, stepBytes: MiB, stepEveryMs: 100, quietMs: 45_000, idleSettleMs: 90_000, idleMs: 120_000, leakMiBps: 20, limits: [128, 256], grid: (l) => [l / 4, l / 2, (3 * l) / 4], warmup: 12, seconds: 12, cost: 20, pairs: 1 }
-    : { crossings: 12, stepBytes: MiB, stepEveryMs: 100, quietMs: 90_000, idleSettleMs: 90_000, idleMs: 180_000, leakMiBps: 20, limits: [128, 256], grid: (l) => [l / 4, (3 * l) / 8, l / 2, (5 * l) / 8, (3 * l) / 4], warmup: 20, seconds: 20, cost: 20, pairs: 3 }
+    ? { crossings: 6, stepBytes: MiB, stepEveryMs: 100, quietMs: 45_000, idleSettleMs: 90_000, idleMs: 120_000, leakMiBps: 20, limits: [128, 256], grid: (l) => [l / 4, l / 2, (3 * l) / 4], warmup: 30, seconds: 15, cost: 20, pairs: 1 }
+    : { crossings: 12, stepBytes: MiB, stepEveryMs: 100, quietMs: 90_000, idleSettleMs: 90_000, idleMs: 180_000, leakMiBps: 20, limits: [128, 256], grid: (l) => [l / 4, (3 * l) / 8, l / 2, (5 * l) / 8, (3 * l) / 4], warmup: 40, seconds: 20, cost: 20, pairs: 3 }
   // A few seconds of each, to check that the stage runs (not for figures).
   if (o.smoke) Object.assign(s, { crossings: 2, quietMs: 2000, idleSettleMs: 2000, idleMs: 4000, limits: [128], grid: (l) => [l / 2], warmup: 2, seconds: 2 })
   const only = o.only ? o.only.split(',') : ['latency', 'idle', 'lead-time', 'cramm']

@@ -48,7 +48,9 @@ export async function run({ quick, machine }) {
   }
   const json = { bench: name, machine, guest, ...results }
   const md = render(json, quick)
-  const dir = path.join(root, 'bench', 'results', 'vm-v2', process.env.MP_VM_SMOKE === '1' ? 'smoke' : quick ? 'quick' : 'full')
+  // A run of some parts only (MP_VM_ONLY) goes beside the complete runs, not over them.
+  const mode = process.env.MP_VM_SMOKE === '1' ? 'smoke' : quick ? 'quick' : 'full'
+  const dir = path.join(root, 'bench', 'results', 'vm-v2', process.env.MP_VM_ONLY ? `${mode}-${process.env.MP_VM_ONLY.replaceAll(',', '-')}` : mode)
   fs.mkdirSync(dir, { recursive: true })
   fs.writeFileSync(path.join(dir, 'vm-v2.json'), `${JSON.stringify(json, null, 1)}\n`)
   fs.writeFileSync(path.join(dir, 'README.md'), md)
