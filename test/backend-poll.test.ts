@@ -178,6 +178,9 @@ describe('followIntervalMs', () => {
   it('rejects an idleIntervalMs under maxIntervalMs, naming it', () => {
     expect(() => resolvePollOptions({ maxIntervalMs: 1000, idleIntervalMs: 500 })).toThrow(/idleIntervalMs/)
     expect(() => resolvePollOptions({ idleIntervalMs: -1 })).toThrow(/idleIntervalMs/)
+    // A long maxIntervalMs alone is still accepted: the default follows it.
+    expect(resolvePollOptions({ maxIntervalMs: 120_000 }).idleIntervalMs).toBe(120_000)
+    expect(resolvePollOptions({}).idleIntervalMs).toBe(60_000)
   })
 })
 

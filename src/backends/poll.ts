@@ -26,7 +26,7 @@ export interface PollOptions {
    * another process in the cgroup) is first seen when no `memory.high` or PSI stall reports it;
    * once growth is seen, reads follow it at `minIntervalMs` to `maxIntervalMs`. Lower it when
    * such growth is likely and the cgroup has no `memory.high`; each period costs one wake-up.
-   * Default 60000 (one wake-up a minute).
+   * Default 60000 (one wake-up a minute), or `maxIntervalMs` if that is longer.
    */
   idleIntervalMs?: number
 }
@@ -120,7 +120,8 @@ export function resolvePollOptions(options: PollOptions = {}): ResolvedPollOptio
   if (maxIntervalMs < minIntervalMs) {
     throw new RangeError(`poll.maxIntervalMs (${maxIntervalMs}) must be at least poll.minIntervalMs (${minIntervalMs})`)
   }
-  const idleIntervalMs = num('idleIntervalMs', 60_000, 1)
+  // The default never undercuts a longer maxIntervalMs chosen on its own.
+  const idleIntervalMs = num('idleIntervalMs', Math.max(60_000, maxIntervalMs), 1)
   if (idleIntervalMs < maxIntervalMs) {
     throw new RangeError(`poll.idleIntervalMs (${idleIntervalMs}) must be at least poll.maxIntervalMs (${maxIntervalMs})`)
   }
