@@ -1,5 +1,8 @@
 // Runs the benches and writes their results:
-// `node bench/run.mjs [--quick] [--only a,b] [--out dir] [--limits 192,256] [--repeats n]`
+// `node bench/run.mjs [--quick] [--only a,b] [--out dir] [--limits 192,256] [--repeats n] [--no-vm]`
+// (vm-v2 boots the cgroup v2 VM of test/vm/ and runs its own stage inside; --no-vm or MP_VM=0 skips
+// it, and it skips itself with the reason where the VM cannot be had; it also writes its results
+// to bench/results/vm-v2/).
 // (--limits and --repeats change the CRAMM sweep only: which limits, in MiB, and how many repetitions,
 // the first one of every strategy and the rest side-by-side pairs; --workload too: buffers (default),
 // objects, heap (objects with V8's heap at half the limit), phase, two-caches, no-cache: see cramm.mjs).
@@ -13,7 +16,7 @@ import { removeAll } from './lib/cgroup.mjs'
 import { machine as describeMachine, write } from './lib/report.mjs'
 import { summarize } from './lib/summary.mjs'
 
-const ALL = ['latency', 'idle', 'lead-time', 'control', 'cramm', 'overhead', 'phase', 'reclaim']
+const ALL = ['latency', 'idle', 'lead-time', 'control', 'cramm', 'overhead', 'phase', 'reclaim', 'vm-v2']
 const { values } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
@@ -22,10 +25,11 @@ const { values } = parseArgs({
     limits: { type: 'string' },
     repeats: { type: 'string' },
     workload: { type: 'string' },
+    'no-vm': { type: 'boolean', default: false },
   },
 })
 const quick = values.quick
-const only = values.only ? values.only.split(',') : ALL
+const only = (values.only ? values.only.split(',') : ALL).filter((n) => !(n === 'vm-v2' && values['no-vm']))
 for (const name of only) if (!ALL.includes(name)) throw new RangeError(`--only: unknown bench ${JSON.stringify(name)} (known: ${ALL.join(', ')})`)
 const cramm = {}
 if (values.limits !== undefined) {

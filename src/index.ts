@@ -51,6 +51,7 @@ export {
   type OpenedBackend,
   type ProbeResult,
   type SimulatedBackendOptions,
+  type SignalDelay,
   type ThresholdPrecision,
   type ThresholdWatch,
 } from './backends/index.js'

@@ -78,6 +78,8 @@ describe('CgroupV2Backend on a fake tree', () => {
     expect(backend.precision.intervalMs).toEqual({ min: 2, max: 20 })
     // Regular files cannot be watched by epoll (EPERM): neither signal is available on a fake tree.
     expect(backend.precision.signals).toEqual([])
+    // Not the test process's cgroup: nothing but the clock, at most maxIntervalMs late.
+    expect(backend.precision.delays).toEqual([{ signal: 'poll', sees: 'any', worstMs: 20 }])
     expect(backend.notes.some((n) => n.includes('memory.events') && n.includes('EPERM'))).toBe(true)
     expect(backend.notes.some((n) => n.includes('PSI'))).toBe(true)
   })
@@ -195,6 +197,36 @@ describe('CgroupV2Backend wake-ups from memory.events and PSI (a stand-in poll o
         ['up', 160, 'memory.events'],
         ['down', 140, 'psi'],
       ])
+    } finally {
+      backend.close()
+      tree.remove()
+    }
+  })
+})
+
+describe('CgroupV2Backend following allocation (stand-in collections on a fake tree)', () => {
+  it("reads usage after a collection, names the 'gc' signal, and says the timer's longest sleep", () => {
+    const tree = copyV2Tree()
+    const listeners = new Set<() => void>()
+    const gc = { subscribe: (fn: () => void) => (listeners.add(fn), () => void listeners.delete(fn)) }
+    const timers: Array<{ fn: () => void; ms: number }> = []
+    let now = 0
+    const clock = { now: () => now, setTimeout: (fn: () => void, ms: number) => timers.push({ fn, ms }), clearTimeout: () => {} }
+    const backend = CgroupV2Backend.open({ cgroup: tree.container, root: tree.root, gc, clock, poll: { minIntervalMs: 1, idleIntervalMs: 120_000 } })
+    try {
+      expect(backend.precision.signals).toEqual(['gc'])
+      expect(backend.precision.intervalMs).toEqual({ min: 1, max: 120_000 })
+      expect(backend.precision.delays?.map((d) => [d.signal, d.sees, d.worstMs])).toEqual([['poll', 'any', 120_000], ['gc', 'v8', 10]])
+      const got = new Collector<Crossing>()
+      backend.watchThreshold(150 * MiB, got.push)
+      expect(listeners.size).toBe(1)
+      writeAtomic(path.join(tree.container, 'memory.current'), `${160 * MiB}\n`)
+      now += 1000
+      for (const l of listeners) l()
+      expect(got.items.map((c) => [c.direction, c.usage / MiB, c.signal])).toEqual([['up', 160, 'gc']])
+      expect(backend.timedReads).toBe(0)
+      backend.close()
+      expect(listeners.size).toBe(0)
     } finally {
       backend.close()
       tree.remove()

@@ -1,5 +1,6 @@
-// cgroup v2 has no byte thresholds: they are emulated from three signals, `memory.events` changes
-// (POLLPRI), a PSI trigger on `memory.pressure`, and adaptive polling of `memory.current`.
+// cgroup v2 has no byte thresholds: they are emulated from four signals, `memory.events` changes
+// (POLLPRI), a PSI trigger on `memory.pressure`, V8's collections when the process is in the
+// cgroup, and a timer on `memory.current` that sleeps while usage is steady.
 
 import { EventEmitter } from 'eventemitter3'
 import fs from 'node:fs'
@@ -13,7 +14,7 @@ import { MemoryPressureError, isErrnoException, syscallError } from '../errors.j
 import { type NativeBinding, POLL_DISCONNECT, type PollWatcher, tryLoadNative } from '../native.js'
 import { describe } from '../size.js'
 import type { ProbeResult } from './cgroup-v1.js'
-import { type PollClock, type PollOptions, ThresholdPoller, checkWatchArgs, resolvePollOptions } from './poll.js'
+import { FOLLOW, type GcSource, type PollClock, type PollOptions, ThresholdPoller, checkWatchArgs, resolvePollOptions, v8Collections } from './poll.js'
 import { PsiTrigger, type PsiTriggerOptions } from './psi.js'
 import type {
   BackendCloseReason,
@@ -22,6 +23,7 @@ import type {
   CrossingSignal,
   MemoryBackend,
   MemorySnapshot,
+  SignalDelay,
   ThresholdPrecision,
   ThresholdWatch,
 } from './types.js'
@@ -48,6 +50,11 @@ export interface CgroupV2Options {
   psi?: PsiTriggerOptions | false
   /** @internal Timers for tests. */
   clock?: PollClock
+  /**
+   * @internal Collections to read after, for tests; `null` for none. Default: V8's, when this
+   * process is in the watched cgroup (or below it), else none.
+   */
+  gc?: GcSource | null
   /**
    * @internal A stand-in for the native addon, for tests of the POLLPRI paths on plain files;
    * `null` runs as without the addon.
@@ -193,8 +200,9 @@ export class CgroupV2Backend extends EventEmitter<BackendEvents> implements Memo
     this.location = target.location
     this.cgroup = target.location.path
     this.notes.push(...reasons)
+    const gc = options.gc !== undefined ? options.gc : (this.#holdsThisProcess() ? v8Collections : null)
     this.#poller = new ThresholdPoller(() => this.readUsage(), (err) => this.#readFailed(err), options.poll, options.clock,
-      () => this.#tick())
+      () => this.#tick(), gc === null ? undefined : { gc })
     const signals: CrossingSignal[] = []
     const eventsFile = path.join(this.cgroup, 'memory.events')
     this.#counters = this.#readEvents()
@@ -239,8 +247,36 @@ export class CgroupV2Backend extends EventEmitter<BackendEvents> implements Memo
       signals.push('memory.events')
     }
     const p = this.#poller.options
-    this.notes.push(`thresholds are emulated: memory.current is polled every ${p.minIntervalMs} to ${p.maxIntervalMs} ms depending on the distance to the nearest threshold and the growth rate`)
-    this.precision = { kind: 'polled', bytes: p.guardBytes, intervalMs: { min: p.minIntervalMs, max: p.maxIntervalMs }, signals }
+    const delays: SignalDelay[] = []
+    if (gc !== null) {
+      signals.push('gc')
+      delays.push({ signal: 'gc', sees: 'v8', worstMs: p.minIntervalMs * FOLLOW.GC_GAP_FACTOR })
+      this.notes.push(`this process is in the cgroup: memory.current is read after V8's collections, and every ${p.minIntervalMs} to ${p.maxIntervalMs} ms while usage grows; while it is steady, every ${p.idleIntervalMs} ms at most (the longest delay before growth outside V8 is first seen, unless memory.high or PSI reports it)`)
+    } else {
+      this.notes.push(`thresholds are emulated: memory.current is polled every ${p.minIntervalMs} to ${p.maxIntervalMs} ms depending on the distance to the nearest threshold and the growth rate`)
+    }
+    delays.unshift({ signal: 'poll', sees: 'any', worstMs: gc !== null ? p.idleIntervalMs : p.maxIntervalMs })
+    // kernel/cgroup/cgroup.c, cgroup_file_notify(): at most one notification per CGROUP_FILE_NOTIFY_MIN_INTV (10 ms).
+    if (signals.includes('memory.events')) delays.push({ signal: 'memory.events', sees: 'memory.high', worstMs: 10 })
+    if (this.#psi !== null) delays.push({ signal: 'psi', sees: 'stall', worstMs: this.#psi.windowUs / 1000 })
+    this.precision = {
+      kind: 'polled', bytes: p.guardBytes, intervalMs: { min: p.minIntervalMs, max: gc !== null ? p.idleIntervalMs : p.maxIntervalMs }, signals, delays,
+    }
+  }
+
+  /** Whether this process's own memory cgroup is the watched cgroup or below it (its heap is counted there). */
+  #holdsThisProcess(): boolean {
+    try {
+      const own = findMemoryCgroup()
+      return own.version === 2 && isWithin(fs.realpathSync(this.cgroup), fs.realpathSync(own.path))
+    } catch {
+      return false
+    }
+  }
+
+  /** Usage reads done by the timer so far: the backend's own wake-ups (for measurements). */
+  get timedReads(): number {
+    return this.#poller.timedReads
   }
 
   get closed(): boolean {

@@ -1,7 +1,9 @@
 // Adaptive polling of a usage figure against byte thresholds: the fallback every backend shares when
 // the kernel cannot compare usage itself (cgroup v2, a read-only v1 cgroupfs, a process's RSS).
+// A poller may also follow allocation: read after V8's collections and let its timer sleep while
+// usage is steady, so that a steady service pays almost no wake-ups.
 
-import { performance } from 'node:perf_hooks'
+import { PerformanceObserver, performance } from 'node:perf_hooks'
 import { checkTimerMs } from '../options.js'
 import { describe } from '../size.js'
 import type { Crossing, CrossingSignal, Direction, ThresholdWatch } from './types.js'
@@ -18,6 +20,16 @@ export interface PollOptions {
    * after a quiet spell. Default 8 MiB.
    */
   guardBytes?: number
+  /**
+   * When usage is read after V8's collections (cgroup v2, when the process is inside the watched
+   * cgroup): the longest interval between two timed reads while usage is steady, in milliseconds.
+   * It is the worst-case delay before memory that grows without V8 collecting (a native library,
+   * another process in the cgroup) is first seen when no `memory.high` or PSI stall reports it;
+   * once growth is seen, reads follow it at `minIntervalMs` to `maxIntervalMs`. Lower it when
+   * such growth is likely and the cgroup has no `memory.high`; each period costs one wake-up.
+   * Default 60000 (one wake-up a minute), or `maxIntervalMs` if that is longer.
+   */
+  idleIntervalMs?: number
 }
 
 /** Timers and clock, injectable so that tests can drive polling without waiting. */
@@ -34,7 +46,49 @@ export interface ResolvedPollOptions {
   minIntervalMs: number
   maxIntervalMs: number
   guardBytes: number
+  idleIntervalMs: number
 }
+
+/** A source of V8 collections: `subscribe` calls `fn` after collections and returns an unsubscribe. */
+export interface GcSource {
+  subscribe(fn: () => void): () => void
+}
+
+const gcListeners = new Set<() => void>()
+let gcObserver: PerformanceObserver | null = null
+
+/**
+ * V8's collections in this thread, from one shared `PerformanceObserver` of `'gc'` entries (Node
+ * delivers them in batches after the collection, on the event loop). The observer exists only
+ * while something subscribes.
+ */
+export const v8Collections: GcSource = {
+  subscribe(fn) {
+    gcListeners.add(fn)
+    if (gcObserver === null) {
+      gcObserver = new PerformanceObserver(() => {
+        for (const l of [...gcListeners]) l()
+      })
+      gcObserver.observe({ entryTypes: ['gc'] })
+    }
+    return () => {
+      gcListeners.delete(fn)
+      if (gcListeners.size === 0 && gcObserver !== null) {
+        gcObserver.disconnect()
+        gcObserver = null
+      }
+    }
+  },
+}
+
+/**
+ * How a poller that follows allocation samples: after each V8 collection at most once per
+ * `minIntervalMs × GC_GAP_FACTOR` (a collection storm costs at most ten reads a second at the
+ * default), its growth estimate decays by half every `PEAK_HALF_LIFE_MS` of no growth, and a change
+ * below `NOISE_BYTES` between reads is not growth (memcg charges in per-CPU batches of 64 pages,
+ * `MEMCG_CHARGE_BATCH` in memcontrol.h, so usage jitters by that much with nothing allocated).
+ */
+export const FOLLOW = { GC_GAP_FACTOR: 10, PEAK_HALF_LIFE_MS: 15_000, NOISE_BYTES: 2 ** 20 } as const
 
 const realClock: PollClock = {
   now: () => performance.now(),
@@ -68,7 +122,12 @@ export function resolvePollOptions(options: PollOptions = {}): ResolvedPollOptio
   if (maxIntervalMs < minIntervalMs) {
     throw new RangeError(`poll.maxIntervalMs (${maxIntervalMs}) must be at least poll.minIntervalMs (${minIntervalMs})`)
   }
-  return { minIntervalMs, maxIntervalMs, guardBytes: num('guardBytes', 8 * 2 ** 20, 1) }
+  // The default never undercuts a longer maxIntervalMs chosen on its own.
+  const idleIntervalMs = num('idleIntervalMs', Math.max(60_000, maxIntervalMs), 1)
+  if (idleIntervalMs < maxIntervalMs) {
+    throw new RangeError(`poll.idleIntervalMs (${idleIntervalMs}) must be at least poll.maxIntervalMs (${maxIntervalMs})`)
+  }
+  return { minIntervalMs, maxIntervalMs, guardBytes: num('guardBytes', 8 * 2 ** 20, 1), idleIntervalMs }
 }
 
 /**
@@ -86,6 +145,23 @@ export function nextIntervalMs(distance: number | null, rate: number, options: R
   return Math.min(options.maxIntervalMs, Math.max(options.minIntervalMs, eta / 2))
 }
 
+/**
+ * The next interval of a poller that follows allocation: half the time usage needs to reach the
+ * nearest threshold at `rate`, at least `minIntervalMs`, at most `maxIntervalMs` while usage is
+ * growing and `idleIntervalMs` while it is steady (V8's collections and the kernel's wake-ups
+ * stand in for the timer then). `null` without a threshold.
+ *
+ * @param distance bytes between usage and the nearest threshold (either side)
+ * @param rate the growth rate to plan for, bytes per millisecond: the largest seen lately, decayed
+ * @param growing whether the latest reads showed usage moving
+ */
+export function followIntervalMs(distance: number | null, rate: number, growing: boolean, options: ResolvedPollOptions): number | null {
+  if (distance === null) return null
+  const cap = growing ? options.maxIntervalMs : options.idleIntervalMs
+  const eta = rate > 0 ? Math.max(0, distance) / rate : Infinity
+  return Math.min(cap, Math.max(options.minIntervalMs, eta / 2))
+}
+
 interface PolledWatch {
   threshold: number
   above: boolean
@@ -93,10 +169,20 @@ interface PolledWatch {
   closed: boolean
 }
 
+/** @internal How a poller follows allocation: the collections it reads after. */
+export interface FollowAllocation {
+  /** V8's collections ({@link v8Collections}), or a stand-in in tests. */
+  gc: GcSource
+}
+
 /**
  * Thresholds compared against a usage figure read on a timer whose interval adapts (see
  * {@link nextIntervalMs}) and whenever {@link ThresholdPoller.check} is called (a kernel wake-up).
  * The timer runs only while at least one threshold is watched, and never keeps the process alive.
+ *
+ * Following allocation (`follow`), usage is also read after V8's collections, and the timer plans
+ * for the largest growth rate seen lately instead of an assumed one (see {@link followIntervalMs}):
+ * while usage is steady it wakes once per `idleIntervalMs`.
  *
  * A crossing is reported when a read finds usage on the other side of a threshold than the
  * previous read did: a rise and fall between two reads is not seen (the precision the backend
@@ -110,25 +196,38 @@ export class ThresholdPoller {
   #clock: PollClock
   #watches = new Set<PolledWatch>()
   #timer: unknown = null
+  #timerDue = Infinity
+  #timerSignal: CrossingSignal = 'poll'
   #last: { usage: number; time: number } | null = null
   #rate = 0
   #interval: number | null = null
   #closed = false
   #reads = 0
+  #timedReads = 0
+  #follow: FollowAllocation | undefined
+  #unsubscribeGc: (() => void) | null = null
+  /** Where growth is measured from: the last read that moved usage by NOISE_BYTES, or a quiet spell. */
+  #anchor: { usage: number; time: number } | null = null
+  #peak: { rate: number; time: number }
+  #growing = false
 
   /**
    * @param read returns usage in bytes; may throw: `onReadError` gets the error, and polling goes on
    *   unless it closes the poller
    * @param onReadError called with whatever `read` threw
    * @param onTick called before each timed read (for backends that poll other files alongside)
+   * @param follow read after V8's collections and let the timer sleep while usage is steady
    */
   constructor(read: () => number, onReadError: (err: unknown) => void, options: PollOptions = {}, clock: PollClock = realClock,
-    onTick?: () => void) {
+    onTick?: () => void, follow?: FollowAllocation) {
     this.options = resolvePollOptions(options)
     this.#read = read
     this.#onReadError = onReadError
     this.#clock = clock
     this.#onTick = onTick
+    this.#follow = follow
+    // Until growth is measured, plan for the guard rate; it decays like any measured peak.
+    this.#peak = { rate: this.options.guardBytes / this.options.maxIntervalMs, time: clock.now() }
   }
 
   /** The interval of the next timed read in milliseconds, `null` when no timer runs. */
@@ -141,9 +240,19 @@ export class ThresholdPoller {
     return this.#reads
   }
 
+  /** Reads done because the timer fired (the poller's own wake-ups). */
+  get timedReads(): number {
+    return this.#timedReads
+  }
+
   /** Recent rate of change of usage in bytes per millisecond (an exponential average). */
   get rate(): number {
     return this.#rate
+  }
+
+  /** Whether usage is read after V8's collections. */
+  get followsAllocation(): boolean {
+    return this.#follow !== undefined
   }
 
   /** Number of thresholds watched. */
@@ -158,7 +267,9 @@ export class ThresholdPoller {
   add(threshold: number, usage: number, onCrossing: (crossing: Crossing) => void): ThresholdWatch {
     const watch: PolledWatch = { threshold, above: usage >= threshold, onCrossing, closed: false }
     this.#last ??= { usage, time: this.#clock.now() }
+    this.#anchor ??= this.#last
     this.#watches.add(watch)
+    if (this.#follow !== undefined && this.#unsubscribeGc === null) this.#unsubscribeGc = this.#follow.gc.subscribe(() => this.#collected())
     this.#schedule()
     return {
       threshold,
@@ -166,7 +277,7 @@ export class ThresholdPoller {
         if (watch.closed) return
         watch.closed = true
         this.#watches.delete(watch)
-        if (this.#watches.size === 0) this.#stopTimer()
+        if (this.#watches.size === 0) this.#idle()
       },
     }
   }
@@ -192,6 +303,7 @@ export class ThresholdPoller {
       this.#rate = instant >= this.#rate ? instant : this.#rate * 0.5 + instant * 0.5
     }
     this.#last = { usage, time }
+    if (this.#follow !== undefined) this.#measureGrowth(usage, time)
     const ups: PolledWatch[] = []
     const downs: PolledWatch[] = []
     for (const w of this.#watches) {
@@ -218,7 +330,49 @@ export class ThresholdPoller {
     this.#closed = true
     for (const w of this.#watches) w.closed = true
     this.#watches.clear()
+    this.#idle()
+  }
+
+  #idle(): void {
     this.#stopTimer()
+    this.#unsubscribeGc?.()
+    this.#unsubscribeGc = null
+  }
+
+  /** The growth rate to plan for: the largest measured lately, halved every PEAK_HALF_LIFE_MS. */
+  #plannedRate(now: number): number {
+    return this.#peak.rate * 2 ** (-Math.max(0, now - this.#peak.time) / FOLLOW.PEAK_HALF_LIFE_MS)
+  }
+
+  // Rates are taken over a movement of at least NOISE_BYTES, or over maxIntervalMs of stillness,
+  // never between two reads a few milliseconds apart (a collection right after a timed read).
+  #measureGrowth(usage: number, time: number): void {
+    const anchor = this.#anchor ?? { usage, time }
+    const moved = Math.abs(usage - anchor.usage)
+    const elapsed = time - anchor.time
+    if (moved >= FOLLOW.NOISE_BYTES && elapsed > 0) {
+      const rate = moved / elapsed
+      if (rate >= this.#plannedRate(time)) this.#peak = { rate, time }
+      this.#growing = true
+      this.#anchor = { usage, time }
+    } else if (elapsed >= this.options.maxIntervalMs) {
+      this.#growing = false
+      this.#anchor = { usage, time }
+    }
+  }
+
+  /** A V8 collection finished: read now, or at the end of the gap since the last read. */
+  #collected(): void {
+    if (this.#closed || this.#watches.size === 0) return
+    const now = this.#clock.now()
+    const gap = this.options.minIntervalMs * FOLLOW.GC_GAP_FACTOR
+    const since = this.#last === null ? Infinity : now - this.#last.time
+    if (since >= gap) {
+      this.check('gc')
+      return
+    }
+    const due = now + (gap - since)
+    if (due < this.#timerDue) this.#arm(due - now, 'gc')
   }
 
   #nearest(): number | null {
@@ -232,19 +386,31 @@ export class ThresholdPoller {
   #schedule(): void {
     this.#stopTimer()
     if (this.#closed) return
-    const interval = nextIntervalMs(this.#nearest(), this.#rate, this.options)
-    this.#interval = interval
+    const interval = this.#follow === undefined
+      ? nextIntervalMs(this.#nearest(), this.#rate, this.options)
+      : followIntervalMs(this.#nearest(), this.#plannedRate(this.#clock.now()), this.#growing, this.options)
     if (interval === null) return
+    this.#arm(interval, 'poll')
+  }
+
+  #arm(ms: number, signal: CrossingSignal): void {
+    this.#stopTimer()
+    this.#interval = ms
+    this.#timerSignal = signal
+    this.#timerDue = this.#clock.now() + ms
     this.#timer = this.#clock.setTimeout(() => {
       this.#timer = null
+      this.#timerDue = Infinity
+      this.#timedReads++
       this.#onTick?.()
-      this.check('poll')
-    }, interval)
+      this.check(this.#timerSignal)
+    }, ms)
   }
 
   #stopTimer(): void {
     if (this.#timer !== null) this.#clock.clearTimeout(this.#timer)
     this.#timer = null
+    this.#timerDue = Infinity
     this.#interval = null
   }
 }

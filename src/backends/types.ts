@@ -25,6 +25,8 @@ export type CrossingSignal =
    * the read that follows a threshold's registration, for a crossing while it was being registered
    */
   | 'poll'
+  /** a V8 garbage collection in this process finished, after which usage was read and compared */
+  | 'gc'
 
 /** Memory of the watched cgroup (or virtual cgroup) at one moment. All sizes in bytes. */
 export interface MemorySnapshot {
@@ -69,8 +71,32 @@ export interface ThresholdPrecision {
    * toward `min` as usage nears a threshold or grows fast, and widens toward `max` far from one.
    */
   intervalMs?: { min: number; max: number }
-  /** For `'polled'`: what else wakes the backend between polls (`'memory.events'`, `'psi'`). */
+  /** For `'polled'`: what else wakes the backend between polls (`'memory.events'`, `'psi'`, `'gc'`). */
   signals?: CrossingSignal[]
+  /**
+   * For `'polled'`: each way a crossing can be delivered (the timer included), what growth it sees
+   * and how late it can be. A crossing is delivered by whichever sees it first.
+   */
+  delays?: SignalDelay[]
+}
+
+/** How one signal of an emulated threshold sees a crossing. */
+export interface SignalDelay {
+  signal: CrossingSignal
+  /**
+   * What the signal sees: `'any'` growth (the timer reads usage whatever grew); `'v8'` allocation
+   * of this process that makes V8 collect (its heap, and Buffers: V8 collects after 64 MiB of
+   * external memory at the latest); `'memory.high'` usage passing the cgroup's own `memory.high`
+   * (or `memory.max`, at the OOM); `'stall'` time stalled in reclaim (PSI: near a limit, once page
+   * cache runs out).
+   */
+  sees: 'any' | 'v8' | 'memory.high' | 'stall'
+  /**
+   * The longest time in milliseconds from the moment the signal can see a crossing to its
+   * delivery, the event loop's own delay aside: the timer's longest interval, the gap between two
+   * reads after collections, the PSI window, the kernel's limit on file notifications.
+   */
+  worstMs: number
 }
 
 /** One crossing of one threshold, as the backend saw it. */

@@ -13,8 +13,20 @@ import { type GuestEnd, type GuestTest, MARK } from './guest/reporter.js'
 
 const run = promisify(execFile)
 
-/** The project root (the host checkout). */
-export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+/**
+ * The project root (the host checkout): the nearest directory above this file with the package's
+ * package.json, so that a compiled copy of this file elsewhere in the checkout (the bench's) finds it too.
+ */
+export const projectRoot = ((): string => {
+  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
+    try {
+      if ((JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string }).name === 'node-memory-pressure') return dir
+    } catch {
+      // no package.json here
+    }
+    if (path.dirname(dir) === dir) throw new Error(`no node-memory-pressure package.json above ${fileURLToPath(import.meta.url)}`)
+  }
+})()
 const vmDir = path.join(projectRoot, 'test', 'vm')
 const cacheDir = path.join(vmDir, '.cache')
 
@@ -85,14 +97,23 @@ async function strippedNode(): Promise<string> {
   }
 }
 
+/** What the guest runs instead of its test suite. */
+export interface GuestCommand {
+  /** A shell command run by the guest's init in the project directory, in place of vitest. */
+  command: string
+  /** Further project paths (relative to the root) the command needs, e.g. `bench`. */
+  include?: readonly string[]
+}
+
 /**
  * Writes the initramfs (an uncompressed newc cpio: the fastest to boot) into `workDir`. The tree is
  * made of symlinks to the host's files, which `cpio -L` stores as the files they point to.
  *
  * @param args words appended to the guest's vitest command line (files, `-t` filters)
+ * @param guest a command to run instead of the test suite
  * @returns the cpio's path
  */
-export async function buildInitramfs(workDir: string, args: readonly string[] = []): Promise<string> {
+export async function buildInitramfs(workDir: string, args: readonly string[] = [], guest?: GuestCommand): Promise<string> {
   const tree = path.join(workDir, 'root')
   const link = (target: string, at: string): void => {
     fs.mkdirSync(path.dirname(path.join(tree, at)), { recursive: true })
@@ -104,6 +125,7 @@ export async function buildInitramfs(workDir: string, args: readonly string[] = 
   // init.sh splits this on whitespace, without quote removal.
   for (const a of args) if (/\s|^$/.test(a)) throw new RangeError(`guest vitest arguments must be single words, received ${JSON.stringify(a)}`)
   fs.writeFileSync(path.join(tree, 'mp-vm-args'), args.join(' '))
+  if (guest !== undefined) fs.writeFileSync(path.join(tree, 'mp-vm-command'), `${guest.command}\n`)
 
   const { stdout: busyboxPath } = await run('sh', ['-c', 'command -v busybox'])
   link(fs.realpathSync(busyboxPath.trim()), 'bin/busybox')
@@ -111,7 +133,7 @@ export async function buildInitramfs(workDir: string, args: readonly string[] = 
   link(await strippedNode(), 'usr/bin/node')
 
   const mp = (rel: string): void => link(path.join(projectRoot, rel), path.join('mp', rel))
-  for (const rel of ['package.json', 'tsconfig.json', 'dist', 'src']) mp(rel)
+  for (const rel of ['package.json', 'tsconfig.json', 'dist', 'src', ...(guest?.include ?? [])]) mp(rel)
   for (const e of fs.readdirSync(path.join(projectRoot, 'test'))) if (e !== 'vm') mp(path.join('test', e))
   for (const e of fs.readdirSync(vmDir)) if (e !== '.cache') mp(path.join('test', 'vm', e))
   const addons = findFiles(path.join(projectRoot, 'build'), '.node').filter((f) => !f.includes(`${path.sep}obj.target${path.sep}`))
@@ -173,6 +195,10 @@ export interface RunVmOptions {
   memoryMiB?: number
   /** Called with each console line as it arrives (progress). */
   onConsoleLine?: (line: string) => void
+  /** Runs this in the guest instead of the test suite. */
+  run?: GuestCommand
+  /** Guest CPUs. Default 2 (the host's cores). */
+  cpus?: number
 }
 
 function decode<T>(b64: string): T | null {
@@ -188,17 +214,17 @@ function decode<T>(b64: string): T | null {
  * pid) and the temporary directory removed, also when this throws.
  */
 export async function runVm(options: RunVmOptions): Promise<VmResult> {
-  const { vmlinux, args = [], timeoutMs = 600_000, memoryMiB = 1536, onConsoleLine } = options
+  const { vmlinux, args = [], timeoutMs = 600_000, memoryMiB = 1536, onConsoleLine, run: guestCommand, cpus = 2 } = options
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mp-vm-'))
   let qemuPid: number | undefined
   try {
     const t0 = performance.now()
-    const initrd = await buildInitramfs(workDir, args)
+    const initrd = await buildInitramfs(workDir, args, guestCommand)
     const buildMs = performance.now() - t0
     const qemuArgs = [
       // The fast settings from KERNEL.md: microvm without them hangs silently.
       '-M', 'microvm,pit=on,pic=on,rtc=on', '-accel', 'tcg', '-cpu', 'max',
-      '-m', String(memoryMiB), '-smp', '2',
+      '-m', String(memoryMiB), '-smp', String(cpus),
       '-kernel', vmlinux, '-initrd', initrd,
       '-append', 'console=ttyS0 quiet loglevel=1 panic=-1 tsc_early_khz=2000000 tsc=reliable',
       '-nodefaults', '-display', 'none', '-no-reboot', '-serial', 'stdio',

@@ -22,8 +22,13 @@ report() { echo "@@mp-vm $*"; }
 report boot "$(uname -r)" "$(cut -d' ' -f1 /proc/uptime)"
 cd /mp
 set -o pipefail
-# Piped through cat so that vitest does not take the serial console for a terminal.
-node node_modules/vitest/vitest.mjs run --config test/vm/vitest.guest.config.ts $(cat /mp-vm-args 2>/dev/null) 2>&1 | cat
+if [ -f /mp-vm-command ]; then
+  # A command instead of the test suite (the v2 bench stage: bench/vm.mjs).
+  sh /mp-vm-command 2>&1 | cat
+else
+  # Piped through cat so that vitest does not take the serial console for a terminal.
+  node node_modules/vitest/vitest.mjs run --config test/vm/vitest.guest.config.ts $(cat /mp-vm-args 2>/dev/null) 2>&1 | cat
+fi
 status=$?
 # The kernel log stays off the console during the run (loglevel=1 on the command line) so that an
 # OOM report cannot land in the middle of a result line; here it is, for the host's failure report.
