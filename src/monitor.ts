@@ -16,6 +16,7 @@ import type {
   PressureLevelEvent,
   ThresholdWatch,
 } from './backends/types.js'
+import type { ProcessBackendOptions } from './backends/process.js'
 import type { SimulatedBackendOptions } from './backends/simulated.js'
 import type { EventEmitter } from 'eventemitter3'
 import { findMemoryCgroup } from './cgroup/discover.js'
@@ -163,6 +164,11 @@ export interface MemoryMonitorOptions extends PolicyOptions {
   thresholds?: ReadonlyArray<Threshold | ThresholdSpec>
   /** Options of the simulated backend when `backend` is `'simulated'`. */
   simulated?: SimulatedBackendOptions
+  /**
+   * Options of the `process` backend (its `budget` and polling) when it is the one chosen, by name
+   * or by `'auto'` where no cgroup can be watched (macOS, Windows).
+   */
+  process?: Omit<ProcessBackendOptions, 'clock'>
 }
 
 /** Ends a subscription; idempotent. Also a `Disposable`, for `using`. */
@@ -231,7 +237,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
   constructor(options: MemoryMonitorOptions = {}) {
     super()
     validateMonitorOptions(options)
-    const opened = openBackend(options.backend ?? 'auto', { cgroup: options.cgroup, simulated: options.simulated })
+    const opened = openBackend(options.backend ?? 'auto', { cgroup: options.cgroup, simulated: options.simulated, process: options.process })
     this.#backend = opened.backend
     this.#owned = opened.owned
     this.#reasons = opened.reasons

@@ -96,7 +96,7 @@ function editDistance(a: string, b: string): number {
 
 /** Every key of `MemoryMonitorOptions` (monitor, backend and policy options). */
 export const MONITOR_OPTION_KEYS: readonly string[] = [
-  'backend', 'cgroup', 'thresholds', 'simulated',
+  'backend', 'cgroup', 'thresholds', 'simulated', 'process',
   'levels', 'hysteresis', 'basis', 'heapLimit', 'shrinkTimeoutMs', 'reduceHeap', 'clock', 'tuning',
 ]
 

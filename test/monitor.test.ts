@@ -317,3 +317,16 @@ describe('onMemoryThreshold', () => {
     expect(errorCode(() => onMemoryThreshold('1M', () => {}, { monitor: {} as never }))).toBe('TypeError')
   })
 })
+
+describe('the process backend through the monitor', () => {
+  it('takes its options from `process`: the budget is the limit thresholds are resolved against', async () => {
+    const budget = 7 * 2 ** 30
+    const monitor = createMemoryMonitor({ backend: 'process', process: { budget } })
+    try {
+      expect(monitor.backend).toBe('process')
+      expect(monitor.snapshot().limit).toBe(budget)
+    } finally {
+      await monitor.close()
+    }
+  })
+})
