@@ -10,6 +10,7 @@ import { CgroupV2Backend, parseMemoryEvents } from '../src/backends/cgroup-v2.js
 import type { BackendCloseReason, Crossing, OomEvent } from '../src/backends/types.js'
 import { MemoryPressureError } from '../src/errors.js'
 import { type NativeBinding, tryLoadNative } from '../src/native.js'
+import { type ThresholdEvent, createMemoryMonitor } from '../src/monitor.js'
 import { Collector, turns } from './helpers/collect.js'
 
 /** Writes a fixture file as the kernel shows one: all at once (a reader never sees it half-written). */
@@ -100,6 +101,21 @@ describe('CgroupV2Backend on a fake tree', () => {
       [200, 'down', 120, 'poll'],
       [150, 'down', 120, 'poll'],
     ])
+  })
+
+  it('a limit lowered under a percentage threshold is followed at the next timed read: the threshold is crossed with signal limit', async () => {
+    const { tree, backend } = open()
+    const monitor = createMemoryMonitor({ backend })
+    try {
+      const got = new Collector<ThresholdEvent>()
+      monitor.addThreshold('80%', { handler: got.push })
+      // 80% of the pod's 240 MiB is 192 MiB, above the 100 MiB used; at 120 MiB it is 96 MiB, below.
+      writeAtomic(path.join(tree.pod, 'memory.high'), `${120 * MiB}\n`)
+      await got.count(1)
+      expect(got.items.map((e) => [e.threshold / MiB, e.direction, e.signal])).toEqual([[96, 'up', 'limit']])
+    } finally {
+      await monitor.close()
+    }
   })
 
   it("reports 'oom' when memory.events counts an OOM kill", async () => {

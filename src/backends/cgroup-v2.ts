@@ -331,7 +331,11 @@ export class CgroupV2Backend extends EventEmitter<BackendEvents> implements Memo
 
   /** Each timed poll also reads memory.events when no watch tells of its changes. */
   #tick(): void {
-    if (this.#events === null && this.#inotify === null && !this.#closed) this.#compareEvents(this.#readEvents(), false)
+    if (this.#closed) return
+    if (this.#events === null && this.#inotify === null) this.#compareEvents(this.#readEvents(), false)
+    // A timed read is a wake-up too: the monitor re-reads the limit then (the kernel announces no
+    // change of memory.max or memory.high), at most every half second.
+    this.emit('wakeup')
   }
 
   /**
