@@ -123,8 +123,8 @@ export interface LruCacheShrinker extends Shrinker {
    */
   readonly holdBy: 'onInsert' | 'wrapper' | null
   /**
-   * The cap `hold` keeps the cache under now (in the cache's size units when it tracks sizes,
-   * else in entries), or `null` when there is none (no shrink yet, `hold: false`, detached, or
+   * The cap `hold` keeps the cache under now, in whole units (the cache's size units when it tracks
+   * sizes, else entries), or `null` when there is none (no shrink yet, `hold: false`, detached, or
    * lifted by `regrowth: Infinity`). Assigning a number of 0 or more sets the cap by hand (the
    * next insertion evicts down to it; `regrowth` applies as after a shrink); `null` lifts it.
    * Assigning throws a `TypeError` when the shrinker does not hold.
@@ -378,7 +378,9 @@ export function lruCacheShrinker(cache: LruCacheLike, options: LruCacheShrinkerO
       return holdBy
     },
     get cap() {
-      return Number.isFinite(cap) ? cap : null
+      // Whole units: the cache holds whole entries (sizes are whole too), while the cap itself
+      // grows by fractions so that slow growth is not rounded away.
+      return Number.isFinite(cap) ? Math.floor(cap) : null
     },
     set cap(value: number | null) {
       if (holdBy === null) throw new TypeError('cap: this shrinker does not hold its cache (hold: false, or detached)')
