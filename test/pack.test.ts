@@ -61,6 +61,8 @@ const status = nativeStatus()
 const monitor = createMemoryMonitor({ backend: 'cgroup-v1', cgroup: process.argv[2] })
 const threshold = monitor.snapshot().usage + 32 * 2 ** 20
 monitor.addThreshold(threshold, { direction: 'both', handler: (e) => out({ event: [e.direction, e.signal, e.backend] }) })
+// The registration is written off the event loop: allocation starts once the kernel has it.
+await monitor.registered()
 out({ status: status.loaded ? { loaded: true, path: status.path } : { loaded: false, tried: status.error.tried },
   precision: monitor.precision.kind, features: nativeFeatures().filter((f) => !f.available).map((f) => f.name) })
 process.stdin.on('end', async () => { await monitor.close(); out({ warnings }) })

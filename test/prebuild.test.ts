@@ -179,6 +179,8 @@ const status = nativeStatus()
 const monitor = createMemoryMonitor({ backend: 'cgroup-v1', cgroup: process.argv[2] })
 const threshold = monitor.snapshot().usage + 32 * 2 ** 20
 monitor.addThreshold(threshold, { direction: 'both', handler: (e) => out({ event: [e.direction, e.signal, e.backend] }) })
+// The registration is written off the event loop: allocation starts once the kernel has it.
+await monitor.registered()
 out({ arch: process.arch, path: status.loaded ? status.path : status.error.tried, precision: monitor.precision.kind,
   missing: nativeFeatures().filter((f) => !f.available).map((f) => f.name) })
 process.stdin.on('end', async () => { await monitor.close(); out({ closed: true }) })
