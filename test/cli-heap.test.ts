@@ -124,7 +124,9 @@ describe('V8 heap limit against a real cgroup limit', () => {
     const child = JSON.parse(exec.stdout) as { heap: number; options: string }
     expect(child.heap).toBeLessThan(128 * MiB)
     expect(child.heap).toBeLessThanOrEqual(96 * MiB)
-    expect(child.options).toBe(report.heap.recommended?.flags.join(' '))
+    // exec always sizes in MiB for the node it starts (the percentage flag doctor may recommend
+    // depends on that node's version and on which cgroup holds the limit).
+    expect(child.options).toMatch(/^--max-old-space-size=\d+( --max-semi-space-size=\d+)?$/)
 
     const flags = await run(cg, [bin, 'heap-flags', '--json'], withoutNodeOptions)
     const r = JSON.parse(flags.stdout) as HeapFlagsResult

@@ -246,6 +246,14 @@ describe.skipIf(!v1 || !built)(`the reader of watch goes away${v1 && built ? '' 
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })))
     await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()))
     child.stdout.destroy()
-    expect(await exited).toEqual({ code: 0, signal: null })
+    // Off a terminal watch prints only when the figures move: move them, so that it writes again.
+    const mover = await spawnInCgroup(cg, allocator)
+    try {
+      for (let i = 0; i < 8; i++) await mover.send(`alloc ${2 * MiB}`)
+      expect(await exited).toEqual({ code: 0, signal: null })
+    } finally {
+      mover.proc.kill('SIGKILL')
+      await mover.exited
+    }
   })
 })
