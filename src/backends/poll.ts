@@ -3,7 +3,8 @@
 // A poller may also follow allocation: read after V8's collections and let its timer sleep while
 // usage is steady, so that a steady service pays almost no wake-ups.
 
-import { PerformanceObserver, performance } from 'node:perf_hooks'
+import { performance } from 'node:perf_hooks'
+import { onGc } from '../gc-observer.js'
 import { checkTimerMs } from '../options.js'
 import { describe } from '../size.js'
 import type { Crossing, CrossingSignal, Direction, ThresholdWatch } from './types.js'
@@ -54,31 +55,13 @@ export interface GcSource {
   subscribe(fn: () => void): () => void
 }
 
-const gcListeners = new Set<() => void>()
-let gcObserver: PerformanceObserver | null = null
-
 /**
  * V8's collections in this thread, from one shared `PerformanceObserver` of `'gc'` entries (Node
  * delivers them in batches after the collection, on the event loop). The observer exists only
  * while something subscribes.
  */
 export const v8Collections: GcSource = {
-  subscribe(fn) {
-    gcListeners.add(fn)
-    if (gcObserver === null) {
-      gcObserver = new PerformanceObserver(() => {
-        for (const l of [...gcListeners]) l()
-      })
-      gcObserver.observe({ entryTypes: ['gc'] })
-    }
-    return () => {
-      gcListeners.delete(fn)
-      if (gcListeners.size === 0 && gcObserver !== null) {
-        gcObserver.disconnect()
-        gcObserver = null
-      }
-    }
-  },
+  subscribe: (fn) => onGc(() => fn()),
 }
 
 /**

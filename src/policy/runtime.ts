@@ -2,9 +2,9 @@
 // the C allocator's free lists) and how it collects: one object, injectable like the clock, so that
 // simulated policy tests do not depend on the test process's own memory.
 
-import { PerformanceObserver, constants as perfConstants } from 'node:perf_hooks'
 import v8 from 'node:v8'
 import { isMainThread, resourceLimits } from 'node:worker_threads'
+import { onGc } from '../gc-observer.js'
 import { type HeapReduction, type ReduceHeapOptions, allocatorFreeBytes, mallocTrimCount, reduceHeapChecked } from './heap.js'
 
 const MiB = 2 ** 20
@@ -81,34 +81,11 @@ function oldGenerationNow(): OldGeneration {
   return { usedBytes: used, limitBytes: limitCache.limit }
 }
 
-/**
- * One PerformanceObserver for every subscriber in this thread: V8 reports each collection as a
- * 'gc' entry after it ends (batched, on the event loop), and an observer holds no handle open.
- */
-const gcListeners = new Set<() => void>()
-let gcObserver: PerformanceObserver | null = null
-
+/** `fn` after each batch of V8's collections that held a major one (the old generation was measured). */
 function onMajorGc(fn: () => void): () => void {
-  gcListeners.add(fn)
-  if (gcObserver === null) {
-    gcObserver = new PerformanceObserver((list) => {
-      let major = false
-      for (const e of list.getEntries()) {
-        const kind = ((e as { detail?: unknown }).detail as { kind?: number } | null | undefined)?.kind
-        if (kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) major = true
-      }
-      if (!major) return
-      for (const l of [...gcListeners]) l()
-    })
-    gcObserver.observe({ entryTypes: ['gc'] })
-  }
-  return () => {
-    gcListeners.delete(fn)
-    if (gcListeners.size === 0 && gcObserver !== null) {
-      gcObserver.disconnect()
-      gcObserver = null
-    }
-  }
+  return onGc((major) => {
+    if (major) fn()
+  })
 }
 
 /**
