@@ -14,11 +14,6 @@
       'defines': [
         # Version 8 is the first with napi_add_async_cleanup_hook, which worker teardown needs.
         'NAPI_VERSION=8',
-        # A worker terminated while the addon runs (loading, or inside watch()) makes every call
-        # into JS fail with napi_pending_exception; without this node-addon-api turns the throw of
-        # that failure into a fatal error that aborts the whole process (napi-inl.h,
-        # Error::ThrowAsJavaScriptException). With it the throw is dropped: nobody is left to catch it.
-        'NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS',
       ],
       'cflags_cc': ['-Wall', '-Wextra'],
       'conditions': [

@@ -14,6 +14,13 @@
 #include <string>
 #include <unordered_set>
 
+// A worker terminated while the addon runs (loading, or inside watch()) makes every call into JS
+// fail with napi_pending_exception; without this node-addon-api turns the throw of that failure into
+// a fatal error that aborts the whole process (napi-inl.h, Error::ThrowAsJavaScriptException). With
+// it the throw is dropped: nobody is left to catch it. Defined here so every build has it.
+#ifndef NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS
+#define NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS
+#endif
 #include <napi.h>
 #include <uv.h>
 

@@ -1,6 +1,6 @@
 // Builds the Node-API prebuilds shipped in the npm tarball: linux-x64 and linux-arm64, each for glibc
 // and musl, cross-compiled here with Zig's clang (`zig c++`), which brings the C libraries of every
-// target with it. `npm pack` runs this (prepack); so can `npm run prebuild`.
+// target with it. `npm pack` runs this (prepack); so can `npm run prebuildify`.
 //
 //   node scripts/prebuild.mjs                       # all four, into prebuilds/
 //   node scripts/prebuild.mjs linux-arm64-musl ...  # only these

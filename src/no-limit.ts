@@ -40,7 +40,7 @@ export function warnNoLimitOnce(cgroup: string): void {
   if (g[WARNED] === true) return
   g[WARNED] = true
   process.emitWarning(new MemoryPressureError('ERR_NO_LIMIT',
-    `the cgroup ${cgroup} has no memory limit: pressure levels are off (level stays 'normal') until one is set; shrinkers are registered but not asked`,
+    `the cgroup ${cgroup} has no memory limit: its pressure levels are off until one is set (V8's heap limit is still watched unless heapLimit is false)`,
     { path: cgroup }))
 }
 

@@ -8,7 +8,7 @@ import { effectiveLimit } from '../cgroup/limit.js'
 import { parseMountInfo } from '../cgroup/mountinfo.js'
 import { readFigures } from '../cgroup/stat.js'
 import { MemoryPressureError } from '../errors.js'
-import { tryLoadNative } from '../native.js'
+import { type NativeFeatureName, nativeFeatures, tryLoadNative } from '../native.js'
 import { formatBytes } from '../size.js'
 import { HEAP_HIGH_SHARE, HEAP_LOW_SHARE, type HeapReading, type HeapRecipe, heapRecipe, ownHeap, pidHeap, supportsPercentage, youngGenerationBytes } from './heap.js'
 import { type BackendVerdict, type Target, type TargetOptions, findTarget, probeAll } from './target.js'
@@ -188,15 +188,13 @@ export function doctor(options: TargetOptions): DoctorReport {
   report.kernelExact = backends.find((b) => b.available)?.kernelExact ?? false
   const limit = report.limit?.bytes ?? null
   const native = tryLoadNative()
-  if (native instanceof MemoryPressureError || !native.platformSupported) {
-    const lost = [
-      ...(w?.version === 1 ? ['cgroup v1 kernel thresholds, OOM and pressure-level notifications: usage is polled instead'] : []),
-      ...(w?.version === 2 ? ['cgroup v2 memory.events and PSI wake-ups: usage is polled instead'] : []),
-      'the C allocator\'s free lists are not read (allocatorFreeBytes() is null)',
-      'no malloc_trim after collections: freed Buffers\' pages can stay with the C allocator',
-    ]
+  // Only Linux has an addon to miss: elsewhere the process backend is all there is, by design.
+  if (process.platform === 'linux' && (native instanceof MemoryPressureError || !native.platformSupported)) {
+    const relevant = (name: NativeFeatureName): boolean =>
+      name === 'cgroup-v1-eventfd' ? w?.version === 1 : name === 'cgroup-v2-memory-events' || name === 'psi-triggers' ? w?.version === 2 : true
+    const lost = nativeFeatures().filter((f) => !f.available && relevant(f.name)).map((f) => f.without)
     report.addon = { loaded: false, error: native instanceof MemoryPressureError ? native.message.split('\n', 1)[0] ?? native.message : `not supported on ${process.platform}`, lost }
-    advise('NO_ADDON', 'warning', `the native addon did not load: ${lost.join('; ')}`, 'reinstall with install scripts enabled and a prebuild for this platform, or build it: npm rebuild node-memory-pressure (needs python3, make and a C++ compiler)')
+    advise('NO_ADDON', 'warning', `the native addon did not load: ${lost.join('; ')}`, 'run on a platform with a prebuild (linux-x64 or linux-arm64, glibc 2.17+ or musl), or build the addon in a checkout (npm run build:native) and point NODE_MEMORY_PRESSURE_PREBUILD at it')
   }
 
   if (chosen === null) {
@@ -205,7 +203,7 @@ export function doctor(options: TargetOptions): DoctorReport {
     advise('NO_CGROUP', 'warning', 'no memory cgroup: only the resident set size of a process is visible, with no limit, page cache or kernel notifications', 'run inside a memory cgroup (a container, or systemd-run --scope -p MemoryMax=...)')
   } else if (report.limit !== null && limit === null) {
     advise('NO_LIMIT', 'warning',
-      `no memory limit on ${w.path} or its ancestors: percentage thresholds and the default levels have no limit to take a share of, so the cgroup's levels are off (with one warning) and the fastify plugin never sheds; V8's heap limit is still watched`,
+      `no memory limit on ${w.path} or its ancestors: percentage thresholds and the default levels have no limit to take a share of, so the cgroup's levels are off (with one warning) and the fastify plugin sheds only on V8's heap limit, which is still watched`,
       'set a memory limit (docker run --memory, Kubernetes resources.limits.memory, systemd MemoryMax=), or give thresholds in bytes')
   }
   if (chosen !== null && !report.kernelExact && w !== null) {

@@ -123,7 +123,13 @@ export async function watch(options: WatchOptions, signal: AbortSignal): Promise
   const target = findTarget(options)
   if (target.error !== null) throw target.error
   const backend: MemoryBackend & { notes: readonly string[] } = openFor(target, options.root)
-  const first = backend.snapshot()
+  let first: MemorySnapshot
+  try {
+    first = backend.snapshot()
+  } catch (err) {
+    backend.close()
+    throw err
+  }
   let thresholds: number[]
   const given = options.defaultThresholds === true && !Number.isFinite(first.limit) ? [] : options.thresholds
   try {
@@ -277,7 +283,12 @@ export async function watch(options: WatchOptions, signal: AbortSignal): Promise
   }
   // Armed before anything is printed, and the side of each threshold read after arming: whoever
   // reads the header may change usage at once, and registering never reports a crossing by itself.
-  for (const t of thresholds) backend.watchThreshold(t, onCrossing)
+  try {
+    for (const t of thresholds) backend.watchThreshold(t, onCrossing)
+  } catch (err) {
+    backend.close()
+    throw err
+  }
   read()
   for (const t of thresholds) if (last.usage >= t) above.add(t)
 

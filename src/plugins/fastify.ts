@@ -50,7 +50,8 @@ export interface FastifyMemoryPressureOptions {
   /**
    * Options of the monitor the plugin creates (ignored with `monitor`). Default `{ levels: true }`:
    * the best backend here, levels at 70/85/95% of the effective limit. Without a memory limit the
-   * plugin registers all the same, levels off and nothing shed (one process warning `ERR_NO_LIMIT`).
+   * plugin registers all the same: the cgroup's levels are off (one process warning `ERR_NO_LIMIT`)
+   * and only V8's heap limit can raise the level and shed.
    */
   monitorOptions?: MemoryMonitorOptions
   /**

@@ -174,8 +174,9 @@ export class PolicyEngine {
     }
     // Default: only where the watched cgroup holds this process (its own, as discovered): the free
     // lists are this process's, the cgroup's usage another's otherwise.
+    const given = options as { cgroup?: unknown; backend?: unknown; process?: { pid?: unknown } }
     const own = allocator === undefined && (backend.name === 'cgroup-v1' || backend.name === 'cgroup-v2' || backend.name === 'process') &&
-      (options as { cgroup?: unknown }).cgroup === undefined
+      given.cgroup === undefined && typeof given.backend !== 'object' && given.process?.pid === undefined
     const runtime = this.#runtime
     this.#allocator = typeof allocator === 'function' ? allocator : allocator === true || own ? () => runtime.allocatorFree() : null
   }
