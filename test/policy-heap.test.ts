@@ -207,6 +207,10 @@ describe('the old generation\'s limit', () => {
     // in a worker thread its young generation is known: what is left is the old one
     expect(oldGenerationLimit(80 * MiB, [], 48)).toBe(32 * MiB)
     expect(oldGenerationLimit(112 * MiB, ['--max-old-space-size=64'], 48)).toBe(64 * MiB)
+    // the size as the next argument, and the percentage of the memory available (Node 22.21+, 24)
+    expect(oldGenerationLimit(112 * MiB, ['--max-old-space-size', '64'])).toBe(64 * MiB)
+    expect(oldGenerationLimit(550 * MiB, ['--max-old-space-size-percentage=70'], undefined, 512 * MiB)).toBe(358 * MiB)
+    expect(oldGenerationLimit(550 * MiB, ['--max-old-space-size-percentage=70', '--max-old-space-size=100'], undefined, 512 * MiB)).toBe(100 * MiB)
   })
 })
 

@@ -2,6 +2,7 @@
 // the C allocator's free lists) and how it collects: one object, injectable like the clock, so that
 // simulated policy tests do not depend on the test process's own memory.
 
+import os from 'node:os'
 import v8 from 'node:v8'
 import { isMainThread, resourceLimits } from 'node:worker_threads'
 import { onGc } from '../gc-observer.js'
@@ -50,15 +51,27 @@ export interface PolicyRuntime {
  * gives the young generation exactly, whatever set the old one (the worker's `resourceLimits` or
  * the process's flag, which wins over them).
  */
-export function oldGenerationLimit(heapSizeLimit: number, flags: readonly string[], youngMb?: number): number {
+export function oldGenerationLimit(heapSizeLimit: number, flags: readonly string[], youngMb?: number, availableBytes?: number): number {
   if (youngMb !== undefined && youngMb > 0 && youngMb * MiB < heapSizeLimit) return heapSizeLimit - youngMb * MiB
   let flagged: number | null = null
-  for (const f of flags) {
-    const m = /^--max[-_]old[-_]space[-_]size=(\d+)$/.exec(f)
-    if (m !== null) flagged = Number(m[1]) * MiB
+  for (const [i, f] of flags.entries()) {
+    const m = /^--max[-_]old[-_]space[-_]size(?:=(\d+))?$/.exec(f)
+    const size = m === null ? undefined : m[1] ?? (/^\d+$/.test(flags[i + 1] ?? '') ? flags[i + 1] : undefined)
+    if (size !== undefined) flagged = Number(size) * MiB
+    // Node 22.21+/24: a share of the memory available to the process (the cgroup's, else the
+    // machine's), as src/node.cc computes it; what `heap-flags` recommends where Node has it.
+    const p = /^--max[-_]old[-_]space[-_]size[-_]percentage=(\d+(?:\.\d+)?)$/.exec(f)
+    if (p !== null && availableBytes !== undefined && availableBytes > 0) flagged = Math.floor((availableBytes * Number(p[1])) / 100 / MiB) * MiB
   }
   if (flagged !== null && flagged > 0 && flagged < heapSizeLimit) return flagged
   return Math.max(0, heapSizeLimit - Math.min(48 * MiB, Math.ceil((heapSizeLimit * 3) / 259)))
+}
+
+/** The memory Node takes `--max-old-space-size-percentage` of: its cgroup's limit, else the machine's. */
+function availableMemory(): number {
+  const total = os.totalmem()
+  const constrained = typeof process.constrainedMemory === 'function' ? process.constrainedMemory() : 0
+  return constrained > 0 && constrained < total ? constrained : total
 }
 
 /** Node's command-line flags and `NODE_OPTIONS`, in the order V8 sees them (the last wins). */
@@ -76,7 +89,7 @@ function oldGenerationNow(): OldGeneration {
   }
   const heapSizeLimit = v8.getHeapStatistics().heap_size_limit
   if (limitCache === null || limitCache.heapSizeLimit !== heapSizeLimit) {
-    limitCache = { heapSizeLimit, limit: oldGenerationLimit(heapSizeLimit, nodeFlags(), isMainThread ? undefined : resourceLimits.maxYoungGenerationSizeMb) }
+    limitCache = { heapSizeLimit, limit: oldGenerationLimit(heapSizeLimit, nodeFlags(), isMainThread ? undefined : resourceLimits.maxYoungGenerationSizeMb, availableMemory()) }
   }
   return { usedBytes: used, limitBytes: limitCache.limit }
 }
