@@ -337,8 +337,10 @@ describe('doctor and watch on this machine\'s cgroups', () => {
         // Each step awaited on the screen: an up and a down within one wake-up of the watcher are
         // no crossing at all once it reads usage.
         for (let round = 0; round < 2; round++) {
-          while ((await child.send(`alloc ${4 * MiB}`)).held < 60 * MiB) { /* grow past 50% */ }
-          await screen((r) => /above 50\.0 MiB/.test(r.at(-1) ?? ''))
+          // The child's own Node is part of usage (about 11 MiB on Node 24, less on 20): past 50%
+          // it may also be past 70%.
+          while ((await child.send(`alloc ${4 * MiB}`)).held < 52 * MiB) { /* grow past 50% */ }
+          await screen((r) => /above (50|70)\.0 MiB/.test(r.at(-1) ?? ''))
           await child.send('freeall')
           await screen((r) => /below all thresholds/.test(r.at(-1) ?? ''))
         }
