@@ -16,6 +16,7 @@ import type {
   PressureLevelEvent,
   ThresholdWatch,
 } from './backends/types.js'
+import type { PollOptions } from './backends/poll.js'
 import type { ProcessBackendOptions } from './backends/process.js'
 import type { SimulatedBackendOptions } from './backends/simulated.js'
 import type { EventEmitter } from 'eventemitter3'
@@ -169,6 +170,13 @@ export interface MemoryMonitorOptions extends PolicyOptions {
    * or by `'auto'` where no cgroup can be watched (macOS, Windows).
    */
   process?: Omit<ProcessBackendOptions, 'clock'>
+  /**
+   * How a backend that polls reads usage (cgroup v2, cgroup v1 where `cgroup.event_control` cannot
+   * be written, the process backend): the interval bounds, and `idleIntervalMs`, how long the v2
+   * timer sleeps while usage is steady (see {@link PollOptions}; docs/cgroup-v2.md says when to
+   * lower it). No effect on the kernel's eventfd thresholds. `process.poll` wins for the process backend.
+   */
+  poll?: PollOptions
 }
 
 /** Ends a subscription; idempotent. Also a `Disposable`, for `using`. */
@@ -237,7 +245,7 @@ export class MemoryMonitor extends SafeEmitter<MonitorEvents> {
   constructor(options: MemoryMonitorOptions = {}) {
     super()
     validateMonitorOptions(options)
-    const opened = openBackend(options.backend ?? 'auto', { cgroup: options.cgroup, simulated: options.simulated, process: options.process })
+    const opened = openBackend(options.backend ?? 'auto', { cgroup: options.cgroup, simulated: options.simulated, process: options.process, poll: options.poll })
     this.#backend = opened.backend
     this.#owned = opened.owned
     this.#reasons = opened.reasons

@@ -96,12 +96,15 @@ function editDistance(a: string, b: string): number {
 
 /** Every key of `MemoryMonitorOptions` (monitor, backend and policy options). */
 export const MONITOR_OPTION_KEYS: readonly string[] = [
-  'backend', 'cgroup', 'thresholds', 'simulated', 'process',
+  'backend', 'cgroup', 'thresholds', 'simulated', 'process', 'poll',
   'levels', 'hysteresis', 'basis', 'heapLimit', 'shrinkTimeoutMs', 'reduceHeap', 'clock', 'tuning',
 ]
 
 /** Keys of the internal `tuning` option (not part of the documented surface, checked all the same). */
 export const TUNING_OPTION_KEYS: readonly string[] = ['cooldownMs', 'recheckMs', 'collectFirst', 'garbageRoom', 'allocatorFree', 'runtime']
+
+/** Keys of the polling options (`PollOptions`). */
+export const POLL_OPTION_KEYS: readonly string[] = ['minIntervalMs', 'maxIntervalMs', 'guardBytes', 'idleIntervalMs']
 
 /** Keys of a level thresholds object. */
 export const LEVEL_KEYS: readonly string[] = ['moderate', 'high', 'critical']
@@ -150,6 +153,10 @@ export function validateMonitorOptions(options: unknown): void {
   if (o.hysteresis !== undefined && o.hysteresis !== 0) parseThreshold(o.hysteresis, 'hysteresis')
   if (o.basis !== undefined && !(PRESSURE_BASES as readonly unknown[]).includes(o.basis)) {
     throw argTypeError(`basis must be ${PRESSURE_BASES.map((b) => `'${b}'`).join(', ')} (received ${describe(o.basis)})`, 'ERR_INVALID_ARG_VALUE')
+  }
+  if (o.poll !== undefined) {
+    checkOptionsObject('poll', o.poll)
+    checkKeys(o.poll as object, POLL_OPTION_KEYS, 'poll.')
   }
   policyTimer('shrinkTimeoutMs', o.shrinkTimeoutMs)
   if (o.tuning !== null && typeof o.tuning === 'object') {

@@ -319,6 +319,22 @@ describe('onMemoryThreshold', () => {
 })
 
 describe('the process backend through the monitor', () => {
+  it('takes the polling options from `poll`, and refuses a misspelled one with ERR_UNKNOWN_OPTION', async () => {
+    const monitor = createMemoryMonitor({ backend: 'process', poll: { minIntervalMs: 7, maxIntervalMs: 70 } })
+    try {
+      expect(monitor.precision.intervalMs).toEqual({ min: 7, max: 70 })
+    } finally {
+      await monitor.close()
+    }
+    let err: unknown
+    try {
+      createMemoryMonitor({ backend: 'process', poll: { idleIntervalMS: 1000 } as never })
+    } catch (e) {
+      err = e
+    }
+    expect(err).toMatchObject({ name: 'TypeError', code: 'ERR_UNKNOWN_OPTION' })
+  })
+
   it('takes its options from `process`: the budget is the limit thresholds are resolved against', async () => {
     const budget = 7 * 2 ** 30
     const monitor = createMemoryMonitor({ backend: 'process', process: { budget } })

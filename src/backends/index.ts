@@ -7,6 +7,7 @@ import { nativeFeatures } from '../native.js'
 import { describe } from '../size.js'
 import { CgroupV1Backend } from './cgroup-v1.js'
 import { CgroupV2Backend } from './cgroup-v2.js'
+import type { PollOptions } from './poll.js'
 import { ProcessBackend, type ProcessBackendOptions } from './process.js'
 import { SimulatedBackend, type SimulatedBackendOptions } from './simulated.js'
 import type { BackendName, MemoryBackend } from './types.js'
@@ -30,6 +31,8 @@ export interface OpenBackendOptions {
   simulated?: SimulatedBackendOptions
   /** Options of the process backend (budget, polling), when it is chosen. */
   process?: Omit<ProcessBackendOptions, 'clock'>
+  /** How a backend that polls reads usage (cgroup v2, cgroup v1 without eventfd, the process backend). */
+  poll?: PollOptions
 }
 
 /** A backend opened by {@link openBackend}, with the reasons collected while choosing it. */
@@ -84,11 +87,11 @@ export function openBackend(choice: BackendChoice = 'auto', options: OpenBackend
   for (const name of choice === 'auto' ? autoOrder : [choice]) {
     if (name === 'cgroup-v2') {
       const probe = CgroupV2Backend.probe({ cgroup: options.cgroup })
-      if (probe.available) return opened(CgroupV2Backend.open({ cgroup: options.cgroup }))
+      if (probe.available) return opened(CgroupV2Backend.open({ cgroup: options.cgroup, poll: options.poll }))
       reasons.push(...probe.reasons.map((r) => `cgroup-v2: ${r}`))
     } else if (name === 'cgroup-v1') {
       const probe = CgroupV1Backend.probe({ cgroup: options.cgroup })
-      if (probe.available) return opened(CgroupV1Backend.open({ cgroup: options.cgroup }))
+      if (probe.available) return opened(CgroupV1Backend.open({ cgroup: options.cgroup, poll: options.poll }))
       reasons.push(...probe.reasons.map((r) => `cgroup-v1: ${r}`))
     } else if (name === 'process') {
       // The process backend watches this process, not a cgroup: it cannot stand in for a named one.
@@ -96,7 +99,7 @@ export function openBackend(choice: BackendChoice = 'auto', options: OpenBackend
         reasons.push(`process: watches this process's resident set size, not the cgroup ${options.cgroup}`)
         continue
       }
-      return opened(ProcessBackend.open(options.process))
+      return opened(ProcessBackend.open(options.poll === undefined ? options.process : { poll: options.poll, ...options.process }))
     }
   }
   const which = choice === 'auto' ? 'no backend' : `the ${choice} backend`

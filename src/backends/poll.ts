@@ -5,7 +5,7 @@
 
 import { performance } from 'node:perf_hooks'
 import { onGc } from '../gc-observer.js'
-import { checkTimerMs } from '../options.js'
+import { POLL_OPTION_KEYS, checkKeys, checkTimerMs } from '../options.js'
 import { describe } from '../size.js'
 import type { Crossing, CrossingSignal, Direction, ThresholdWatch } from './types.js'
 
@@ -92,6 +92,7 @@ export function resolvePollOptions(options: PollOptions = {}): ResolvedPollOptio
   if (options === null || typeof options !== 'object') {
     throw new TypeError(`poll must be an object (received ${describe(options)})`)
   }
+  checkKeys(options, POLL_OPTION_KEYS, 'poll.')
   const num = (name: keyof PollOptions, fallback: number, min: number): number => {
     const value = options[name] ?? fallback
     if (name !== 'guardBytes') return checkTimerMs(`poll.${name}`, value, fallback, min)
