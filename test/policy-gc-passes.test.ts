@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { SimulatedBackend } from '../src/backends/simulated.js'
 import { createMemoryMonitor } from '../src/monitor.js'
 import { ManualClock } from '../src/policy/clock.js'
+import { type PolicyRuntime, processRuntime } from '../src/policy/runtime.js'
 import type { ShrinkReport } from '../src/policy/shrinker.js'
 import { Collector } from './helpers/collect.js'
 
@@ -32,10 +33,20 @@ afterAll(() => {
   ;(globalThis as { gc?: unknown }).gc = own
 })
 
-/** A monitor on a 100 MiB simulated cgroup, default gc, no trim, no allocator reading. */
-function setup(usage: number) {
+/**
+ * A monitor on a 100 MiB simulated cgroup, default gc, no trim, no allocator reading; V8's readings
+ * are `external` bytes of external memory and no old generation to speak of (the real collections,
+ * replaced above, run through the process's own reduction).
+ */
+function setup(usage: number, external = 20 * MiB) {
   const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 10 * MiB })
-  const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), tuning: { allocatorFree: false }, reduceHeap: { mallocTrim: false } })
+  const runtime: PolicyRuntime = {
+    ...processRuntime,
+    externalMemory: () => external,
+    oldGeneration: () => ({ usedBytes: MiB, limitBytes: 4096 * MiB }),
+    onMajorGc: () => () => undefined,
+  }
+  const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), tuning: { allocatorFree: false, runtime }, reduceHeap: { mallocTrim: false } })
   const shrink = new Collector<ShrinkReport>()
   monitor.on('shrink', shrink.push)
   calls = []
@@ -63,6 +74,16 @@ describe("shrink cycle with gc: 'v8-major'", () => {
     const [report] = await shrink.count(1)
     expect(report).toMatchObject({ level: 'moderate', levelAfter: 'normal', heapRuns: 2, freedBytes: 20 * MiB })
     expect(calls).toEqual(['full', 'minor', 'full', 'minor', 'full', 'minor'])
+    await monitor.close()
+  })
+
+  it('at moderate: no second reduction with less than a band of external memory (no Buffers to wait for)', async () => {
+    const { sim, monitor, shrink, start } = setup(78 * MiB, 4 * MiB)
+    monitor.register({ name: 'cache', shrink: () => void frees.push(() => {}, () => sim.free(20 * MiB)) })
+    start()
+    const [report] = await shrink.count(1)
+    expect(report).toMatchObject({ level: 'moderate', levelAfter: 'moderate', heapRuns: 2 })
+    expect(calls).toEqual(['full', 'minor', 'full', 'minor'])
     await monitor.close()
   })
 

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest'
 import { SimulatedBackend } from '../src/backends/simulated.js'
 import { type MemoryMonitor, createMemoryMonitor } from '../src/monitor.js'
 import { memoryPressureMetrics } from '../src/plugins/prometheus.js'
+import type { ReduceHeapOptions } from '../src/policy/heap.js'
 
 const MiB = 2 ** 20
 
@@ -25,9 +26,9 @@ function value(all: Map<string, Sample[]>, name: string, labels: Record<string, 
   return all.get(name)?.find((s) => Object.entries(labels).every(([k, v]) => s.labels[k] === v) && (metricName === undefined || s.metricName === metricName))?.value
 }
 
-function simulated(): { sim: SimulatedBackend; monitor: MemoryMonitor } {
+function simulated(reduceHeap: ReduceHeapOptions | false = false): { sim: SimulatedBackend; monitor: MemoryMonitor } {
   const sim = new SimulatedBackend({ limit: 100 * MiB })
-  const monitor = createMemoryMonitor({ backend: sim, levels: { moderate: '50%', high: '70%', critical: '90%' }, reduceHeap: false })
+  const monitor = createMemoryMonitor({ backend: sim, levels: { moderate: '50%', high: '70%', critical: '90%' }, reduceHeap })
   return { sim, monitor }
 }
 
@@ -56,18 +57,20 @@ describe('prom-client collector', () => {
     sim.close()
   })
 
-  it('counts crossings by direction, level changes, shrink cycles and the bytes they freed', async () => {
+  it('counts crossings by direction, level changes, shrink cycles, the bytes they freed and their forced collections\' time', async () => {
     const registry = new Registry()
-    const { sim, monitor } = simulated()
+    // a collection that takes 2 ms
+    const { sim, monitor } = simulated({ gc: () => void Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2), mallocTrim: false })
     memoryPressureMetrics(monitor, { registry })
     const before = await samples(registry)
     expect(value(before, 'memory_pressure_threshold_crossings_total', { direction: 'up' })).toBe(0)
     expect(value(before, 'memory_pressure_shrink_freed_bytes_total')).toBe(0)
+    expect(value(before, 'memory_pressure_forced_gc_seconds_total')).toBe(0)
 
     monitor.addThreshold(40 * MiB, { direction: 'both' })
     let cached = 40 * MiB
     monitor.register({ name: 'cache', size: () => cached, shrink: (req) => { const n = Math.min(cached, req.targetBytes); cached -= n; sim.free(n); return n } })
-    const shrunk = new Promise<{ freedBytes: number; reportedBytes: number; level: string }>((resolve) => monitor.once('shrink', resolve))
+    const shrunk = new Promise<{ freedBytes: number; reportedBytes: number; level: string; heap: { gcMs: number } | null }>((resolve) => monitor.once('shrink', resolve))
     sim.setUsage(95 * MiB)
     const report = await shrunk
     const all = await samples(registry)
@@ -77,6 +80,8 @@ describe('prom-client collector', () => {
     expect(report.freedBytes).toBeGreaterThan(0)
     expect(value(all, 'memory_pressure_shrink_freed_bytes_total')).toBe(report.freedBytes)
     expect(value(all, 'memory_pressure_shrink_reported_bytes_total')).toBe(report.reportedBytes)
+    expect(report.heap?.gcMs).toBeGreaterThan(0)
+    expect(value(all, 'memory_pressure_forced_gc_seconds_total')).toBeCloseTo((report.heap?.gcMs ?? 0) / 1000, 6)
     expect(value(all, 'memory_pressure_shrink_duration_seconds', {}, 'memory_pressure_shrink_duration_seconds_count')).toBe(1)
     expect(value(all, 'memory_pressure_level')).toBeGreaterThanOrEqual(1)
     await monitor.close()

@@ -79,6 +79,7 @@ function validate(monitor: unknown, options: PrometheusOptions): void {
  * | `memory_pressure_shrink_cycles_total{level}` | counter | shrink cycles, by level |
  * | `memory_pressure_shrink_freed_bytes_total` | counter | bytes freed by shrink cycles, as measured |
  * | `memory_pressure_shrink_reported_bytes_total` | counter | bytes shrinkers said they freed |
+ * | `memory_pressure_forced_gc_seconds_total` | counter | time shrink cycles spent in the collections they forced |
  * | `memory_pressure_shrink_duration_seconds` | histogram | duration of shrink cycles |
  *
  * Gauges are read when Prometheus scrapes (one snapshot per scrape); after the monitor closes they
@@ -174,6 +175,7 @@ export function memoryPressureMetrics(monitor: MemoryMonitor, options: Prometheu
   const cycles = add('shrink_cycles_total', (fullName) => new Counter({ name: fullName, help: 'Shrink cycles run, by level.', labelNames: [...fixedNames, 'level'], registers }))
   const freed = add('shrink_freed_bytes_total', (fullName) => new Counter({ name: fullName, help: 'Bytes freed by shrink cycles, as measured (basis before minus after, when positive).', labelNames: fixedNames, registers }))
   const reported = add('shrink_reported_bytes_total', (fullName) => new Counter({ name: fullName, help: 'Bytes the shrinkers reported freeing.', labelNames: fixedNames, registers }))
+  const forcedGc = add('forced_gc_seconds_total', (fullName) => new Counter({ name: fullName, help: 'Time shrink cycles spent in the collections they forced.', labelNames: fixedNames, registers }))
   const duration = add('shrink_duration_seconds', (fullName) =>
     new Histogram({
       name: fullName,
@@ -189,6 +191,7 @@ export function memoryPressureMetrics(monitor: MemoryMonitor, options: Prometheu
   kills.inc(fixed, 0)
   freed.inc(fixed, 0)
   reported.inc(fixed, 0)
+  forcedGc.inc(fixed, 0)
 
   const onThreshold = (e: ThresholdEvent): void => {
     if (!e.initial) crossings.inc({ ...fixed, direction: e.direction })
@@ -202,6 +205,7 @@ export function memoryPressureMetrics(monitor: MemoryMonitor, options: Prometheu
     cycles.inc({ ...fixed, level: r.level })
     if (r.freedBytes > 0) freed.inc(fixed, r.freedBytes)
     if (r.reportedBytes > 0) reported.inc(fixed, r.reportedBytes)
+    if (r.heap !== null && r.heap.gcMs > 0) forcedGc.inc(fixed, r.heap.gcMs / 1000)
     duration.observe(fixed, r.durationMs / 1000)
   }
   monitor.on('threshold', onThreshold)

@@ -109,6 +109,12 @@ export class PolicyEngine {
   #heapLive = 0
   /** True when `#heapLive` was read right after a major collection (V8's or a cycle's). */
   #heapMeasured = false
+  /** A cycle of the heap alone asked shrinkers since `#heapLive` was measured: it is stale. */
+  #heapStale = false
+  /** The old generation's live size and V8's external memory at the last major collection seen. */
+  #lastMajor: { live: number; external: number } | null = null
+  /** The forced collections of the last minute: [clock time, gc ms]. */
+  #forced: Array<[number, number]> = []
   #stopGcWatch: (() => void) | null = null
   /** The combined level (the higher of the two), and each limit's own. */
   #level: PressureLevel = 'normal'
@@ -283,9 +289,35 @@ export class PolicyEngine {
     const heapLevels = this.#heapLevels
     if (heapLevels === null || this.#closed) return
     const old = this.#runtime.oldGeneration()
-    this.#heapLive = old.usedBytes
-    this.#heapMeasured = true
+    this.#measured(old.usedBytes)
     if (levelFor(heapLevels, old.usedBytes, this.#heapLevel) !== this.#heapLevel || (this.#cycle !== null && levelRank(this.#heapLevel) > 0)) this.#evaluate(false)
+  }
+
+  /** A major collection just ended with `live` bytes in the old generation. */
+  #measured(live: number): void {
+    this.#heapLive = live
+    this.#heapMeasured = true
+    this.#heapStale = false
+    this.#lastMajor = { live, external: this.#runtime.externalMemory() }
+  }
+
+  /**
+   * What a forced V8 collection could find now: what V8 allocated since its last major collection
+   * (the old generation's growth, and its external memory's: Buffers). Objects that were live then
+   * and died since without anything new being allocated are missed; a cycle then asks its shrinkers
+   * for more than needed, never less. Infinite when unknown (no collection seen, or a custom gc).
+   */
+  #collectable(): number {
+    const last = this.#lastMajor
+    if (last === null || typeof this.#heap !== 'object' || (this.#heap.gc ?? 'v8-major') !== 'v8-major') return Number.POSITIVE_INFINITY
+    const grown = this.#runtime.oldGeneration().usedBytes - last.live
+    return Math.max(0, grown) + Math.max(0, this.#runtime.externalMemory() - last.external)
+  }
+
+  /** The forced collections' time in the minute before `now`, ms. */
+  #forcedPerMinute(now: number): number {
+    this.#forced = this.#forced.filter(([t]) => t > now - 60_000)
+    return this.#forced.reduce((sum, [, ms]) => sum + ms, 0)
   }
 
   /**
@@ -621,11 +653,9 @@ export class PolicyEngine {
     const trim = this.#allocator === null || this.#levels === null || raw >= noCreditFrom(this.#levels)
     try {
       const heap = await this.#runtime.reduceHeap(trim ? this.#heap : { ...this.#heap, mallocTrim: false })
+      if (heap.gc !== 'none') this.#forced.push([this.#clock.now(), heap.gcMs])
       // A full collection just ran: the old generation's size is its live size.
-      if (this.#heapLevels !== null && heap.gc !== 'none') {
-        this.#heapLive = this.#runtime.oldGeneration().usedBytes
-        this.#heapMeasured = true
-      }
+      if (this.#heapLevels !== null && heap.gc !== 'none') this.#measured(this.#runtime.oldGeneration().usedBytes)
       return { heap }
     } catch (err) {
       return { heap: null, error: err }
@@ -646,7 +676,9 @@ export class PolicyEngine {
     let snapshot = this.#snapshot()
     if (levels === null) return { result, bytes: snapshot === null ? null : 0 }
     let bytes = snapshot === null ? null : this.#measure(snapshot, levels)
-    if (again && raw < levels.enter[3] && bytes !== null && result.heap !== null && result.heap.gc === 'v8-major' && levelFor(levels, bytes, level) !== 'normal') {
+    // The second pass is for Buffers: without a band of V8 external memory it cannot help.
+    if (again && raw < levels.enter[3] && bytes !== null && result.heap !== null && result.heap.gc === 'v8-major' && levelFor(levels, bytes, level) !== 'normal' &&
+      this.#runtime.externalMemory() >= levels.hysteresis) {
       const second = await this.#reduce(bytes + this.#credit)
       result = second.heap === null ? { heap: result.heap, error: second.error } : { heap: joinReductions(result.heap, second.heap) }
       if (this.#closed) return { result, bytes: null }
@@ -698,11 +730,14 @@ export class PolicyEngine {
     let shrinkLevel = cycle.level
     let midBytes = startBytes
     let floor: ShrinkPlan['floor'] = null
-    // A cycle of the heap alone (the cgroup at normal) whose live size was read after a major
-    // collection has nothing to learn from another one first: it would find what V8's found, at
-    // the cost of marking the whole heap again.
-    const measured = heapDriven && cgroupStart === 'normal' && this.#heapMeasured
-    if (this.#collectFirst && this.#heap !== false && !measured) {
+    // A forced collection marks the whole heap on the main thread, V8's own mostly on helper
+    // threads: collect first only for what V8 has not measured. For the heap alone (the cgroup at
+    // normal), when its live size is stale; for the cgroup, when V8 allocated a band or more since
+    // its last major collection (see #collectable).
+    const heapOnly = heapDriven && cgroupStart === 'normal'
+    const collectable = heapOnly ? null : this.#collectable()
+    const stale = collectable === null ? !this.#heapMeasured || this.#heapStale : collectable >= (levels?.hysteresis ?? 0)
+    if (this.#collectFirst && this.#heap !== false && stale) {
       const c = await this.#collect(rawNow, cycle.level, false)
       if (this.#closed) return
       first = c.result
@@ -746,7 +781,10 @@ export class PolicyEngine {
     const cExcess = cgroupPlan?.excess ?? 0
     const hExcess = heapPlan?.excess ?? 0
     const limit: LimitKind = hExcess !== cExcess ? (hExcess > cExcess ? 'heap' : 'cgroup') : heapDriven ? 'heap' : 'cgroup'
-    const plan: ShrinkPlan = { level: shrinkLevel, collected: first !== null, cgroup: cgroupPlan, heap: heapPlan, floor, requestedBytes: cycle.requested }
+    const plan: ShrinkPlan = {
+      level: shrinkLevel, collected: first !== null, collectable: collectable === null || !Number.isFinite(collectable) ? null : collectable,
+      cgroup: cgroupPlan, heap: heapPlan, floor, requestedBytes: cycle.requested,
+    }
     const ordered = this.#ordered()
     const from = ordered.length === 0 ? 0 : this.#cursor % ordered.length
     const order = [...ordered.slice(from), ...ordered.slice(0, from)]
@@ -766,8 +804,12 @@ export class PolicyEngine {
     if (this.#closed) return
     // Next cycle at this level goes on with the next priorities; a critical one asked everyone.
     this.#cursor = shrinkLevel === 'critical' || ordered.length === 0 ? 0 : (from + asked) % ordered.length
-    // Collect again only when shrinkers dropped something (or when nothing collected yet).
-    const second = this.#heap !== false && (first === null || asked > 0) ? (await this.#collect(rawNow, shrinkLevel, first !== null)).result : null
+    // Collect again only when shrinkers dropped something (or when nothing collected yet). Not for
+    // the heap alone: V8 collects all garbage before it gives up (its last-resort collections), so
+    // forcing one would only bring the reading earlier; V8's next major collection measures what
+    // the shrinkers freed, and a cycle that comes before it collects first (the reading is stale).
+    if (heapOnly && asked > 0) this.#heapStale = true
+    const second = this.#heap !== false && !heapOnly && (first === null || asked > 0) ? (await this.#collect(rawNow, shrinkLevel, first !== null)).result : null
     if (this.#closed) return
     // Both reductions as one: a trim in the first (the basis was at the cut-off) is the cycle's too.
     const [h1, h2] = [first?.heap ?? null, second?.heap ?? null]
@@ -805,13 +847,14 @@ export class PolicyEngine {
       updates: cycle.updates,
       time: start,
       durationMs: this.#clock.now() - start,
+      forcedGcMsPerMinute: this.#forcedPerMinute(this.#clock.now()),
     }
     const heapError = second?.error ?? first?.error
     if (heapError !== undefined) report.heapError = heapError
     // A cycle that freed nothing measurable (on either limit) backs off: full collections every
     // few seconds with nothing left to give back would only cost CPU.
     const freed = report.freedBytes > 0 || (heapBefore !== null && heapAfter !== null && heapAfter.liveBytes < heapBefore.liveBytes)
-    this.#backoff = freed ? 1 : Math.min(this.#backoff * 2, 32)
+    this.#backoff = freed || this.#heapStale ? 1 : Math.min(this.#backoff * 2, 32)
     this.#cycle = null
     this.#lastCycleEnd = this.#clock.now()
     this.#lastCycleRank = levelRank(cycle.level)

@@ -114,10 +114,18 @@ export interface ShrinkPlan {
   /** The level the shrinkers were asked at: the level the collection left (or the cycle's own). */
   level: PressureLevel
   /**
-   * True when a collection ran before the shrinkers (and `measured` is after it). A cycle of the
-   * heap alone whose live size V8's own major collection had just measured runs none.
+   * True when a collection ran before the shrinkers (and `measured` is after it). It runs only for
+   * what V8 has not measured: for the cgroup, when `collectable` is at least its hysteresis (or
+   * unknown); for the heap alone, when its live size is stale (no major collection since the
+   * shrinkers were last asked for heap bytes, or none yet).
    */
   collected: boolean
+  /**
+   * What a forced collection could find, estimated from V8's statistics: the old generation's
+   * growth since V8's last major collection plus its external memory's. `null` for a cycle of the
+   * heap alone, or when unknown (no major collection seen yet, `heapLimit: false`, a custom `gc`).
+   */
+  collectable: number | null
   /** The cgroup's side (`null` without cgroup levels). */
   cgroup: LimitPlan | null
   /** The heap's side (`null` when the heap is not watched). */
@@ -181,7 +189,10 @@ export interface ShrinkReport {
    * `heapError`).
    */
   heap: HeapReduction | null
-  /** How many heap reductions the cycle ran: 0 (off), 1, or 2 (before and after the shrinkers). */
+  /**
+   * How many heap reductions the cycle ran: 0 (off, or nothing V8 had not measured), 1, or 2
+   * (before and after the shrinkers). A cycle of the heap alone runs at most the first.
+   */
   heapRuns: number
   /** What a heap reduction threw, if one did (the later one when both did). */
   heapError?: unknown
@@ -196,6 +207,11 @@ export interface ShrinkReport {
   /** Clock time at the start, and the cycle's duration. */
   time: number
   durationMs: number
+  /**
+   * Time spent in forced collections (every cycle's `heap.gcMs`) in the minute up to the end of
+   * this cycle, ms: the cost of collecting on V8's behalf.
+   */
+  forcedGcMsPerMinute: number
 }
 
 /** Checks a shrinker given to `register()`; throws `TypeError`/`RangeError` naming the field. */

@@ -6,7 +6,7 @@ import type { OldGeneration, PolicyRuntime } from '../../src/policy/runtime.js'
 
 export interface FakeRuntime extends PolicyRuntime {
   /** What the readings return; change them between steps. */
-  state: { external: number; free: number | null; trims: number; used: number; limit: number; gcs: number }
+  state: { external: number; free: number | null; trims: number; used: number; limit: number; gcs: number; gcMs: number }
   /** V8 finished a major collection with `used` bytes in the old generation. */
   majorGc(used?: number): void
   /** Listeners of major collections now. */
@@ -14,7 +14,7 @@ export interface FakeRuntime extends PolicyRuntime {
 }
 
 export function fakeRuntime(init: Partial<FakeRuntime['state']> = {}): FakeRuntime {
-  const state = { external: 0, free: null, trims: 0, used: 0, limit: 4096 * 2 ** 20, gcs: 0, ...init }
+  const state = { external: 0, free: null, trims: 0, used: 0, limit: 4096 * 2 ** 20, gcs: 0, gcMs: 0, ...init }
   const listeners = new Set<() => void>()
   return {
     state,
@@ -40,7 +40,7 @@ export function fakeRuntime(init: Partial<FakeRuntime['state']> = {}): FakeRunti
       const trim = options.mallocTrim ?? true
       if (trim) state.trims++
       return {
-        gc: typeof gc === 'function' ? 'custom' : gc, gcMs: 0, mallocTrim: trim ? 'nothing' : 'skipped', mallocTrimMs: 0,
+        gc: typeof gc === 'function' ? 'custom' : gc, gcMs: gc === 'none' ? 0 : state.gcMs, mallocTrim: trim ? 'nothing' : 'skipped', mallocTrimMs: 0,
         heapUsedBefore: 0, heapUsedAfter: 0, rssBefore: 0, rssAfter: 0, ms: 0,
       }
     },
