@@ -1,56 +1,39 @@
-// The policy engine behind a monitor's levels: it keeps kernel thresholds armed where the basis
-// would change level, decides the level after each wake-up, and runs shrink cycles one at a time.
-//
-// Why the thresholds move. Levels are decided on the basis (working set by default), read from
-// memory.stat after a wake-up, but the kernel compares thresholds with usage, page cache included
-// (memory.usage_in_bytes, cgroup-v1/memory.rst §5.5 and §9). A fixed kernel threshold at a level's
-// byte value would fire for page cache alone and, worse, stay crossed while cache holds usage above
-// it, so the basis reaching the level later would never wake anyone. After every wake-up the
-// engine therefore drops its watches and registers new ones at usage = point + (usage − basis) for
-// the two points that matter from the current level (the next level's threshold, and the current
-// level's exit point, threshold − hysteresis), plus a drift point a little below usage that fires
-// when page cache is dropped (which moves both points down). When cache is reclaimed to make room
-// (usage pinned at the limit, basis rising underneath), no usage threshold moves: a slow re-check
-// on the clock reads memory.stat while there is cache on top of the basis, and only
-// then; with no cache every basis rise is a usage rise and the watches alone are exact.
+// The policy engine behind a monitor's levels: it decides each limit's level after every wake-up
+// (kernel watches, V8's major collections, timers), emits the changes, and runs shrink cycles one
+// at a time by the rule of docs/how-it-works.md. The watches live in arming.ts, the allocator's
+// credit in credit.ts, asking one shrinker in ask.ts.
 
-import type { MemoryBackend, MemorySnapshot, ThresholdWatch } from '../backends/types.js'
+import type { MemoryBackend, MemorySnapshot } from '../backends/types.js'
 import { MemoryPressureError } from '../errors.js'
 import { errorMessage } from '../emitter.js'
 import { explicitPercentLevels, levelsInBytes, warnNoLimitOnce, withCgroup } from '../no-limit.js'
-import { POLICY_TIMERS, checkTimerMs, policyTimer } from '../options.js'
 import { describe } from '../size.js'
-import { type Clock, isClock, systemClock } from './clock.js'
-import { type HeapReduction, type ReduceHeapOptions, joinReductions, validateReduceHeapOptions } from './heap.js'
+import { Arming } from './arming.js'
+import { askShrinker } from './ask.js'
+import type { Clock } from './clock.js'
+import { type EngineConfig, engineConfig } from './config.js'
+import { AllocatorCredit } from './credit.js'
+import { HeapBasis } from './heap-basis.js'
+import { type HeapReduction, joinReductions } from './heap.js'
 import {
   PRESSURE_LEVELS,
   type PressureLevel,
   type ResolvedLevels,
   basisOf,
   bytesToFree,
-  exitPoint,
   higher,
   levelFor,
   levelRank,
+  limitPlan,
   resolveHeapLevels,
   resolveLevels,
-  watchPoints,
 } from './levels.js'
-import { type PolicyRuntime, isRuntime, processRuntime } from './runtime.js'
-import {
-  DEFAULT_FRACTIONS,
-  type HeapReading,
-  type LimitKind,
-  type LimitPlan,
-  type ShrinkPlan,
-  type ShrinkReport,
-  type Shrinker,
-  type ShrinkerResult,
-  validateShrinker,
-} from './shrinker.js'
+import type { PolicyRuntime } from './runtime.js'
+import { type HeapReading, type LimitKind, type LimitPlan, type ShrinkPlan, type ShrinkReport, type Shrinker, type ShrinkerResult, validateShrinker } from './shrinker.js'
+import { LevelWaiters } from './waiters.js'
 
 import { type HeapLevelBytes, type LevelBytes, type PolicyHost, type PolicyOptions, type PolicyTuning, type PressureEvent, type ReliefEvent } from './options.js'
-import { MiB, URGENT_MS, backstopRoom, noCreditFrom } from './rules.js'
+import { MiB, URGENT_MS, garbageFloor, noCreditFrom } from './rules.js'
 
 export type { HeapLevelBytes, LevelBytes, PolicyHost, PolicyOptions, PolicyTuning, PressureEvent, ReliefEvent }
 
@@ -70,62 +53,30 @@ interface Cycle {
   abort: AbortController | null
 }
 
-interface Waiter {
-  rank: number
-  resolve: () => void
-  reject: (err: unknown) => void
-}
-
-
-
 /** Levels, shrinkers and shrink cycles for one backend. Used by `MemoryMonitor`. */
 export class PolicyEngine {
   #backend: MemoryBackend
   #host: PolicyHost
   #options: PolicyOptions
+  #c: EngineConfig
   #clock: Clock
   #runtime: PolicyRuntime
-  #cooldownMs: number
-  #timeoutMs: number
-  #recheckMs: number
-  #heap: ReduceHeapOptions | false
-  #collectFirst: boolean
-  #garbageRoom: boolean
-  /** Reads the allocator's free bytes, or null when not counted. */
-  #allocator: (() => number | null) | null
-  /** With the built-in reading: the trim count seen, and the free bytes not known to be resident. */
-  #trimsSeen = -1
-  #freeFloor = 0
-  /** The credit applied at the last reading. */
-  #credit = 0
+  #credit: AllocatorCredit
+  #arming: Arming
   #enabled = false
   /** The cgroup's levels (`null` while off, or with no cgroup limit while the heap is watched). */
   #levels: ResolvedLevels | null = null
   /** The limit the levels were resolved against. */
   #limit = Number.POSITIVE_INFINITY
-  /** The heap's levels, its live size as last learned, and the watch on V8's collections. */
-  #heapWatch: boolean
-  #heapLevels: ResolvedLevels | null = null
-  #heapLive = 0
-  /** True when `#heapLive` was read right after a major collection (V8's or a cycle's). */
-  #heapMeasured = false
-  /** A cycle of the heap alone asked shrinkers since `#heapLive` was measured: it is stale. */
-  #heapStale = false
-  /** The old generation's live size and V8's external memory at the last major collection seen. */
-  #lastMajor: { live: number; external: number } | null = null
+  /** V8's heap as the second basis (`null` while it is not watched). */
+  #heap: HeapBasis | null = null
   /** The forced collections of the last minute: [clock time, gc ms]. */
   #forced: Array<[number, number]> = []
-  #stopGcWatch: (() => void) | null = null
   /** The combined level (the higher of the two), and each limit's own. */
   #level: PressureLevel = 'normal'
   #cgroupLevel: PressureLevel = 'normal'
-  #heapLevel: PressureLevel = 'normal'
   #lastDriver: LimitKind = 'cgroup'
-  #watches: ThresholdWatch[] = []
-  #armedOffset = 0
-  #recheckTimer: unknown = null
   #cooldownTimer: unknown = null
-  #evaluateQueued = false
   #shrinkers = new Set<Registered>()
   #seq = 0
   #cursor = 0
@@ -135,7 +86,7 @@ export class PolicyEngine {
   #lastCycleEnd = Number.NEGATIVE_INFINITY
   #lastCycleRank = 0
   #cycle: Cycle | null = null
-  #waiters = new Set<Waiter>()
+  #waiters = new LevelWaiters()
   #closed = false
   /** Levels were asked for (`enable()`) but are off for lack of a limit. */
   #wanted = false
@@ -144,47 +95,11 @@ export class PolicyEngine {
     this.#backend = backend
     this.#host = host
     this.#options = options
-    if (options.levels !== undefined && typeof options.levels !== 'boolean' && (options.levels === null || typeof options.levels !== 'object')) {
-      throw new TypeError(`levels must be a boolean or an object { moderate, high, critical } (received ${describe(options.levels)})`)
-    }
-    if (options.clock !== undefined && !isClock(options.clock)) {
-      throw new TypeError(`clock must be an object with now(), setTimeout() and clearTimeout() (received ${describe(options.clock)})`)
-    }
-    if (options.heapLimit !== undefined && typeof options.heapLimit !== 'boolean') {
-      throw new TypeError(`heapLimit must be a boolean (received ${describe(options.heapLimit)})`)
-    }
-    const tuning = options.tuning ?? {}
-    if (tuning === null || typeof tuning !== 'object') throw new TypeError(`tuning must be an object (received ${describe(tuning)})`)
-    if (tuning.runtime !== undefined && !isRuntime(tuning.runtime)) {
-      throw new TypeError(`tuning.runtime must be a policy runtime (received ${describe(tuning.runtime)})`)
-    }
-    this.#runtime = tuning.runtime ?? processRuntime
-    this.#clock = options.clock ?? systemClock
-    this.#heapWatch = options.heapLimit ?? true
-    this.#cooldownMs = checkTimerMs('tuning.cooldownMs', tuning.cooldownMs, POLICY_TIMERS.cooldownMs.fallback, POLICY_TIMERS.cooldownMs.min)
-    this.#timeoutMs = policyTimer('shrinkTimeoutMs', options.shrinkTimeoutMs)
-    this.#recheckMs = checkTimerMs('tuning.recheckMs', tuning.recheckMs, POLICY_TIMERS.recheckMs.fallback, POLICY_TIMERS.recheckMs.min)
-    if (options.reduceHeap !== undefined && options.reduceHeap !== false) validateReduceHeapOptions(options.reduceHeap)
-    this.#heap = options.reduceHeap ?? {}
-    if (tuning.collectFirst !== undefined && typeof tuning.collectFirst !== 'boolean') {
-      throw new TypeError(`tuning.collectFirst must be a boolean (received ${describe(tuning.collectFirst)})`)
-    }
-    this.#collectFirst = tuning.collectFirst ?? true
-    if (tuning.garbageRoom !== undefined && typeof tuning.garbageRoom !== 'boolean') {
-      throw new TypeError(`tuning.garbageRoom must be a boolean (received ${describe(tuning.garbageRoom)})`)
-    }
-    this.#garbageRoom = tuning.garbageRoom ?? true
-    const allocator = tuning.allocatorFree
-    if (allocator !== undefined && typeof allocator !== 'boolean' && typeof allocator !== 'function') {
-      throw new TypeError(`tuning.allocatorFree must be a boolean or a function (received ${describe(allocator)})`)
-    }
-    // Default: only where the watched cgroup holds this process (its own, as discovered): the free
-    // lists are this process's, the cgroup's usage another's otherwise.
-    const given = options as { cgroup?: unknown; backend?: unknown; process?: { pid?: unknown } }
-    const own = allocator === undefined && (backend.name === 'cgroup-v1' || backend.name === 'cgroup-v2' || backend.name === 'process') &&
-      given.cgroup === undefined && typeof given.backend !== 'object' && given.process?.pid === undefined
-    const runtime = this.#runtime
-    this.#allocator = typeof allocator === 'function' ? allocator : allocator === true || own ? () => runtime.allocatorFree() : null
+    this.#c = engineConfig(backend, options)
+    this.#clock = this.#c.clock
+    this.#runtime = this.#c.runtime
+    this.#credit = new AllocatorCredit(this.#c.allocator, this.#runtime, this.#c.customAllocator)
+    this.#arming = new Arming(backend, this.#clock, this.#c.recheckMs, (crossed) => this.#evaluate(crossed), (err) => this.#host.error(err))
   }
 
   /** True once levels are being tracked. */
@@ -206,15 +121,14 @@ export class PolicyEngine {
 
   /** The heap's level thresholds in bytes, or `null` while the heap is not watched. */
   get heapThresholds(): HeapLevelBytes | null {
-    const l = this.#heapLevels
-    if (l === null) return null
+    const l = this.#heap?.levels
+    if (l === undefined) return null
     return { limit: l.limit, moderate: l.enter[1], high: l.enter[2], critical: l.enter[3], hysteresis: l.hysteresis }
   }
 
   /** The heap as last learned, or `null` while it is not watched. */
   get heapReading(): HeapReading | null {
-    const l = this.#heapLevels
-    return l === null ? null : { liveBytes: this.#heapLive, limitBytes: l.limit, level: this.#heapLevel }
+    return this.#heap?.reading() ?? null
   }
 
   /**
@@ -231,11 +145,11 @@ export class PolicyEngine {
     // defaults leave the cgroup's levels off (see no-limit.ts) and the heap's on.
     const noLimit = !Number.isFinite(snapshot.limit)
     if (noLimit && !levelsInBytes(levels)) {
-      if (!this.#heapWatch && explicitPercentLevels(levels)) {
+      if (!this.#c.heapWatch && explicitPercentLevels(levels)) {
         throw withCgroup(new MemoryPressureError('ERR_NO_LIMIT', `levels in percent need a memory limit, and ${this.#backend.cgroup} has none`), this.#backend.cgroup)
       }
       warnNoLimitOnce(this.#backend.cgroup)
-      if (!this.#heapWatch) return
+      if (!this.#c.heapWatch) return
       this.#levels = null
     } else {
       try {
@@ -244,22 +158,18 @@ export class PolicyEngine {
         throw withCgroup(err, this.#backend.cgroup)
       }
     }
-    if (this.#heapWatch) {
-      const old = this.#runtime.oldGeneration()
-      this.#heapLevels = resolveHeapLevels(levels, this.#options.hysteresis, old.limitBytes)
-      // Until V8's first major collection the old generation's size is all that is known; it only
-      // overstates the live size, and a collection comes before the limit is reached.
-      this.#heapLive = old.usedBytes
-      this.#stopGcWatch = this.#runtime.onMajorGc(() => this.#heapCollected())
+    if (this.#c.heapWatch) {
+      const heapLevels = resolveHeapLevels(levels, this.#options.hysteresis, this.#runtime.oldGeneration().limitBytes)
+      this.#heap = new HeapBasis(this.#runtime, heapLevels, () => this.#heapCollected())
     }
     this.#enabled = true
     this.#limit = snapshot.limit
     const bytes = this.#levels === null ? 0 : this.#measure(snapshot, this.#levels)
     this.#cgroupLevel = this.#levels === null ? 'normal' : levelFor(this.#levels, bytes, 'normal')
-    this.#heapLevel = this.#heapLevels === null ? 'normal' : levelFor(this.#heapLevels, this.#heapLive, 'normal')
-    const level = higher(this.#cgroupLevel, this.#heapLevel)
+    if (this.#heap !== null) this.#heap.level = this.#heap.levelFrom('normal')
+    const level = higher(this.#cgroupLevel, this.#heapLevel())
     const limit = this.#driver()
-    const credit = this.#credit
+    const credit = this.#credit.bytes
     this.#level = level
     this.#arm(snapshot)
     if (level !== 'normal') {
@@ -274,44 +184,26 @@ export class PolicyEngine {
 
   /** The limit whose level is higher; on a tie, the one named last (so a fall to normal names the limit that rose). */
   #driver(): LimitKind {
-    const h = levelRank(this.#heapLevel)
+    const h = levelRank(this.#heapLevel())
     const c = levelRank(this.#cgroupLevel)
     if (h !== c) this.#lastDriver = h > c ? 'heap' : 'cgroup'
     return this.#lastDriver
   }
 
+  /** The heap's own level (`'normal'` while it is not watched). */
+  #heapLevel(): PressureLevel {
+    return this.#heap?.level ?? 'normal'
+  }
+
   /**
-   * V8 finished a major collection: the old generation's size now is its live size (plus what was
-   * allocated since the collection ended). Evaluates only when that moves the heap's level or a
-   * cycle is waiting on it, so a service far from its heap limit pays one statistics read.
+   * V8 finished a major collection (the heap's live size is measured): evaluates only when that
+   * moves the heap's level or a cycle is waiting on it, so a service far from its heap limit pays
+   * one statistics read.
    */
   #heapCollected(): void {
-    const heapLevels = this.#heapLevels
-    if (heapLevels === null || this.#closed) return
-    const old = this.#runtime.oldGeneration()
-    this.#measured(old.usedBytes)
-    if (levelFor(heapLevels, old.usedBytes, this.#heapLevel) !== this.#heapLevel || (this.#cycle !== null && levelRank(this.#heapLevel) > 0)) this.#evaluate(false)
-  }
-
-  /** A major collection just ended with `live` bytes in the old generation. */
-  #measured(live: number): void {
-    this.#heapLive = live
-    this.#heapMeasured = true
-    this.#heapStale = false
-    this.#lastMajor = { live, external: this.#runtime.externalMemory() }
-  }
-
-  /**
-   * What a forced V8 collection could find now: what V8 allocated since its last major collection
-   * (the old generation's growth, and its external memory's: Buffers). Objects that were live then
-   * and died since without anything new being allocated are missed; a cycle then asks its shrinkers
-   * for more than needed, never less. Infinite when unknown (no collection seen, or a custom gc).
-   */
-  #collectable(): number {
-    const last = this.#lastMajor
-    if (last === null || typeof this.#heap !== 'object' || (this.#heap.gc ?? 'v8-major') !== 'v8-major') return Number.POSITIVE_INFINITY
-    const grown = this.#runtime.oldGeneration().usedBytes - last.live
-    return Math.max(0, grown) + Math.max(0, this.#runtime.externalMemory() - last.external)
+    const heap = this.#heap
+    if (heap === null || this.#closed) return
+    if (heap.levelFrom(heap.level) !== heap.level || (this.#cycle !== null && levelRank(heap.level) > 0)) this.#evaluate(false)
   }
 
   /** The forced collections' time in the minute before `now`, ms. */
@@ -369,40 +261,20 @@ export class PolicyEngine {
     }
     const rank = levelRank(level)
     if (levelRank(this.#level) <= rank) return Promise.resolve()
-    return new Promise<void>((resolve, reject) => {
-      const onAbort = (): void => {
-        this.#waiters.delete(waiter)
-        reject(signal?.reason)
-      }
-      const waiter: Waiter = {
-        rank,
-        resolve: () => {
-          signal?.removeEventListener('abort', onAbort)
-          resolve()
-        },
-        reject: (err) => {
-          signal?.removeEventListener('abort', onAbort)
-          reject(err)
-        },
-      }
-      this.#waiters.add(waiter)
-      signal?.addEventListener('abort', onAbort, { once: true })
-    })
+    return this.#waiters.wait(rank, signal)
   }
 
   /** Stops watches and timers, aborts a running shrinker, rejects `until()` waiters. Idempotent. */
   close(): void {
     if (this.#closed) return
     this.#closed = true
-    this.#stopGcWatch?.()
-    this.#stopGcWatch = null
-    this.#disarm()
+    this.#heap?.close()
+    this.#arming.close()
     if (this.#cooldownTimer !== null) this.#clock.clearTimeout(this.#cooldownTimer)
     this.#cooldownTimer = null
     this.#cycle?.abort?.abort(new MemoryPressureError('ERR_CLOSED', 'the monitor closed during a shrink cycle'))
     const closed = new MemoryPressureError('ERR_CLOSED', 'the monitor closed')
-    for (const w of this.#waiters) w.reject(closed)
-    this.#waiters.clear()
+    this.#waiters.rejectAll(closed)
   }
 
   #snapshot(): MemorySnapshot | null {
@@ -416,125 +288,14 @@ export class PolicyEngine {
     }
   }
 
-  /**
-   * The basis of `snapshot` less the allocator's free bytes when they are counted (see
-   * `allocatorFree`). Reads the allocator each time: call once per decision.
-   */
+  /** The basis of `snapshot` less the allocator's credit (reads the allocator: once per decision). */
   #measure(snapshot: MemorySnapshot, levels: ResolvedLevels): number {
-    const raw = basisOf(snapshot, levels.basis)
-    this.#credit = 0
-    const read = this.#allocator
-    if (read === null) return raw
-    let free: number | null
-    try {
-      free = read()
-    } catch {
-      free = null
-    }
-    if (free === null || !Number.isFinite(free) || free < 0) return raw
-    if (typeof this.#options.tuning?.allocatorFree !== 'function') {
-      // After a trim the free lists keep their chunks without the pages: count only what was
-      // freed since, never more than the lowest reading since the trim.
-      const trims = this.#runtime.trimCount()
-      if (trims !== this.#trimsSeen) {
-        this.#trimsSeen = trims
-        this.#freeFloor = free
-      }
-      if (free < this.#freeFloor) this.#freeFloor = free
-      free -= this.#freeFloor
-    }
-    // From noCreditFrom on (critical, or 8 MiB below the limit where critical is closer) the
-    // credit is not given: free lists only help allocations they fit (and those of the same arena;
-    // V8's own heap not at all), and the cycle that starts gives them back with malloc_trim.
-    if (raw >= noCreditFrom(levels)) return raw
-    this.#credit = Math.min(free, raw)
-    return raw - this.#credit
+    return this.#credit.apply(basisOf(snapshot, levels.basis), levels)
   }
 
-  #disarm(): void {
-    for (const w of this.#watches) w.close()
-    this.#watches = []
-    if (this.#recheckTimer !== null) this.#clock.clearTimeout(this.#recheckTimer)
-    this.#recheckTimer = null
-  }
-
-  /**
-   * Registers the watches that matter from `snapshot` at the current level, keeping those already
-   * at the right value: on cgroup v1 every registration waits for an RCU grace period in the
-   * kernel (`synchronize_rcu()` in the threshold registration, tens of milliseconds), and the
-   * event loop waits with it.
-   */
+  /** Arms the kernel watches for the cgroup's level now. */
   #arm(snapshot: MemorySnapshot): void {
-    const levels = this.#levels
-    if (levels === null || this.#closed) return
-    const step = Math.max(levels.hysteresis / 2, MiB)
-    const points = watchPoints(levels, snapshot, step)
-    this.#armedOffset = points.offset
-    // Every level's entry and exit point, not only the two next to the current level: a level
-    // change then moves no watch (only a change of the page cache on top of the basis does).
-    const values = new Set<number>()
-    for (const v of [...points.all, points.drift]) if (v !== null && v > 0) values.add(v)
-    // Free allocator memory counted as available: the level points above are placed without that
-    // credit, so they fire early, and once usage is past them nothing would fire as it grows. A
-    // point above usage does: one step above, or 1 MiB (about the kernel's check granularity) where
-    // the credit is what holds the level below the next one, since allocations then drain the free
-    // lists without moving usage, and usage rising at all says they ran dry.
-    const rank = levelRank(this.#cgroupLevel)
-    const heldBelow = this.#credit > 0 && rank < 3 && levelRank(levelFor(levels, basisOf(snapshot, levels.basis), this.#cgroupLevel)) > rank
-    if (this.#credit >= step / 2 || heldBelow) {
-      const next = heldBelow ? Math.ceil((levels.enter[rank + 1] ?? Infinity) + points.offset + this.#credit) : Infinity
-      const rise = Math.ceil(Math.min(snapshot.usage + (heldBelow ? MiB : step), (snapshot.usage + snapshot.limit) / 2, next))
-      if (rise > snapshot.usage && rise < snapshot.limit) values.add(rise)
-    }
-    // A watch within a small tolerance of a wanted point stays, if it is on the same side of usage
-    // (a crossed watch would not fire again the same way): the points move with every small
-    // change of the page cache, and the kernel's own check is coarser (memcg looks at usage every
-    // 128 page events per CPU, about 1 MiB on two CPUs).
-    const tolerance = Math.max(MiB / 2, step / 4)
-    const usage = snapshot.usage
-    const kept: ThresholdWatch[] = []
-    for (const w of this.#watches) {
-      let match: number | null = null
-      for (const v of values) {
-        if (Math.abs(v - w.threshold) <= tolerance && (v > usage) === (w.threshold > usage)) {
-          match = v
-          break
-        }
-      }
-      if (match !== null) {
-        values.delete(match)
-        kept.push(w)
-      } else w.close()
-    }
-    this.#watches = kept
-    if (this.#recheckTimer !== null) this.#clock.clearTimeout(this.#recheckTimer)
-    this.#recheckTimer = null
-    try {
-      for (const v of values) this.#watches.push(this.#backend.watchThreshold(v, () => this.#wake()))
-    } catch (err) {
-      if (!this.#backend.closed) this.#host.error(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_SYSCALL', String(err), { cause: err }))
-    }
-    this.#scheduleRecheck(points.offset + this.#credit)
-  }
-
-  // Only page cache on top of the basis, or allocator memory counted free, can move the basis
-  // without moving usage the same way.
-  #scheduleRecheck(offset: number): void {
-    if (this.#recheckTimer !== null || offset <= 0 || (this.#levels?.basis === 'usage' && this.#credit === 0) || this.#closed) return
-    this.#recheckTimer = this.#clock.setTimeout(() => {
-      this.#recheckTimer = null
-      this.#evaluate(false)
-    }, this.#recheckMs)
-  }
-
-  /** A kernel threshold fired: several in one turn of the loop are one evaluation. */
-  #wake(): void {
-    if (this.#evaluateQueued || this.#closed) return
-    this.#evaluateQueued = true
-    queueMicrotask(() => {
-      this.#evaluateQueued = false
-      this.#evaluate(true)
-    })
+    if (this.#levels !== null && !this.#closed) this.#arming.arm(snapshot, this.#levels, this.#cgroupLevel, this.#credit.bytes)
   }
 
   /**
@@ -562,37 +323,32 @@ export class PolicyEngine {
     const bytes = levels === null ? 0 : this.#measure(snapshot, levels)
     const previous = this.#level
     if (levels !== null) this.#cgroupLevel = levelFor(levels, bytes, this.#cgroupLevel)
-    if (this.#heapLevels !== null) this.#heapLevel = levelFor(this.#heapLevels, this.#heapLive, this.#heapLevel)
-    const level = higher(this.#cgroupLevel, this.#heapLevel)
+    if (this.#heap !== null) this.#heap.level = this.#heap.levelFrom(this.#heap.level)
+    const level = higher(this.#cgroupLevel, this.#heapLevel())
     const rose = levelRank(level) > levelRank(previous)
     this.#level = level
     if (levels !== null) {
       // the page cache on top of the basis (what the armed points were placed with), and the credit
-      const offset = Math.max(0, snapshot.usage - (bytes + this.#credit))
+      const offset = Math.max(0, snapshot.usage - (bytes + this.#credit.bytes))
       const step = Math.max(levels.hysteresis / 2, MiB)
-      if (crossed || level !== previous || Math.abs(offset - this.#armedOffset) >= step / 2) this.#arm(snapshot)
-      else this.#scheduleRecheck(offset + this.#credit)
+      if (crossed || level !== previous || Math.abs(offset - this.#arming.offset) >= step / 2) this.#arm(snapshot)
+      else this.#arming.recheck(offset + this.#credit.bytes, levels, this.#credit.bytes)
     }
     if (level !== previous) {
       this.#backoff = 1
       const time = this.#clock.now()
-      this.#host.pressure({ level, previous, limit: this.#driver(), basis: this.#options.basis ?? 'workingSet', bytes, allocatorFreeBytes: this.#credit, heap: this.heapReading, snapshot, time })
+      this.#host.pressure({ level, previous, limit: this.#driver(), basis: this.#options.basis ?? 'workingSet', bytes, allocatorFreeBytes: this.#credit.bytes, heap: this.heapReading, snapshot, time })
       if (this.#closed) return // a listener closed the monitor
       this.#tellShrinkers(level, previous)
       if (level === 'normal') this.#host.relief({ previous, bytes, snapshot, time })
-      for (const w of this.#waiters) {
-        if (levelRank(level) <= w.rank) {
-          this.#waiters.delete(w)
-          w.resolve()
-        }
-      }
+      this.#waiters.settle(level)
     }
     const cycle = this.#cycle
     if (cycle !== null && levelRank(level) > 0) {
-      const need = this.#need(bytes, this.#heapLive, cycle.level)
+      const need = this.#need(bytes, cycle.level)
       if (levelRank(level) > levelRank(cycle.level) || need > cycle.requested) {
         cycle.level = higher(level, cycle.level)
-        cycle.requested = Math.max(cycle.requested, this.#need(bytes, this.#heapLive, cycle.level))
+        cycle.requested = Math.max(cycle.requested, this.#need(bytes, cycle.level))
         cycle.updates++
       }
     } else if (rose && levelRank(level) > 0) {
@@ -600,8 +356,8 @@ export class PolicyEngine {
       // typically): wait for the cool-down. High and critical start a cycle at once: waiting there
       // lets the garbage run up to critical, where the cycle also trims the heap.
       const since = this.#clock.now() - this.#lastCycleEnd
-      if (since < this.#cooldownMs && level === 'moderate' && this.#lastCycleRank >= 1) {
-        if (this.#cooldownTimer === null) this.#cycleAfter(this.#cooldownMs - since)
+      if (since < this.#c.cooldownMs && level === 'moderate' && this.#lastCycleRank >= 1) {
+        if (this.#cooldownTimer === null) this.#cycleAfter(this.#c.cooldownMs - since)
       } else {
         this.#startCycle()
       }
@@ -610,11 +366,11 @@ export class PolicyEngine {
 
   /**
    * Bytes to free at `level`: the larger of what the cgroup's basis (`bytes`) and the heap's live
-   * size (`heap`) exceed that level's exit point on their own limit by.
+   * size exceed that level's exit point on their own limit by.
    */
-  #need(bytes: number, heap: number, level: PressureLevel): number {
+  #need(bytes: number, level: PressureLevel): number {
     const c = this.#levels === null ? 0 : bytesToFree(this.#levels, bytes, level)
-    const h = this.#heapLevels === null ? 0 : bytesToFree(this.#heapLevels, heap, level)
+    const h = this.#heap === null ? 0 : bytesToFree(this.#heap.levels, this.#heap.live, level)
     return Math.max(c, h)
   }
 
@@ -649,13 +405,13 @@ export class PolicyEngine {
    * allocator credit; with the credit counted, `malloc_trim` runs only from `noCreditFrom` on.
    */
   async #reduce(raw: number): Promise<{ heap: HeapReduction | null; error?: unknown }> {
-    if (this.#heap === false) return { heap: null }
-    const trim = this.#allocator === null || this.#levels === null || raw >= noCreditFrom(this.#levels)
+    if (this.#c.heap === false) return { heap: null }
+    const trim = !this.#credit.counted || this.#levels === null || raw >= noCreditFrom(this.#levels)
     try {
-      const heap = await this.#runtime.reduceHeap(trim ? this.#heap : { ...this.#heap, mallocTrim: false })
+      const heap = await this.#runtime.reduceHeap(trim ? this.#c.heap : { ...this.#c.heap, mallocTrim: false })
       if (heap.gc !== 'none') this.#forced.push([this.#clock.now(), heap.gcMs])
       // A full collection just ran: the old generation's size is its live size.
-      if (this.#heapLevels !== null && heap.gc !== 'none') this.#measured(this.#runtime.oldGeneration().usedBytes)
+      if (heap.gc !== 'none') this.#heap?.measure()
       return { heap }
     } catch (err) {
       return { heap: null, error: err }
@@ -679,7 +435,7 @@ export class PolicyEngine {
     // The second pass is for Buffers: without a band of V8 external memory it cannot help.
     if (again && raw < levels.enter[3] && bytes !== null && result.heap !== null && result.heap.gc === 'v8-major' && levelFor(levels, bytes, level) !== 'normal' &&
       this.#runtime.externalMemory() >= levels.hysteresis) {
-      const second = await this.#reduce(bytes + this.#credit)
+      const second = await this.#reduce(bytes + this.#credit.bytes)
       result = second.heap === null ? { heap: result.heap, error: second.error } : { heap: joinReductions(result.heap, second.heap) }
       if (this.#closed) return { result, bytes: null }
       snapshot = this.#snapshot()
@@ -688,39 +444,22 @@ export class PolicyEngine {
     return { result, bytes }
   }
 
-  /** What a limit's levels make of a basis at `level`: its target and reserve (see `LimitPlan`). */
-  #limitPlan(levels: ResolvedLevels, before: number, measured: number, level: PressureLevel): LimitPlan {
-    const rank = levelRank(level)
-    const threshold = levels.enter[rank as 0 | 1 | 2 | 3]
-    const target = rank === 0 ? null : exitPoint(levels, rank)
-    return {
-      limit: levels.limit,
-      before,
-      measured,
-      threshold: rank === 0 ? null : threshold,
-      hysteresis: levels.hysteresis,
-      target,
-      reserve: target === null ? null : levels.limit - target,
-      excess: bytesToFree(levels, measured, level),
-    }
-  }
-
   async #runCycle(): Promise<void> {
     const levels = this.#levels
-    const heapLevels = this.#heapLevels
+    const heap = this.#heap
     const before = this.#snapshot()
     if (!this.#enabled || before === null) return
     const n = ++this.#cycles
     const startBytes = levels === null ? 0 : this.#measure(before, levels)
-    const heapStart = this.#heapLive
+    const heapStart = heap?.live ?? 0
     const heapBefore = this.heapReading
-    let rawNow = startBytes + this.#credit
+    let rawNow = startBytes + this.#credit.bytes
     const cgroupStart = levels === null ? 'normal' : levelFor(levels, startBytes, this.#cgroupLevel)
-    const heapStartLevel = heapLevels === null ? 'normal' : levelFor(heapLevels, heapStart, this.#heapLevel)
+    const heapStartLevel = heap === null ? 'normal' : heap.levelFrom(heap.level)
     const heapDriven = levelRank(heapStartLevel) > levelRank(cgroupStart)
     // The cycle's level: the current one, or the one just measured if it is higher.
     const level = higher(this.#level, higher(cgroupStart, heapStartLevel))
-    const cycle: Cycle = { n, level, requested: this.#need(startBytes, heapStart, level), reported: 0, updates: 0, abort: null }
+    const cycle: Cycle = { n, level, requested: this.#need(startBytes, level), reported: 0, updates: 0, abort: null }
     this.#cycle = cycle
     const start = this.#clock.now()
     // Garbage first: what a collection gives back needs no eviction. The shrinkers are then asked
@@ -733,51 +472,41 @@ export class PolicyEngine {
     // A forced collection marks the whole heap on the main thread, V8's own mostly on helper
     // threads: collect first only for what V8 has not measured. For the heap alone (the cgroup at
     // normal), when its live size is stale; for the cgroup, when V8 allocated a band or more since
-    // its last major collection (see #collectable).
+    // its last major collection (HeapBasis.collectable; unknown without the heap watched, or with a
+    // gc of the user's own).
     const heapOnly = heapDriven && cgroupStart === 'normal'
-    const collectable = heapOnly ? null : this.#collectable()
-    const stale = collectable === null ? !this.#heapMeasured || this.#heapStale : collectable >= (levels?.hysteresis ?? 0)
-    if (this.#collectFirst && this.#heap !== false && stale) {
+    const v8Gc = typeof this.#c.heap === 'object' && (this.#c.heap.gc ?? 'v8-major') === 'v8-major'
+    const collectable = heapOnly ? null : heap !== null && v8Gc ? heap.collectable() : Number.POSITIVE_INFINITY
+    const stale = collectable === null ? heap?.stale === true : collectable >= (levels?.hysteresis ?? 0)
+    if (this.#c.collectFirst && this.#c.heap !== false && stale) {
       const c = await this.#collect(rawNow, cycle.level, false)
       if (this.#closed) return
       first = c.result
       if (c.bytes !== null) {
         midBytes = c.bytes
-        rawNow = midBytes + this.#credit
+        rawNow = midBytes + this.#credit.bytes
         collectedBytes = startBytes - midBytes
         // Notifications during the collection may have raised the cycle's level: keep the higher.
         const afterCollect = higher(
           levels === null ? 'normal' : levelFor(levels, midBytes, cycle.level),
-          heapLevels === null ? 'normal' : levelFor(heapLevels, this.#heapLive, cycle.level),
+          heap === null ? 'normal' : heap.levelFrom(cycle.level),
         )
         shrinkLevel = cycle.updates > 0 && levelRank(cycle.level) > levelRank(afterCollect) ? cycle.level : afterCollect
-        cycle.requested = this.#need(midBytes, this.#heapLive, shrinkLevel)
-        // The garbage floor (cgroup only): V8 collects dead Buffers on its own only after its
-        // external memory grew 64 MiB, so the cache is asked to leave that much room below the
-        // limit when garbage is seen to come back fast (a cycle at high back to back with one), or
-        // at moderate when the memory is Buffers (a cache that filled before there was garbage).
-        if (this.#garbageRoom && levels !== null && !heapDriven) {
-          const backToBack = levelRank(cycle.level) >= 2 && this.#lastCycleRank >= 2 && start - this.#lastCycleEnd < this.#cooldownMs
-          let room = 0
-          let external: number | undefined
-          if (backToBack) room = Math.max(Math.ceil(levels.hysteresis / 2), backstopRoom(levels, midBytes))
-          else if (cycle.level === 'moderate') {
-            const r = backstopRoom(levels, midBytes)
-            external = r > 0 ? this.#runtime.externalMemory() : undefined
-            room = r > 0 && external !== undefined && external >= r ? r : 0
-          }
-          if (cycle.requested < room) {
-            cycle.requested = room
-            floor = { rule: backToBack ? 'back-to-back' : 'buffers-at-moderate', bytes: room }
-            if (external !== undefined) floor.externalBytes = external
+        cycle.requested = this.#need(midBytes, shrinkLevel)
+        // The garbage floor (cgroup only; see rules.ts)
+        if (this.#c.garbageRoom && levels !== null && !heapDriven) {
+          const backToBack = levelRank(cycle.level) >= 2 && this.#lastCycleRank >= 2 && start - this.#lastCycleEnd < this.#c.cooldownMs
+          floor = garbageFloor(levels, cycle.level, midBytes, backToBack, () => this.#runtime.externalMemory())
+          if (floor !== null && cycle.requested < floor.bytes) {
+            cycle.requested = floor.bytes
             const at: PressureLevel = backToBack ? 'moderate' : 'high'
             if (levelRank(shrinkLevel) < levelRank(at)) shrinkLevel = at
-          }
+          } else floor = null
         }
       }
     }
-    const cgroupPlan = levels === null ? null : this.#limitPlan(levels, startBytes, midBytes, shrinkLevel)
-    const heapPlan = heapLevels === null ? null : this.#limitPlan(heapLevels, heapStart, this.#heapLive, shrinkLevel)
+    const cgroupPlan = levels === null ? null : limitPlan(levels, startBytes, midBytes, shrinkLevel)
+    const heapPlan = heap === null ? null : limitPlan(heap.levels, heapStart, heap.live, shrinkLevel)
     const cExcess = cgroupPlan?.excess ?? 0
     const hExcess = heapPlan?.excess ?? 0
     const limit: LimitKind = hExcess !== cExcess ? (hExcess > cExcess ? 'heap' : 'cgroup') : heapDriven ? 'heap' : 'cgroup'
@@ -796,7 +525,10 @@ export class PolicyEngine {
       if (shrinkLevel !== 'critical' && cycle.reported >= cycle.requested) break
       if (!this.#shrinkers.has(entry)) continue
       asked++
-      const result = await this.#ask(entry, cycle, shrinkLevel, limit)
+      const result = await askShrinker(entry.shrinker, entry.priority, {
+        bytes: Math.max(0, cycle.requested - cycle.reported), level: shrinkLevel, limit, cycle: n, timeoutMs: this.#c.timeoutMs, clock: this.#clock,
+        running: (abort) => void (cycle.abort = abort),
+      })
       results.push(result)
       if (result.reported !== null) cycle.reported += result.reported
       if (levelRank(cycle.level) > levelRank(shrinkLevel)) shrinkLevel = cycle.level
@@ -808,8 +540,8 @@ export class PolicyEngine {
     // the heap alone: V8 collects all garbage before it gives up (its last-resort collections), so
     // forcing one would only bring the reading earlier; V8's next major collection measures what
     // the shrinkers freed, and a cycle that comes before it collects first (the reading is stale).
-    if (heapOnly && asked > 0) this.#heapStale = true
-    const second = this.#heap !== false && !heapOnly && (first === null || asked > 0) ? (await this.#collect(rawNow, shrinkLevel, first !== null)).result : null
+    if (heapOnly && asked > 0) heap?.asked()
+    const second = this.#c.heap !== false && !heapOnly && (first === null || asked > 0) ? (await this.#collect(rawNow, shrinkLevel, first !== null)).result : null
     if (this.#closed) return
     // Both reductions as one: a trim in the first (the basis was at the cut-off) is the cycle's too.
     const [h1, h2] = [first?.heap ?? null, second?.heap ?? null]
@@ -820,11 +552,8 @@ export class PolicyEngine {
       return
     }
     const afterBytes = levels === null ? 0 : this.#measure(after, levels)
-    const levelAfter = higher(
-      levels === null ? 'normal' : levelFor(levels, afterBytes, this.#cgroupLevel),
-      heapLevels === null ? 'normal' : levelFor(heapLevels, this.#heapLive, this.#heapLevel),
-    )
-    const heapAfter = heapLevels === null ? null : { liveBytes: this.#heapLive, limitBytes: heapLevels.limit, level: levelFor(heapLevels, this.#heapLive, this.#heapLevel) }
+    const heapAfter = heap === null ? null : heap.reading(heap.levelFrom(heap.level))
+    const levelAfter = higher(levels === null ? 'normal' : levelFor(levels, afterBytes, this.#cgroupLevel), heapAfter?.level ?? 'normal')
     const report: ShrinkReport = {
       cycle: n,
       level: cycle.level,
@@ -835,7 +564,7 @@ export class PolicyEngine {
       reportedBytes: cycle.reported,
       freedBytes: startBytes - afterBytes,
       collectedBytes,
-      allocatorFreeBytes: this.#credit,
+      allocatorFreeBytes: this.#credit.bytes,
       plan,
       shrinkers: results,
       heap: final.heap,
@@ -854,7 +583,7 @@ export class PolicyEngine {
     // A cycle that freed nothing measurable (on either limit) backs off: full collections every
     // few seconds with nothing left to give back would only cost CPU.
     const freed = report.freedBytes > 0 || (heapBefore !== null && heapAfter !== null && heapAfter.liveBytes < heapBefore.liveBytes)
-    this.#backoff = freed || this.#heapStale ? 1 : Math.min(this.#backoff * 2, 32)
+    this.#backoff = freed || heap?.pending === true ? 1 : Math.min(this.#backoff * 2, 32)
     this.#cycle = null
     this.#lastCycleEnd = this.#clock.now()
     this.#lastCycleRank = levelRank(cycle.level)
@@ -864,7 +593,7 @@ export class PolicyEngine {
     if (!this.#closed && levelRank(this.#level) > 0 && this.#cycle === null) {
       // Still under pressure: at moderate the next cycle waits for the cool-down, at high and
       // critical for URGENT_MS at most. A cycle that freed nothing backs off from at least 50 ms.
-      const wait = levelRank(this.#level) >= 2 ? Math.min(this.#cooldownMs, URGENT_MS) : this.#cooldownMs
+      const wait = levelRank(this.#level) >= 2 ? Math.min(this.#c.cooldownMs, URGENT_MS) : this.#c.cooldownMs
       this.#cycleAfter(this.#backoff > 1 ? Math.max(wait, 50) * this.#backoff : wait)
     }
   }
@@ -880,55 +609,11 @@ export class PolicyEngine {
       this.#cooldownTimer = null
       this.#evaluate(false)
       if (levelRank(this.#level) === 0 || this.#closed) return
-      const rest = this.#cooldownMs - (this.#clock.now() - this.#lastCycleEnd)
+      const rest = this.#c.cooldownMs - (this.#clock.now() - this.#lastCycleEnd)
       if (levelRank(this.#level) === 1 && rest > 0) this.#cycleAfter(rest)
       else this.#startCycle()
     }, ms)
   }
 
-  async #ask(entry: Registered, cycle: Cycle, level: PressureLevel, limit: LimitKind): Promise<ShrinkerResult> {
-    const { shrinker, priority } = entry
-    const remaining = Math.max(0, cycle.requested - cycle.reported)
-    let size: number | undefined
-    try {
-      const s = shrinker.size?.()
-      if (typeof s === 'number' && Number.isFinite(s) && s >= 0) size = s
-    } catch {
-      size = undefined
-    }
-    const fraction = size !== undefined && size > 0 ? Math.min(1, remaining / size) : DEFAULT_FRACTIONS[level]
-    const abort = new AbortController()
-    cycle.abort = abort
-    const t0 = this.#clock.now()
-    const result: ShrinkerResult = { name: shrinker.name, priority, requestedBytes: remaining, size: size ?? null, fraction, reported: null, ms: 0 }
-    const timer = this.#clock.setTimeout(() => {
-      abort.abort(new MemoryPressureError('ERR_TIMEOUT', `shrinker ${JSON.stringify(shrinker.name)} did not finish within ${this.#timeoutMs} ms`))
-    }, this.#timeoutMs)
-    let onAbort: (() => void) | undefined
-    const aborted = new Promise<never>((_, reject) => {
-      onAbort = () => reject(abort.signal.reason)
-      abort.signal.addEventListener('abort', onAbort, { once: true })
-    })
-    try {
-      const value = await Promise.race([
-        (async () => shrinker.shrink({ level, limit, targetBytes: remaining, fraction, signal: abort.signal, cycle: cycle.n }))(),
-        aborted,
-      ])
-      if (typeof value === 'number' && Number.isFinite(value)) result.reported = Math.max(0, value)
-    } catch (err) {
-      if (abort.signal.aborted && err === abort.signal.reason) {
-        if (err instanceof MemoryPressureError && err.code === 'ERR_TIMEOUT') result.timedOut = true
-        else result.error = err
-      } else {
-        result.error = err
-      }
-    } finally {
-      this.#clock.clearTimeout(timer)
-      if (onAbort !== undefined) abort.signal.removeEventListener('abort', onAbort)
-      aborted.catch(() => undefined)
-      cycle.abort = null
-    }
-    result.ms = this.#clock.now() - t0
-    return result
-  }
+
 }

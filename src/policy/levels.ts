@@ -3,6 +3,7 @@
 
 import type { MemorySnapshot } from '../backends/types.js'
 import { type Threshold, describe, parseThreshold, resolveThreshold } from '../size.js'
+import type { LimitPlan } from './shrinker.js'
 
 /** Pressure levels, from none to the last moment before an OOM kill. */
 export type PressureLevel = 'normal' | 'moderate' | 'high' | 'critical'
@@ -241,4 +242,20 @@ export function watchPoints(levels: ResolvedLevels, snapshot: MemorySnapshot, st
     if (x > 0) all.push(x)
   }
   return { drift, offset, all }
+}
+
+/** What a limit's levels make of a basis at `level`: its target and reserve (see `LimitPlan`). */
+export function limitPlan(levels: ResolvedLevels, before: number, measured: number, level: PressureLevel): LimitPlan {
+  const rank = levelRank(level)
+  const target = rank === 0 ? null : exitPoint(levels, rank)
+  return {
+    limit: levels.limit,
+    before,
+    measured,
+    threshold: rank === 0 ? null : levels.enter[rank as 1 | 2 | 3],
+    hysteresis: levels.hysteresis,
+    target,
+    reserve: target === null ? null : levels.limit - target,
+    excess: bytesToFree(levels, measured, level),
+  }
 }

@@ -46,9 +46,10 @@ export interface PolicyOptions {
   shrinkTimeoutMs?: number
   /**
    * The heap reduction of each cycle: options of `reduceHeap()` (default
-   * `{ gc: 'v8-major', mallocTrim: true }`), or `false` for none. It runs before the shrinkers, so
-   * that garbage is not paid for with live entries (not in a cycle of the heap alone whose live
-   * size V8 just measured), and again after them when they were asked.
+   * `{ gc: 'v8-major', mallocTrim: true }`), or `false` for none. It runs before the shrinkers when
+   * a collection could find garbage V8 has not measured (so that garbage is not paid for with live
+   * entries), and after them when they were asked (not in a cycle of the heap alone, which V8's own
+   * next collection measures): docs/how-it-works.md.
    */
   reduceHeap?: ReduceHeapOptions | false
   /** Time and timers (cool-down, timeouts, re-checks). Default: `performance.now()` and unref'd timers. */

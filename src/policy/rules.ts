@@ -1,7 +1,8 @@
 // The few constants of the shrink rule (docs/how-it-works.md) that are not levels: the garbage
 // floor, where the allocator's credit ends, and how soon a cycle follows one that left the level high.
 
-import type { ResolvedLevels } from './levels.js'
+import type { PressureLevel, ResolvedLevels } from './levels.js'
+import type { ShrinkPlan } from './shrinker.js'
 
 export const MiB = 2 ** 20
 
@@ -50,3 +51,20 @@ export function backstopRoom(levels: ResolvedLevels, bytes: number): number {
  * limit.
  */
 export const URGENT_MS = 100
+
+/**
+ * The garbage floor of a cycle of the cgroup at `level` with `bytes` of basis after its first
+ * collection, or `null`. V8 collects dead Buffers on its own only after its external memory grew
+ * {@link V8_EXTERNAL_STEP}, so the cache is asked to leave that much room below the limit when
+ * garbage is seen to come back fast (`backToBack`: a cycle at high within a cool-down of one at
+ * high; then at least half the hysteresis), or at moderate when the memory is Buffers (V8's
+ * external memory, read only then, at least the floor: a cache that filled before there was garbage).
+ */
+export function garbageFloor(levels: ResolvedLevels, level: PressureLevel, bytes: number, backToBack: boolean, external: () => number): ShrinkPlan['floor'] {
+  if (backToBack) return { rule: 'back-to-back', bytes: Math.max(Math.ceil(levels.hysteresis / 2), backstopRoom(levels, bytes)) }
+  if (level !== 'moderate') return null
+  const room = backstopRoom(levels, bytes)
+  if (room <= 0) return null
+  const externalBytes = external()
+  return externalBytes >= room ? { rule: 'buffers-at-moderate', bytes: room, externalBytes } : null
+}
