@@ -277,3 +277,47 @@ describe('the process runtime', () => {
     await monitor.close()
   })
 })
+
+describe('cycles of the heap alone that free nothing', () => {
+  it('back off: a shrinker that reports 0 leaves the reading fresh (no forced collection), and the cycles space out', async () => {
+    const runtime = fakeRuntime({ used: 10 * MiB, limit: 100 * MiB })
+    const sim = new SimulatedBackend({ limit: Number.POSITIVE_INFINITY, usage: 20 * MiB })
+    const clock = new ManualClock()
+    let gcs = 0
+    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock, tuning: { runtime }, reduceHeap: { gc: () => void gcs++, mallocTrim: false } })
+    const shrink = new Collector<ShrinkReport>()
+    monitor.on('shrink', shrink.push)
+    monitor.register({ name: 'empty', size: () => 0, shrink: () => 0 })
+    runtime.majorGc(90 * MiB) // high, and nothing anyone can give
+    await shrink.count(1)
+    for (let t = 0; t < 3000; t += 10) {
+      clock.advance(10)
+      await Promise.resolve()
+    }
+    // at high a cycle follows within 100 ms; without the back-off that is 30 cycles in 3 s
+    expect(shrink.items.length).toBeLessThan(10)
+    expect(gcs).toBe(0)
+    await monitor.close()
+  })
+
+  it('back off when the shrinkers say they freed heap that the next measurement does not find', async () => {
+    const runtime = fakeRuntime({ used: 10 * MiB, limit: 100 * MiB })
+    const sim = new SimulatedBackend({ limit: Number.POSITIVE_INFINITY, usage: 20 * MiB })
+    const clock = new ManualClock()
+    let gcs = 0
+    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock, tuning: { runtime }, reduceHeap: { gc: () => void gcs++, mallocTrim: false } })
+    const shrink = new Collector<ShrinkReport>()
+    monitor.on('shrink', shrink.push)
+    monitor.register({ name: 'liar', size: () => 50 * MiB, shrink: (req) => req.targetBytes })
+    runtime.majorGc(90 * MiB)
+    await shrink.count(1)
+    for (let t = 0; t < 3000; t += 10) {
+      clock.advance(10)
+      await Promise.resolve()
+    }
+    expect(shrink.items.length).toBeLessThan(10)
+    // every cycle after the first found the reading stale and collected once, before its shrinker
+    expect(gcs).toBe(shrink.items.length - 1)
+    await monitor.close()
+  })
+})

@@ -540,7 +540,8 @@ export class PolicyEngine {
     // the heap alone: V8 collects all garbage before it gives up (its last-resort collections), so
     // forcing one would only bring the reading earlier; V8's next major collection measures what
     // the shrinkers freed, and a cycle that comes before it collects first (the reading is stale).
-    if (heapOnly && asked > 0) heap?.asked()
+    // (a shrinker that reported 0 dropped nothing; one that said nothing may have)
+    if (heapOnly && results.some((r) => r.reported !== 0)) heap?.asked()
     const second = this.#c.heap !== false && !heapOnly && (first === null || asked > 0) ? (await this.#collect(rawNow, shrinkLevel, first !== null)).result : null
     if (this.#closed) return
     // Both reductions as one: a trim in the first (the basis was at the cut-off) is the cycle's too.
@@ -583,7 +584,8 @@ export class PolicyEngine {
     // A cycle that freed nothing measurable (on either limit) backs off: full collections every
     // few seconds with nothing left to give back would only cost CPU.
     const freed = report.freedBytes > 0 || (heapBefore !== null && heapAfter !== null && heapAfter.liveBytes < heapBefore.liveBytes)
-    this.#backoff = freed || heap?.pending === true ? 1 : Math.min(this.#backoff * 2, 32)
+    // (A cycle of the heap alone that collected nothing has no measurement yet: V8's next says.)
+    this.#backoff = freed || (heapOnly && first === null && heap?.pending === true) ? 1 : Math.min(this.#backoff * 2, 32)
     this.#cycle = null
     this.#lastCycleEnd = this.#clock.now()
     this.#lastCycleRank = levelRank(cycle.level)
