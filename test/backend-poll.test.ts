@@ -297,6 +297,94 @@ describe('ThresholdPoller following allocation', () => {
     expect(clock.time - start - 100_000).toBeLessThanOrEqual(1000)
   })
 
+  describe("with V8's counters (ownBytes)", () => {
+    const counted = () => {
+      const clock = new FakeClock()
+      const gc = new FakeGc()
+      let usage = 100 * MiB
+      let own = 50 * MiB
+      const poller = new ThresholdPoller(() => usage, () => {}, options, clock, undefined, { gc, ownBytes: () => own })
+      const got: Crossing[] = []
+      return {
+        clock, gc, poller, got,
+        /** Usage and V8's counters move together: the process's own allocation. */
+        grow: (bytes: number) => {
+          usage += bytes
+          own += bytes
+        },
+        /** Usage moves, V8's counters do not: a native library, another process, malloc_trim. */
+        outside: (bytes: number) => void (usage += bytes),
+      }
+    }
+
+    it('a collection is not read while the counters cannot have reached the nearest threshold, and is once they can', () => {
+      const { clock, gc, poller, got, grow } = counted()
+      poller.add(150 * MiB, 100 * MiB, (c) => got.push(c))
+      // Five quiet minutes: the start-up guesses of growth have decayed.
+      runFor(clock, 5 * 60_000)
+      const reads = poller.reads
+      const skipped = poller.skippedReads
+      for (let i = 0; i < 20; i++) {
+        clock.time += 500
+        grow(2 * MiB)
+        gc.collect()
+      }
+      // 40 MiB of the 50 to the threshold: no read needed yet.
+      expect(poller.reads - reads).toBe(0)
+      expect(poller.skippedReads - skipped).toBe(20)
+      clock.time += 500
+      grow(11 * MiB)
+      gc.collect()
+      expect(poller.reads - reads).toBe(1)
+      expect(got.map((c) => [c.threshold / MiB, c.direction, c.usage / MiB, c.signal])).toEqual([[150, 'up', 151, 'gc']])
+    })
+
+    it('the timer following growth leaves out its reads while the counters stay still, reads once they approach, and at least once per idleIntervalMs', () => {
+      const { clock, poller, grow, outside } = counted()
+      poller.add(130 * MiB, 100 * MiB, () => {})
+      runFor(clock, 5 * 60_000)
+      // 20 MiB grew outside V8; the idle read sees it and the timer follows that growth.
+      outside(20 * MiB)
+      const idleReads = poller.timedReads
+      while (poller.timedReads === idleReads) clock.fire()
+      expect(poller.intervalMs).toBeLessThan(options.idleIntervalMs)
+      // Nothing moves: the timer wakes and reads nothing until idleIntervalMs since that read.
+      const seen = { reads: poller.timedReads, skipped: poller.skippedReads, time: clock.time }
+      while (clock.time + (clock.pending?.ms ?? 0) < seen.time + 50_000) clock.fire()
+      expect(poller.timedReads).toBe(seen.reads)
+      expect(poller.skippedReads).toBeGreaterThan(seen.skipped)
+      // The counters come within reach of the threshold (9.5 of the 10 MiB): the next wake-up reads.
+      grow(9.5 * MiB)
+      clock.fire()
+      expect(poller.timedReads).toBe(seen.reads + 1)
+      // Still again: within one idleIntervalMs there is a read whatever the counters say.
+      const reads = poller.timedReads
+      runFor(clock, options.idleIntervalMs + 1000)
+      expect(poller.timedReads).toBeGreaterThan(reads)
+    })
+
+    it('usage moving beyond the counters (outside V8) keeps the timer reading while it lasts', () => {
+      const { clock, poller, got, outside } = counted()
+      poller.add(130 * MiB, 100 * MiB, (c) => got.push(c))
+      runFor(clock, 5 * 60_000)
+      // A native leak at 4 MiB/s: first seen by the idle read, then followed although V8's counters stay still.
+      const start = clock.time
+      let last = start
+      while (got.length === 0 && clock.time - start < 120_000) {
+        const p = clock.pending
+        if (p === null) throw new Error('no timer pending')
+        clock.pending = null
+        clock.time += p.ms
+        outside((4 * MiB * (clock.time - last)) / 1000)
+        last = clock.time
+        p.fn()
+      }
+      expect(got.map((c) => [c.threshold / MiB, c.direction, c.signal])).toEqual([[130, 'up', 'poll']])
+      // Crossed 7.5 s after the leak began (30 MiB at 4 MiB/s) or, if the idle read came later, soon after that read.
+      expect(poller.timedReads).toBeGreaterThan(5)
+    })
+  })
+
   it('subscribes to collections only while a threshold is watched', () => {
     const { gc, poller } = rig()
     expect(gc.listeners.size).toBe(0)
