@@ -31,6 +31,10 @@ const { values: o } = parseArgs({
     cgroup: { type: 'string' },
     thresholds: { type: 'string' },
     interval: { type: 'string', default: '1000' },
+    // Another build's dist/ (relative to the project): its SDK runs side by side with this one's in
+    // the CRAMM sweep, `pairs` times per limit, to tell whether a change pays.
+    'ab-build': { type: 'string' },
+    'ab-pairs': { type: 'string' },
   },
 })
 const print = (line) => process.stdout.write(`${line}\n`)
@@ -374,13 +378,13 @@ async function cramm(s) {
   const out = []
   for (const wl of WORKLOADS) {
     for (const limitMib of s.limits) {
-      const cell = async (args) => {
+      const cell = async (args, env = {}) => {
         const cg = makeCg(`cramm-${limitMib}`, limitMib * MiB)
         // Files opened and the time spent on them in the measured window (the backend's sampling).
         const filesOut = `/tmp/mp-files-${++seq}.json`
         try {
           const r = await runWorkload(cg, { warmup: s.warmup, seconds: s.seconds, cost: s.cost, ...wl.args, ...args }, {
-            env: { NODE_OPTIONS: `--import=${countFiles}`, MP_COUNT_FILES: filesOut, MP_COUNT_AFTER_MS: String(s.warmup * 1000) },
+            env: { ...env, NODE_OPTIONS: `--import=${countFiles}`, MP_COUNT_FILES: filesOut, MP_COUNT_AFTER_MS: String(s.warmup * 1000) },
           })
           return { label: args.strategy === 'fixed' ? `fixed ${args['cache-mib']} MiB` : args.strategy, scaled: r.scaled, perCpuSecond: r.perCpuSecond, throughput: r.throughput, hitRatio: r.hitRatio, killed: r.killed, oomKills: r.oomKills, peakMiB: r.peakUsage === null ? null : r.peakUsage / MiB, shrinks: r.shrinks, ...costsOf(r, filesOut, s.warmup * 1000) }
         } finally {
@@ -402,7 +406,15 @@ async function cramm(s) {
           pairs.push({ sdk: a, fixed: b, ratio: b.scaled > 0 && a.scaled !== null ? a.scaled / b.scaled : null, ratioHit: b.hitRatio ? a.hitRatio / b.hitRatio : null })
         }
       }
-      out.push({ workload: wl.name, limitMib, rep0, best: best?.label ?? null, pairs, ratio: median(pairs.map((p) => p.ratio)), sdkKills: [...rep0, ...pairs.map((p) => p.sdk)].filter((r) => r.label === 'node-memory-pressure' && r.killed).length })
+      const ab = []
+      if (o['ab-build']) {
+        const build = path.resolve(here, '..', o['ab-build'])
+        for (let i = 0; i < Number(o['ab-pairs'] ?? s.pairs); i++) {
+          const [a, b] = await Promise.all([cell({ strategy: 'node-memory-pressure' }), cell({ strategy: 'node-memory-pressure' }, { MP_BUILD_DIR: build })])
+          ab.push({ build: o['ab-build'], sdk: a, other: b, ratio: b.scaled > 0 && a.scaled !== null ? a.scaled / b.scaled : null })
+        }
+      }
+      out.push({ workload: wl.name, limitMib, rep0, best: best?.label ?? null, pairs, ab, ratio: median(pairs.map((p) => p.ratio)), sdkKills: [...rep0, ...pairs.map((p) => p.sdk)].filter((r) => r.label === 'node-memory-pressure' && r.killed).length })
     }
   }
   return { bench: 'vm-cramm', warmup: s.warmup, seconds: s.seconds, cost: s.cost, pairs: s.pairs, rows: out }
