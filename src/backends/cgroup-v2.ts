@@ -14,7 +14,7 @@ import { MemoryPressureError, isErrnoException, syscallError } from '../errors.j
 import { type NativeBinding, POLL_DISCONNECT, type PollWatcher, tryLoadNative } from '../native.js'
 import { describe } from '../size.js'
 import type { ProbeResult } from './cgroup-v1.js'
-import { FOLLOW, type GcSource, type PollClock, type PollOptions, ThresholdPoller, checkWatchArgs, resolvePollOptions, v8Collections, v8OwnBytes } from './poll.js'
+import { FOLLOW, type GcSource, type PollClock, type PollOptions, ThresholdPoller, checkWatchArgs, resolvePollOptions, v8Collections } from './poll.js'
 import { PsiTrigger, type PsiTriggerOptions } from './psi.js'
 import type {
   BackendCloseReason,
@@ -202,7 +202,7 @@ export class CgroupV2Backend extends EventEmitter<BackendEvents> implements Memo
     this.notes.push(...reasons)
     const gc = options.gc !== undefined ? options.gc : (this.#holdsThisProcess() ? v8Collections : null)
     this.#poller = new ThresholdPoller(() => this.readUsage(), (err) => this.#readFailed(err), options.poll, options.clock,
-      () => this.#tick(), gc === null ? undefined : gc === v8Collections ? { gc, ownBytes: v8OwnBytes } : { gc })
+      () => this.#tick(), gc === null ? undefined : { gc })
     const signals: CrossingSignal[] = []
     const eventsFile = path.join(this.cgroup, 'memory.events')
     this.#counters = this.#readEvents()

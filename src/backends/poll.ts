@@ -4,7 +4,6 @@
 // usage is steady, so that a steady service pays almost no wake-ups.
 
 import { performance } from 'node:perf_hooks'
-import { getHeapStatistics } from 'node:v8'
 import { onGc } from '../gc-observer.js'
 import { POLL_OPTION_KEYS, checkKeys, checkTimerMs } from '../options.js'
 import { describe } from '../size.js'
@@ -63,16 +62,6 @@ export interface GcSource {
  */
 export const v8Collections: GcSource = {
   subscribe: (fn) => onGc(() => fn()),
-}
-
-/**
- * Bytes of this thread's memory that V8 accounts for: the heap's committed size plus external
- * memory (Buffers, ArrayBuffers). Read without a system call, so it can tell for free whether
- * usage can have moved since the last read of the usage file.
- */
-export const v8OwnBytes = (): number => {
-  const h = getHeapStatistics()
-  return h.total_heap_size + h.external_memory
 }
 
 /**
@@ -168,12 +157,6 @@ interface PolledWatch {
 export interface FollowAllocation {
   /** V8's collections ({@link v8Collections}), or a stand-in in tests. */
   gc: GcSource
-  /**
-   * The process's own memory as V8 counts it ({@link v8OwnBytes}), or a stand-in in tests. Given,
-   * a read after a collection or by the timer following growth is left out when these counters,
-   * plus what grew outside V8 lately, cannot have carried usage to the nearest threshold.
-   */
-  ownBytes?: () => number
 }
 
 /**
@@ -211,11 +194,6 @@ export class ThresholdPoller {
   #anchor: { usage: number; time: number } | null = null
   #peak: { rate: number; time: number }
   #growing = false
-  /** `follow.ownBytes()` at the last read. */
-  #ownAtRead: number | null = null
-  /** The largest rate lately at which usage moved beyond V8's counters (bytes/ms), and when. */
-  #outside: { rate: number; time: number }
-  #skipped = 0
 
   /**
    * @param read returns usage in bytes; may throw: `onReadError` gets the error, and polling goes on
@@ -234,7 +212,6 @@ export class ThresholdPoller {
     this.#follow = follow
     // Until growth is measured, plan for the guard rate; it decays like any measured peak.
     this.#peak = { rate: this.options.guardBytes / this.options.maxIntervalMs, time: clock.now() }
-    this.#outside = { ...this.#peak }
   }
 
   /** The interval of the next timed read in milliseconds, `null` when no timer runs. */
@@ -250,11 +227,6 @@ export class ThresholdPoller {
   /** Reads done because the timer fired (the poller's own wake-ups). */
   get timedReads(): number {
     return this.#timedReads
-  }
-
-  /** Reads left out because V8's counters showed no threshold could have been crossed. */
-  get skippedReads(): number {
-    return this.#skipped
   }
 
   /** Recent rate of change of usage in bytes per millisecond (an exponential average). */
@@ -278,10 +250,7 @@ export class ThresholdPoller {
    */
   add(threshold: number, usage: number, onCrossing: (crossing: Crossing) => void): ThresholdWatch {
     const watch: PolledWatch = { threshold, above: usage >= threshold, onCrossing, closed: false }
-    if (this.#last === null) {
-      this.#last = { usage, time: this.#clock.now() }
-      this.#ownAtRead = this.#follow?.ownBytes?.() ?? null
-    }
+    this.#last ??= { usage, time: this.#clock.now() }
     this.#anchor ??= this.#last
     this.#watches.add(watch)
     if (this.#follow !== undefined && this.#unsubscribeGc === null) this.#unsubscribeGc = this.#follow.gc.subscribe(() => this.#collected())
@@ -317,11 +286,8 @@ export class ThresholdPoller {
       // Weighted toward the latest interval so that a burst shortens the next one at once.
       this.#rate = instant >= this.#rate ? instant : this.#rate * 0.5 + instant * 0.5
     }
-    if (this.#follow !== undefined) {
-      this.#measureOutside(usage, time)
-      this.#measureGrowth(usage, time)
-    }
     this.#last = { usage, time }
+    if (this.#follow !== undefined) this.#measureGrowth(usage, time)
     const ups: PolledWatch[] = []
     const downs: PolledWatch[] = []
     for (const w of this.#watches) {
@@ -379,49 +345,10 @@ export class ThresholdPoller {
     }
   }
 
-  /** Movement of usage beyond V8's counters since the last read: growth V8 cannot announce. */
-  #measureOutside(usage: number, time: number): void {
-    const own = this.#follow?.ownBytes
-    if (own === undefined) return
-    const now = own()
-    const last = this.#last
-    if (last !== null && this.#ownAtRead !== null && time > last.time) {
-      const beyond = Math.abs(usage - last.usage) - Math.abs(now - this.#ownAtRead)
-      if (beyond >= FOLLOW.NOISE_BYTES) {
-        const rate = beyond / (time - last.time)
-        if (rate >= this.#outsideRate(time)) this.#outside = { rate, time }
-      }
-    }
-    this.#ownAtRead = now
-  }
-
-  #outsideRate(now: number): number {
-    return this.#outside.rate * 2 ** (-Math.max(0, now - this.#outside.time) / FOLLOW.PEAK_HALF_LIFE_MS)
-  }
-
-  /**
-   * Whether usage can have reached the nearest threshold since the last read: V8's counters moved
-   * by that much, or growth outside V8 at its recent rate could have covered the rest. Always true
-   * without V8's counters.
-   */
-  #mayHaveCrossed(now: number): boolean {
-    const own = this.#follow?.ownBytes
-    const nearest = this.#nearest()
-    if (own === undefined || this.#last === null || this.#ownAtRead === null || nearest === null) return true
-    // A read at least every idleIntervalMs, whatever the counters say (growth outside V8 after a quiet spell).
-    if (now - this.#last.time >= this.options.idleIntervalMs) return true
-    const bound = Math.abs(own() - this.#ownAtRead) + this.#outsideRate(now) * Math.max(0, now - this.#last.time) + FOLLOW.NOISE_BYTES
-    return bound >= nearest
-  }
-
   /** A V8 collection finished: read now, or at the end of the gap since the last read. */
   #collected(): void {
     if (this.#closed || this.#watches.size === 0) return
     const now = this.#clock.now()
-    if (!this.#mayHaveCrossed(now)) {
-      this.#skipped++
-      return
-    }
     const gap = this.options.minIntervalMs * FOLLOW.GC_GAP_FACTOR
     const since = this.#last === null ? Infinity : now - this.#last.time
     if (since >= gap) {
@@ -450,18 +377,6 @@ export class ThresholdPoller {
     this.#arm(interval, 'poll')
   }
 
-  /** The timer fired: read, unless it follows growth and V8's counters show nothing can be crossed. */
-  #fired(signal: CrossingSignal): void {
-    if (this.#follow !== undefined && signal === 'poll' && !this.#mayHaveCrossed(this.#clock.now())) {
-      this.#skipped++
-      this.#schedule()
-      return
-    }
-    this.#timedReads++
-    this.#onTick?.()
-    this.check(signal)
-  }
-
   #arm(ms: number, signal: CrossingSignal): void {
     this.#stopTimer()
     this.#interval = ms
@@ -470,7 +385,9 @@ export class ThresholdPoller {
     this.#timer = this.#clock.setTimeout(() => {
       this.#timer = null
       this.#timerDue = Infinity
-      this.#fired(this.#timerSignal)
+      this.#timedReads++
+      this.#onTick?.()
+      this.check(this.#timerSignal)
     }, ms)
   }
 
