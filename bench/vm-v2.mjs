@@ -29,7 +29,8 @@ export async function run({ quick, machine }) {
     vmlinux: prepared.vmlinux,
     memoryMiB: GUEST_MIB,
     timeoutMs: (quick ? 30 : 90) * 60_000,
-    run: { command: `node bench/vm-guest.mjs${quick ? ' --quick' : ''}${process.env.MP_VM_SMOKE === '1' ? ' --smoke' : ''}${process.env.MP_VM_ONLY ? ` --only ${process.env.MP_VM_ONLY}` : ''}${process.env.MP_VM_AB_BUILD ? ` --ab-build ${process.env.MP_VM_AB_BUILD}${process.env.MP_VM_AB_PAIRS ? ` --ab-pairs ${process.env.MP_VM_AB_PAIRS}` : ''}` : ''}`, include: ['bench'] },
+    // MP_VM_CALLERS=1: each CRAMM cell also says which functions opened each cgroup file (lib/count-files.mjs).
+    run: { command: `${process.env.MP_VM_CALLERS === '1' ? 'MP_COUNT_CALLERS=1 ' : ''}node bench/vm-guest.mjs${quick ? ' --quick' : ''}${process.env.MP_VM_SMOKE === '1' ? ' --smoke' : ''}${process.env.MP_VM_ONLY ? ` --only ${process.env.MP_VM_ONLY}` : ''}${process.env.MP_VM_AB_BUILD ? ` --ab-build ${process.env.MP_VM_AB_BUILD}${process.env.MP_VM_AB_PAIRS ? ` --ab-pairs ${process.env.MP_VM_AB_PAIRS}` : ''}` : ''}`, include: ['bench'] },
     onConsoleLine: (line) => {
       const m = /^@@mp-vm result (\S+)/.exec(line)
       if (m === null) return
@@ -115,6 +116,16 @@ ${table(['workload', 'limit MiB', 'best fixed (round 1)', 'SDK / best fixed (pai
     if (ab.length > 0) parts.push(`A/B: this build's SDK side by side with another build's, at equal speed (requests per CPU second × the run's computation cost):\n\n${table(['workload', 'limit MiB', 'other build', 'this / other', 'memory.current reads / s (this / other)', 'killed (this / other)'], ab)}`)
     const tagged = (x) => [...x.rep0.map((y) => ['round 1', y]), ...x.pairs.flatMap((p, i) => [[`pair ${i + 1}`, p.sdk], [`pair ${i + 1}`, p.fixed]]), ...(x.ab ?? []).flatMap((p, i) => [[`A/B ${i + 1}`, p.sdk], [`A/B ${i + 1}, ${p.build}`, p.other]])]
     const sdkCells = c.rows.flatMap((x) => tagged(x).filter(([, y]) => y.cpuSeconds && !y.killed).map(([run, y]) => [x.limitMib, run, y.label, fmt(y.cpuSeconds, 1), y.gc ? `${fmt(y.gc.ms, 0)} (${y.gc.major} major)` : '–', y.shrinkCycles ? `${y.shrinkCycles.n}: ${fmt(y.shrinkCycles.gcMs, 0)} GC, ${fmt(y.shrinkCycles.mallocTrimMs, 0)} trim` : '–', y.resources ? `${fmt(y.resources.systemMs, 0)} / ${y.resources.minorFaults}` : '–', readsPerS(y), y.files ? fmt(Object.entries(y.files).filter(([k]) => k.startsWith('memory.') || k === 'cgroup').reduce((n, [, v]) => n + v.ms, 0), 0) : '–']))
+    // MP_VM_CALLERS=1: which functions opened memory.current, by the calling frames' names.
+    const callerRows = c.rows.flatMap((x) => tagged(x).filter(([, y]) => y.files?.['memory.current']?.callers).flatMap(([run, y]) => {
+      const by = {}
+      for (const [stack, n] of Object.entries(y.files['memory.current'].callers)) {
+        const key = stack.split(' < ').slice(1, 5).map((f) => f.split(' (')[0]).join(' < ')
+        by[key] = (by[key] ?? 0) + n
+      }
+      return Object.entries(by).sort((a, b) => b[1] - a[1]).slice(0, 5).map(([key, n]) => [x.limitMib, run, y.label, fmt(n / c.seconds, 1), `\`${key}\``])
+    }))
+    if (callerRows.length > 0) parts.push(`Who read memory.current (opens a second by calling frames; MP_VM_CALLERS=1):\n\n${table(['limit MiB', 'run', 'cell', 'reads / s', 'called from'], callerRows)}`)
     parts.push(`Where each cell's CPU went in its measured window (all threads; file times are wall time around the calls):\n\n${table(['limit MiB', 'run', 'cell', 'CPU s', 'GC ms (all)', 'shrink cycles: forced GC ms, trim ms', 'system ms / minor faults', 'memory.current reads / s', 'ms in cgroup files'], sdkCells)}`)
   }
   return `${parts.join('\n\n')}\n`
