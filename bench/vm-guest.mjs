@@ -2,7 +2,7 @@
 // latency, idle cost, lead time before the OOM kill and the CRAMM sweep, every strategy side by side
 // in this one run. Prints one `@@mp-vm result <base64 JSON>` line per experiment for the host.
 //
-//   node bench/vm-guest.mjs [--quick] [--only latency,idle,lead-time,cramm]
+//   node bench/vm-guest.mjs [--quick] [--only latency,idle,lead-time,cramm] [--ab-build <dist> [--ab-pairs n]]
 //   node bench/vm-guest.mjs --watcher poll|psi|none --cgroup <dir> --thresholds <b,b,...> [--interval ms]
 // A watcher (one strategy per process, in a cgroup of its own) prints `event <ns> <threshold> <usage>
 // <up|down>`; `ns` is process.hrtime.bigint(), CLOCK_MONOTONIC, shared by every process here.
@@ -427,7 +427,7 @@ function report(name, value) {
 async function main() {
   const quick = o.quick
   const s = quick
-    // Quick: what `npm run bench` can afford (about 9 minutes here). The quiet spells are long enough
+    // Quick: what `npm run bench` can afford (about 7 minutes here). The quiet spells are long enough
     // for the SDK's timer to have slowed down (its growth guess halves every 15 s), the idle window
     // holds one idle period of the timer, the plain native leak (seen only at the limit after a
     // quiet spell) is left to the full run, and the CRAMM sweep runs at one limit with one pair.
