@@ -2,7 +2,7 @@
 // latency, idle cost, lead time before the OOM kill and the CRAMM sweep, every strategy side by side
 // in this one run. Prints one `@@mp-vm result <base64 JSON>` line per experiment for the host.
 //
-//   node bench/vm-guest.mjs [--quick] [--only latency,idle,lead-time,cramm]
+//   node bench/vm-guest.mjs [--quick] [--only latency,idle,lead-time,cramm] [--ab-build <dist> [--ab-pairs n]]
 //   node bench/vm-guest.mjs --watcher poll|psi|none --cgroup <dir> --thresholds <b,b,...> [--interval ms]
 // A watcher (one strategy per process, in a cgroup of its own) prints `event <ns> <threshold> <usage>
 // <up|down>`; `ns` is process.hrtime.bigint(), CLOCK_MONOTONIC, shared by every process here.
@@ -21,6 +21,7 @@ const here = path.dirname(fileURLToPath(import.meta.url))
 const self = fileURLToPath(import.meta.url)
 const service = path.join(here, 'vm-service.mjs')
 const ramp = path.join(here, 'ramp.mjs')
+const countFiles = path.join(here, 'lib', 'count-files.mjs')
 const { values: o } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
@@ -30,6 +31,10 @@ const { values: o } = parseArgs({
     cgroup: { type: 'string' },
     thresholds: { type: 'string' },
     interval: { type: 'string', default: '1000' },
+    // Another build's dist/ (relative to the project): its SDK runs side by side with this one's in
+    // the CRAMM sweep, `pairs` times per limit, to tell whether a change pays.
+    'ab-build': { type: 'string' },
+    'ab-pairs': { type: 'string' },
   },
 })
 const print = (line) => process.stdout.write(`${line}\n`)
@@ -353,15 +358,35 @@ async function leadTime(s, kind, options = {}) {
  */
 const WORKLOADS = [{ name: 'buffer', args: {} }]
 
+/** Where a cell's CPU went in its measured window: collections, shrink cycles, page faults, file reads. */
+function costsOf(r, filesOut, warmupMs) {
+  let files = null
+  try {
+    files = JSON.parse(fs.readFileSync(filesOut, 'utf8'))
+    fs.rmSync(filesOut)
+  } catch {}
+  const log = (r.shrinkLog ?? []).filter((x) => x.t >= warmupMs)
+  const sum = (k) => log.reduce((n, x) => n + (x[k] ?? 0), 0)
+  return {
+    requests: r.requests, cpuSeconds: r.cpuSeconds, computeCpuMs: r.computeCpuMs, mainThreadShare: r.mainThreadShare, resources: r.resources ?? null, gc: r.gc ?? null,
+    shrinkCycles: { n: log.length, durationMs: sum('durationMs'), gcMs: sum('gcMs'), mallocTrimMs: sum('mallocTrimMs'), heapMs: sum('heapMs') },
+    files,
+  }
+}
+
 async function cramm(s) {
   const out = []
   for (const wl of WORKLOADS) {
     for (const limitMib of s.limits) {
-      const cell = async (args) => {
+      const cell = async (args, env = {}) => {
         const cg = makeCg(`cramm-${limitMib}`, limitMib * MiB)
+        // Files opened and the time spent on them in the measured window (the backend's sampling).
+        const filesOut = `/tmp/mp-files-${++seq}.json`
         try {
-          const r = await runWorkload(cg, { warmup: s.warmup, seconds: s.seconds, cost: s.cost, ...wl.args, ...args })
-          return { label: args.strategy === 'fixed' ? `fixed ${args['cache-mib']} MiB` : args.strategy, scaled: r.scaled, perCpuSecond: r.perCpuSecond, throughput: r.throughput, hitRatio: r.hitRatio, killed: r.killed, oomKills: r.oomKills, peakMiB: r.peakUsage === null ? null : r.peakUsage / MiB, shrinks: r.shrinks }
+          const r = await runWorkload(cg, { warmup: s.warmup, seconds: s.seconds, cost: s.cost, ...wl.args, ...args }, {
+            env: { ...env, NODE_OPTIONS: `--import=${countFiles}`, MP_COUNT_FILES: filesOut, MP_COUNT_AFTER_MS: String(s.warmup * 1000) },
+          })
+          return { label: args.strategy === 'fixed' ? `fixed ${args['cache-mib']} MiB` : args.strategy, scaled: r.scaled, perCpuSecond: r.perCpuSecond, throughput: r.throughput, hitRatio: r.hitRatio, killed: r.killed, oomKills: r.oomKills, peakMiB: r.peakUsage === null ? null : r.peakUsage / MiB, shrinks: r.shrinks, ...costsOf(r, filesOut, s.warmup * 1000) }
         } finally {
           await cg.remove()
         }
@@ -381,7 +406,15 @@ async function cramm(s) {
           pairs.push({ sdk: a, fixed: b, ratio: b.scaled > 0 && a.scaled !== null ? a.scaled / b.scaled : null, ratioHit: b.hitRatio ? a.hitRatio / b.hitRatio : null })
         }
       }
-      out.push({ workload: wl.name, limitMib, rep0, best: best?.label ?? null, pairs, ratio: median(pairs.map((p) => p.ratio)), sdkKills: [...rep0, ...pairs.map((p) => p.sdk)].filter((r) => r.label === 'node-memory-pressure' && r.killed).length })
+      const ab = []
+      if (o['ab-build']) {
+        const build = path.resolve(here, '..', o['ab-build'])
+        for (let i = 0; i < Number(o['ab-pairs'] ?? s.pairs); i++) {
+          const [a, b] = await Promise.all([cell({ strategy: 'node-memory-pressure' }), cell({ strategy: 'node-memory-pressure' }, { MP_BUILD_DIR: build })])
+          ab.push({ build: o['ab-build'], sdk: a, other: b, ratio: b.scaled > 0 && a.scaled !== null ? a.scaled / b.scaled : null })
+        }
+      }
+      out.push({ workload: wl.name, limitMib, rep0, best: best?.label ?? null, pairs, ab, ratio: median(pairs.map((p) => p.ratio)), sdkKills: [...rep0, ...pairs.map((p) => p.sdk)].filter((r) => r.label === 'node-memory-pressure' && r.killed).length })
     }
   }
   return { bench: 'vm-cramm', warmup: s.warmup, seconds: s.seconds, cost: s.cost, pairs: s.pairs, rows: out }
@@ -394,8 +427,12 @@ function report(name, value) {
 async function main() {
   const quick = o.quick
   const s = quick
-    ? { crossings: 6, stepBytes: MiB, stepEveryMs: 100, quietMs: 45_000, idleSettleMs: 90_000, idleMs: 120_000, leakMiBps: 20, limits: [128, 256], grid: (l) => [l / 4, l / 2, (3 * l) / 4], warmup: 30, seconds: 15, cost: 20, pairs: 1 }
-    : { crossings: 12, stepBytes: MiB, stepEveryMs: 100, quietMs: 90_000, idleSettleMs: 90_000, idleMs: 180_000, leakMiBps: 20, limits: [128, 256], grid: (l) => [l / 4, (3 * l) / 8, l / 2, (5 * l) / 8, (3 * l) / 4], warmup: 40, seconds: 20, cost: 20, pairs: 3 }
+    // Quick: what `npm run bench` can afford (about 7 minutes here). The quiet spells are long enough
+    // for the SDK's timer to have slowed down (its growth guess halves every 15 s), the idle window
+    // holds one idle period of the timer, the plain native leak (seen only at the limit after a
+    // quiet spell) is left to the full run, and the CRAMM sweep runs at one limit with one pair.
+    ? { crossings: 6, stepBytes: MiB, stepEveryMs: 100, quietMs: 20_000, idleSettleMs: 45_000, idleMs: 60_000, leakMiBps: 20, leaks: ['js', 'buf', 'native-1s'], limits: [256], grid: (l) => [l / 4, l / 2, (5 * l) / 8], warmup: 30, seconds: 15, cost: 20, pairs: 1 }
+    : { crossings: 12, stepBytes: MiB, stepEveryMs: 100, quietMs: 90_000, idleSettleMs: 90_000, idleMs: 180_000, leakMiBps: 20, leaks: ['js', 'buf', 'native', 'native-1s'], limits: [128, 256], grid: (l) => [l / 4, (3 * l) / 8, l / 2, (5 * l) / 8, (3 * l) / 4], warmup: 40, seconds: 20, cost: 20, pairs: 3 }
   // A few seconds of each, to check that the stage runs (not for figures).
   if (o.smoke) Object.assign(s, { crossings: 2, quietMs: 2000, idleSettleMs: 2000, idleMs: 4000, limits: [128], grid: (l) => [l / 2], warmup: 2, seconds: 2 })
   const only = o.only ? o.only.split(',') : ['latency', 'idle', 'lead-time', 'cramm']
@@ -413,7 +450,8 @@ async function main() {
       const runs = []
       // The native leak again with the timer's idle sleep at 1 s (poll.idleIntervalMs): what a
       // service expecting growth outside V8 and without memory.high would choose.
-      for (const [kind, options] of [['js', {}], ['buf', {}], ['native', {}], ['native', { poll: { idleIntervalMs: 1000 } }]]) {
+      const leaks = { js: ['js', {}], buf: ['buf', {}], native: ['native', {}], 'native-1s': ['native', { poll: { idleIntervalMs: 1000 } }] }
+      for (const [kind, options] of s.leaks.map((k) => leaks[k])) {
         runs.push(await leadTime(s, kind, options))
         await removeCgs()
       }

@@ -5,6 +5,7 @@
 // Skipped with the reason when the VM cannot be had here, or with MP_VM=0.
 
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { loadHarness } from './lib/vm-harness.mjs'
@@ -28,7 +29,8 @@ export async function run({ quick, machine }) {
     vmlinux: prepared.vmlinux,
     memoryMiB: GUEST_MIB,
     timeoutMs: (quick ? 30 : 90) * 60_000,
-    run: { command: `node bench/vm-guest.mjs${quick ? ' --quick' : ''}${process.env.MP_VM_SMOKE === '1' ? ' --smoke' : ''}${process.env.MP_VM_ONLY ? ` --only ${process.env.MP_VM_ONLY}` : ''}`, include: ['bench'] },
+    // MP_VM_CALLERS=1: each CRAMM cell also says which functions opened each cgroup file (lib/count-files.mjs).
+    run: { command: `${process.env.MP_VM_CALLERS === '1' ? 'MP_COUNT_CALLERS=1 ' : ''}node bench/vm-guest.mjs${quick ? ' --quick' : ''}${process.env.MP_VM_SMOKE === '1' ? ' --smoke' : ''}${process.env.MP_VM_ONLY ? ` --only ${process.env.MP_VM_ONLY}` : ''}${process.env.MP_VM_AB_BUILD ? ` --ab-build ${process.env.MP_VM_AB_BUILD}${process.env.MP_VM_AB_PAIRS ? ` --ab-pairs ${process.env.MP_VM_AB_PAIRS}` : ''}` : ''}`, include: ['bench'] },
     onConsoleLine: (line) => {
       const m = /^@@mp-vm result (\S+)/.exec(line)
       if (m === null) return
@@ -40,6 +42,8 @@ export async function run({ quick, machine }) {
   const guest = {
     kernel: vm.kernel, memoryMiB: GUEST_MIB, cpus: 2, accel: 'tcg (software emulation)', bootS: vm.timings.bootMs / 1000,
     runS: vm.timings.testMs === null ? null : vm.timings.testMs / 1000, qemu: vm.qemu,
+    // The host is shared: its load at the end beside the one at the start (machine.loadavgAtStart).
+    hostLoadAtEnd: os.loadavg().map((x) => Math.round(x * 100) / 100),
   }
   if (results.error || !results.done) {
     fs.mkdirSync(path.join(root, 'bench', 'results', 'vm-v2'), { recursive: true })
@@ -50,7 +54,7 @@ export async function run({ quick, machine }) {
   const md = render(json, quick)
   // A run of some parts only (MP_VM_ONLY) goes beside the complete runs, not over them.
   const mode = process.env.MP_VM_SMOKE === '1' ? 'smoke' : quick ? 'quick' : 'full'
-  const dir = path.join(root, 'bench', 'results', 'vm-v2', process.env.MP_VM_ONLY ? `${mode}-${process.env.MP_VM_ONLY.replaceAll(',', '-')}` : mode)
+  const dir = path.join(root, 'bench', 'results', 'vm-v2', `${process.env.MP_VM_ONLY ? `${mode}-${process.env.MP_VM_ONLY.replaceAll(',', '-')}` : mode}${process.env.MP_VM_AB_BUILD ? '-ab' : ''}`)
   fs.mkdirSync(dir, { recursive: true })
   fs.writeFileSync(path.join(dir, 'vm-v2.json'), `${JSON.stringify(json, null, 1)}\n`)
   fs.writeFileSync(path.join(dir, 'README.md'), md)
@@ -63,7 +67,7 @@ export function render(r, quick) {
   const g = r.guest
   const parts = [`# 9. cgroup v2 in a VM (${quick ? 'quick' : 'full'} run)
 
-Guest: ${g.kernel}, ${g.memoryMiB} MiB, ${g.cpus} vCPUs under ${g.accel} on the host below; boot ${fmt(g.bootS, 1)} s, stage ${fmt(g.runS ?? 0, 0)} s. Every figure compares strategies run side by side in this one VM run; absolute times are those of an emulated CPU 5 to 20 times slower than the host.`]
+Guest: ${g.kernel}, ${g.memoryMiB} MiB, ${g.cpus} vCPUs under ${g.accel} on the host below (${r.machine?.cores ?? '?'} cores, load average ${r.machine?.loadavgAtStart?.join(' ') ?? '?'} at the start${g.hostLoadAtEnd ? `, ${g.hostLoadAtEnd.join(' ')} at the end` : ''}: other jobs share it); boot ${fmt(g.bootS, 1)} s, stage ${fmt(g.runS ?? 0, 0)} s. Every figure compares strategies run side by side in this one VM run; absolute times are those of an emulated CPU 5 to 20 times slower than the host.`]
   const l = r.latency
   if (l) {
     parts.push(`## Latency (JavaScript allocation in the SDK's own process)
@@ -107,6 +111,22 @@ Each limit: every fixed size and the SDK once, one after the other; then the SDK
 
 ${table(['workload', 'limit MiB', 'best fixed (round 1)', 'SDK / best fixed (pairs)', 'hit ratio SDK / fixed', 'SDK OOM kills', 'round 1: at equal speed (hit ratio, kills)'], c.rows.map((x) => [x.workload, x.limitMib, x.best ?? 'none survived', x.ratio === null ? '–' : `${fmt(x.ratio, 3)} [${x.pairs.map((p) => fmt(p.ratio ?? 0, 3)).join(', ')}]`, x.pairs.map((p) => fmt(p.ratioHit ?? 0, 3)).join(', ') || '–', x.sdkKills,
       x.rep0.map((y) => `${y.label}: ${y.scaled === null ? '–' : fmt(y.scaled, 0)} (${fmt(y.hitRatio ?? 0, 2)}${y.killed ? ', killed' : ''})`).join('; ')]))}`)
+    const readsPerS = (y) => (y.files?.['memory.current'] ? fmt(y.files['memory.current'].opens / c.seconds, 1) : '–')
+    const ab = c.rows.flatMap((x) => (x.ab ?? []).map((p) => [x.workload, x.limitMib, p.build, fmt(p.ratio ?? 0, 3), `${readsPerS(p.sdk)} / ${readsPerS(p.other)}`, `${p.sdk.killed ? 'killed' : 'no'} / ${p.other.killed ? 'killed' : 'no'}`]))
+    if (ab.length > 0) parts.push(`A/B: this build's SDK side by side with another build's, at equal speed (requests per CPU second × the run's computation cost):\n\n${table(['workload', 'limit MiB', 'other build', 'this / other', 'memory.current reads / s (this / other)', 'killed (this / other)'], ab)}`)
+    const tagged = (x) => [...x.rep0.map((y) => ['round 1', y]), ...x.pairs.flatMap((p, i) => [[`pair ${i + 1}`, p.sdk], [`pair ${i + 1}`, p.fixed]]), ...(x.ab ?? []).flatMap((p, i) => [[`A/B ${i + 1}`, p.sdk], [`A/B ${i + 1}, ${p.build}`, p.other]])]
+    const sdkCells = c.rows.flatMap((x) => tagged(x).filter(([, y]) => y.cpuSeconds && !y.killed).map(([run, y]) => [x.limitMib, run, y.label, fmt(y.cpuSeconds, 1), y.gc ? `${fmt(y.gc.ms, 0)} (${y.gc.major} major)` : '–', y.shrinkCycles ? `${y.shrinkCycles.n}: ${fmt(y.shrinkCycles.gcMs, 0)} GC, ${fmt(y.shrinkCycles.mallocTrimMs, 0)} trim` : '–', y.resources ? `${fmt(y.resources.systemMs, 0)} / ${y.resources.minorFaults}` : '–', readsPerS(y), y.files ? fmt(Object.entries(y.files).filter(([k]) => k.startsWith('memory.') || k === 'cgroup').reduce((n, [, v]) => n + v.ms, 0), 0) : '–']))
+    // MP_VM_CALLERS=1: which functions opened memory.current, by the calling frames' names.
+    const callerRows = c.rows.flatMap((x) => tagged(x).filter(([, y]) => y.files?.['memory.current']?.callers).flatMap(([run, y]) => {
+      const by = {}
+      for (const [stack, n] of Object.entries(y.files['memory.current'].callers)) {
+        const key = stack.split(' < ').slice(1, 5).map((f) => f.split(' (')[0]).join(' < ')
+        by[key] = (by[key] ?? 0) + n
+      }
+      return Object.entries(by).sort((a, b) => b[1] - a[1]).slice(0, 5).map(([key, n]) => [x.limitMib, run, y.label, fmt(n / c.seconds, 1), `\`${key}\``])
+    }))
+    if (callerRows.length > 0) parts.push(`Who read memory.current (opens a second by calling frames; MP_VM_CALLERS=1):\n\n${table(['limit MiB', 'run', 'cell', 'reads / s', 'called from'], callerRows)}`)
+    parts.push(`Where each cell's CPU went in its measured window (all threads; file times are wall time around the calls):\n\n${table(['limit MiB', 'run', 'cell', 'CPU s', 'GC ms (all)', 'shrink cycles: forced GC ms, trim ms', 'system ms / minor faults', 'memory.current reads / s', 'ms in cgroup files'], sdkCells)}`)
   }
   return `${parts.join('\n\n')}\n`
 }
