@@ -168,6 +168,18 @@ describe('allocatorFree: free allocator memory counted as available', () => {
     expect(armed.size).toBe(0)
   })
 
+  it('on a backend that polls (precision 8 MiB), that watch sits 8 MiB above usage: a nearer one would only cost reads', async () => {
+    const sim = new SimulatedBackend({ limit: 100 * MiB, usage: 70 * MiB })
+    Object.defineProperty(sim, 'precision', { value: { kind: 'polled', bytes: 8 * MiB, intervalMs: { min: 10, max: 1000 } } })
+    const armed = recordArmed(sim)
+    const state = { free: 30 * MiB as number | null }
+    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock: new ManualClock(), tuning: { allocatorFree: () => state.free, runtime: fakeRuntime() }, reduceHeap: false })
+    expect(monitor.level).toBe('normal')
+    expect(armed.has(78 * MiB)).toBe(true)
+    expect(armed.has(71 * MiB)).toBe(false)
+    await monitor.close()
+  })
+
   it('a credit under half a step that holds the level below the next one still arms a point: that level shifted by the credit', async () => {
     // 200 MiB limit (high 170, critical 190 and its exit 180, credit up to 184): usage 171 MiB with
     // 2 MiB free in the allocator is a basis of 169, moderate; without the credit it would be high.

@@ -71,14 +71,17 @@ export class Arming {
     for (const v of [...points.all, points.drift]) if (v !== null && v > 0) values.add(v)
     // Free allocator memory counted as available: the level points above are placed without that
     // credit, so they fire early, and once usage is past them nothing would fire as it grows. A
-    // point above usage does: one step above, or 1 MiB (about the kernel's check granularity) where
-    // the credit is what holds the level below the next one, since allocations then drain the free
-    // lists without moving usage, and usage rising at all says they ran dry.
+    // point above usage does: one step above, or, where the credit is what holds the level below
+    // the next one, as near as the backend can see (allocations then drain the free lists without
+    // moving usage, and usage rising at all says they ran dry): 1 MiB, about the kernel's check
+    // granularity, or the backend's precision where that is coarser. A polled backend reads the
+    // more often the nearer a watch is, and one nearer than its precision only costs reads.
     const rank = levelRank(level)
     const heldBelow = credit > 0 && rank < 3 && levelRank(levelFor(levels, basisOf(snapshot, levels.basis), level)) > rank
     if (credit >= step / 2 || heldBelow) {
+      const near = Math.max(MiB, this.#backend.precision.bytes)
       const next = heldBelow ? Math.ceil((levels.enter[rank + 1] ?? Infinity) + points.offset + credit) : Infinity
-      const rise = Math.ceil(Math.min(snapshot.usage + (heldBelow ? MiB : step), (snapshot.usage + snapshot.limit) / 2, next))
+      const rise = Math.ceil(Math.min(snapshot.usage + (heldBelow ? near : Math.max(step, near)), (snapshot.usage + snapshot.limit) / 2, next))
       if (rise > snapshot.usage && rise < snapshot.limit) values.add(rise)
     }
     // A watch within a small tolerance of a wanted point stays, if it is on the same side of usage
