@@ -59,7 +59,10 @@ const brief = (r) => ({
   scaled: r.scaled, perCpuSecond: r.perCpuSecond, throughput: r.throughput, hitRatio: r.hitRatio, killed: r.killed, heapExhausted: r.heapExhausted, shrinks: r.shrinks,
   systemShare: r.resources ? r.resources.systemMs / 1000 / r.cpuSeconds : null, majorGcs: r.gc?.major ?? null,
   majorGcShare: r.gc ? r.gc.majorMs / 1000 / r.cpuSeconds : null, peakUsage: r.peakUsage, computeCpuMs: r.computeCpuMs ?? null,
+  // the SDK's own forced collections in the measured window, from its shrink reports (heap.gcMs)
+  ...(r.shrinkLog ? forced(r.shrinkLog.filter((x) => x.t >= Number(values.warmup) * 1000)) : {}),
 })
+const forced = (log) => ({ windowCycles: log.length, forcedGcMs: log.reduce((a, x) => a + (x.gcMs ?? 0), 0), heapRuns: log.reduce((a, x) => a + (x.heapRuns ?? 0), 0) })
 const json = { bench: 'ab', machine: describeMachine(), limitMib, a: A, b: B, settings: { pairs, warmup: Number(values.warmup), seconds: Number(values.seconds) }, pairs: [], summary: null }
 for (let i = 0; i < pairs; i++) {
   // spawned in turn: A first in even pairs, B first in odd ones
