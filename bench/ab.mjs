@@ -56,10 +56,13 @@ const start = ({ env, ...args }) => {
   return runWorkload(cg, { strategy: 'node-memory-pressure', warmup: values.warmup, seconds: values.seconds, ...args }, { env }).finally(() => cg.remove())
 }
 const brief = (r) => ({
-  scaled: r.scaled, perCpuSecond: r.perCpuSecond, throughput: r.throughput, hitRatio: r.hitRatio, killed: r.killed, shrinks: r.shrinks,
+  scaled: r.scaled, perCpuSecond: r.perCpuSecond, throughput: r.throughput, hitRatio: r.hitRatio, killed: r.killed, heapExhausted: r.heapExhausted, shrinks: r.shrinks,
   systemShare: r.resources ? r.resources.systemMs / 1000 / r.cpuSeconds : null, majorGcs: r.gc?.major ?? null,
   majorGcShare: r.gc ? r.gc.majorMs / 1000 / r.cpuSeconds : null, peakUsage: r.peakUsage, computeCpuMs: r.computeCpuMs ?? null,
+  // the SDK's own forced collections in the measured window, from its shrink reports (heap.gcMs)
+  ...(r.shrinkLog ? forced(r.shrinkLog.filter((x) => x.t >= Number(values.warmup) * 1000)) : {}),
 })
+const forced = (log) => ({ windowCycles: log.length, forcedGcMs: log.reduce((a, x) => a + (x.gcMs ?? 0), 0), heapRuns: log.reduce((a, x) => a + (x.heapRuns ?? 0), 0) })
 const json = { bench: 'ab', machine: describeMachine(), limitMib, a: A, b: B, settings: { pairs, warmup: Number(values.warmup), seconds: Number(values.seconds) }, pairs: [], summary: null }
 for (let i = 0; i < pairs; i++) {
   // spawned in turn: A first in even pairs, B first in odd ones
@@ -75,9 +78,9 @@ for (let i = 0; i < pairs; i++) {
   const ratio = b.scaled > 0 ? a.scaled / b.scaled : null
   // per CPU second as measured: the figure to decide on where V8's helper threads (marking a large
   // JavaScript heap) inflate the per-computation CPU time the equal-speed figure divides by
-  const ratioCpu = !a.killed && !b.killed && b.perCpuSecond > 0 ? a.perCpuSecond / b.perCpuSecond : null
+  const ratioCpu = !a.killed && !b.killed && !a.heapExhausted && !b.heapExhausted && b.perCpuSecond > 0 ? a.perCpuSecond / b.perCpuSecond : null
   json.pairs.push({ a: brief(a), b: brief(b), ratio, ratioCpu })
-  console.error(`pair ${i + 1}: ratio ${fmt(ratio, 3)} at equal speed, ${fmt(ratioCpu, 3)} per CPU second, hit ${fmt(a.hitRatio, 3)} / ${fmt(b.hitRatio, 3)}, shrink cycles ${a.shrinks} / ${b.shrinks}, major GCs ${a.gc?.major ?? '–'} / ${b.gc?.major ?? '–'}${a.killed || b.killed ? `, OOM-killed: ${a.killed ? 'A' : ''}${b.killed ? 'B' : ''}` : ''}`)
+  console.error(`pair ${i + 1}: ratio ${fmt(ratio, 3)} at equal speed, ${fmt(ratioCpu, 3)} per CPU second, hit ${fmt(a.hitRatio, 3)} / ${fmt(b.hitRatio, 3)}, shrink cycles ${a.shrinks} / ${b.shrinks}, major GCs ${a.gc?.major ?? '–'} / ${b.gc?.major ?? '–'}${a.killed || b.killed ? `, OOM-killed: ${a.killed ? 'A' : ''}${b.killed ? 'B' : ''}` : ''}${a.heapExhausted || b.heapExhausted ? `, heap exhausted: ${a.heapExhausted ? 'A' : ''}${b.heapExhausted ? 'B' : ''}` : ''}`)
   if (values.out) fs.writeFileSync(values.out, `${JSON.stringify(json, null, 1)}\n`)
 }
 const ratios = json.pairs.map((p) => p.ratio).filter((x) => x !== null)
@@ -88,7 +91,8 @@ json.summary = {
   hitA: median(json.pairs.map((p) => p.a.hitRatio ?? 0)), hitB: median(json.pairs.map((p) => p.b.hitRatio ?? 0)),
   higherHitA: json.pairs.filter((p) => (p.a.hitRatio ?? 0) > (p.b.hitRatio ?? 0)).length,
   killedA: json.pairs.filter((p) => p.a.killed).length, killedB: json.pairs.filter((p) => p.b.killed).length,
+  heapExhaustedA: json.pairs.filter((p) => p.a.heapExhausted).length, heapExhaustedB: json.pairs.filter((p) => p.b.heapExhausted).length,
 }
 if (values.out) fs.writeFileSync(values.out, `${JSON.stringify(json, null, 1)}\n`)
 const s = json.summary
-console.log(`A/B at ${limitMib} MiB, ${s.n} pairs: median ${fmt(s.ratioMedian, 3)} (${fmt(s.ratioMin, 3)}–${fmt(s.ratioMax, 3)}) at equal speed, ${fmt(s.cpuRatioMedian, 3)} (${fmt(s.cpuRatioMin, 3)}–${fmt(s.cpuRatioMax, 3)}) per CPU second; hit ratio ${fmt(s.hitA, 3)} / ${fmt(s.hitB, 3)} (A higher in ${s.higherHitA} pairs); OOM kills ${s.killedA} / ${s.killedB}`)
+console.log(`A/B at ${limitMib} MiB, ${s.n} pairs: median ${fmt(s.ratioMedian, 3)} (${fmt(s.ratioMin, 3)}–${fmt(s.ratioMax, 3)}) at equal speed, ${fmt(s.cpuRatioMedian, 3)} (${fmt(s.cpuRatioMin, 3)}–${fmt(s.cpuRatioMax, 3)}) per CPU second; hit ratio ${fmt(s.hitA, 3)} / ${fmt(s.hitB, 3)} (A higher in ${s.higherHitA} pairs); OOM kills ${s.killedA} / ${s.killedB}; heap exhausted ${s.heapExhaustedA} / ${s.heapExhaustedB}`)

@@ -57,7 +57,7 @@ export async function run({ quick, machine, cramm = {} }) {
       const { progress, ...rest } = r
       const row = { limitMib, rep, cacheMib: args['cache-mib'] ?? null, pairWith, ...rest }
       row.label = label(row, args)
-      console.error(`   ${limitMib} MiB ${row.label}${pairWith ? ` (beside ${pairWith})` : ''}: ${fmt(row.perCpuSecond, 0)} req/CPU s, ${fmt(row.scaled, 3)} scaled, ${fmt(row.throughput, 0)} req/s, hit ${fmt(row.hitRatio, 3)}, peak ${mib(row.peakUsage)} MiB${row.killed ? ', OOM-KILLED' : ''}`)
+      console.error(`   ${limitMib} MiB ${row.label}${pairWith ? ` (beside ${pairWith})` : ''}: ${fmt(row.perCpuSecond, 0)} req/CPU s, ${fmt(row.scaled, 3)} scaled, ${fmt(row.throughput, 0)} req/s, hit ${fmt(row.hitRatio, 3)}, peak ${mib(row.peakUsage)} MiB${row.killed ? ', OOM-KILLED' : ''}${row.heapExhausted ? ', HEAP EXHAUSTED' : ''}`)
       runs.push(row)
       return row
     } finally {
@@ -108,6 +108,7 @@ export async function run({ quick, machine, cramm = {} }) {
         p99Ms: rs.every((r) => r.p99Ms !== null) ? Math.max(...rs.map((r) => r.p99Ms)) : null,
         peakUsage: Math.max(...rs.map((r) => r.peakUsage)),
         oomKills: rs.reduce((a, r) => a + r.oomKills, 0),
+        heapExhaustions: rs.filter((r) => r.heapExhausted).length,
         shrinks: mean(rs.map((r) => r.shrinks ?? 0)),
         // share of the measured window's CPU time spent inside shrink cycles, and in their GC
         cycleShare: rs[0].strategy === 'node-memory-pressure' ? mean(rs.map((r) => cycleMs(r, s.warmup, 'durationMs') / (1000 * (r.cpuSeconds ?? Infinity)))) : null,
@@ -121,7 +122,7 @@ export async function run({ quick, machine, cramm = {} }) {
         majorGcShare: rs.some((r) => r.gc) ? mean(rs.filter((r) => r.gc).map((r) => r.gc.majorMs / (1000 * r.cpuSeconds))) : null,
       }
     })
-    const safeFixed = rows.filter((r) => r.strategy === 'fixed' && r.oomKills === 0)
+    const safeFixed = rows.filter((r) => r.strategy === 'fixed' && r.oomKills === 0 && r.heapExhaustions === 0)
     const best = (key) => safeFixed.reduce((b, r) => (b === null || r[key] > b[key] ? r : b), null)
     const sdk = rows.find((r) => r.label === MP_VARIANTS[0].label)
     // node-memory-pressure against fixed size x, pair by pair, from the runs made side by side
@@ -170,7 +171,7 @@ export async function run({ quick, machine, cramm = {} }) {
     label: v.label,
     limits: perLimit.map((l) => {
       const r = l.rows.find((x) => x.label === v.label)
-      return { limitMib: l.limitMib, ratio: r?.ratio ?? null, oomKills: r?.oomKills ?? null, met: (r?.ratio ?? 0) >= 0.95 && r?.oomKills === 0 }
+      return { limitMib: l.limitMib, ratio: r?.ratio ?? null, oomKills: r?.oomKills ?? null, heapExhaustions: r?.heapExhaustions ?? null, met: (r?.ratio ?? 0) >= 0.95 && r?.oomKills === 0 && r?.heapExhaustions === 0 }
     }),
   }))
   const json = { bench: 'cramm', machine, settings: s, workload: { name: s.workload ?? 'buffers', keys: 16384, zipf: 0.8, valueKiB: 64, pbkdf2Iterations: 2000 }, perLimit, target: verdicts[0].limits, variants: verdicts, runs: runs.map(({ shrinkLog, ...r }) => ({ ...r, shrinkLog: shrinkLog?.slice(0, 50) })) }
@@ -183,8 +184,8 @@ ${verdicts.map((v) => `- ${v.label === 'node-memory-pressure' ? 'node-memory-pre
 
 ${perLimit.map((l) => `### Limit ${l.limitMib} MiB (oracle: ${l.oracle ?? 'none survived'}; by wall time: ${l.oracleWall ?? 'none'})
 
-${table(['strategy', 'runs', 'req / CPU s', 'ratio to oracle (at equal speed)', 'ratio per CPU s', 'req/s (wall)', 'ratio (wall)', 'hit ratio', 'p99 ms', 'peak usage MiB', 'OOM kills', 'shrink cycles', 'CPU in cycles (in GC)', 'kernel CPU', 'minor faults / s', 'major GCs / s (time)', 'main thread share of CPU'], l.rows.map((r) => [
-  r.label, String(r.n), range(r.perCpuSecond, r.perCpuSecondRange, r.n), ratioCell(r), r.ratioCpuRange && r.pairs > 1 ? `${fmt(r.ratioCpu, 3)} [${fmt(r.ratioCpuRange[0], 2)}–${fmt(r.ratioCpuRange[1], 2)}]` : fmt(r.ratioCpu, 3), range(r.throughput, r.throughputRange, r.n), fmt(r.ratioWall, 3), fmt(r.hitRatio, 3), fmt(r.p99Ms, 2), mib(r.peakUsage), String(r.oomKills), fmt(r.shrinks, 0),
+${table(['strategy', 'runs', 'req / CPU s', 'ratio to oracle (at equal speed)', 'ratio per CPU s', 'req/s (wall)', 'ratio (wall)', 'hit ratio', 'p99 ms', 'peak usage MiB', 'OOM kills', 'heap exhausted', 'shrink cycles', 'CPU in cycles (in GC)', 'kernel CPU', 'minor faults / s', 'major GCs / s (time)', 'main thread share of CPU'], l.rows.map((r) => [
+  r.label, String(r.n), range(r.perCpuSecond, r.perCpuSecondRange, r.n), ratioCell(r), r.ratioCpuRange && r.pairs > 1 ? `${fmt(r.ratioCpu, 3)} [${fmt(r.ratioCpuRange[0], 2)}–${fmt(r.ratioCpuRange[1], 2)}]` : fmt(r.ratioCpu, 3), range(r.throughput, r.throughputRange, r.n), fmt(r.ratioWall, 3), fmt(r.hitRatio, 3), fmt(r.p99Ms, 2), mib(r.peakUsage), String(r.oomKills), String(r.heapExhaustions), fmt(r.shrinks, 0),
   r.cycleShare === null ? '' : `${fmt(100 * r.cycleShare, 0)}% (${fmt(100 * r.gcShare, 0)}%)`,
   r.systemShare === null ? '' : `${fmt(100 * r.systemShare, 1)}%`, r.minorFaultsPerS === null ? '' : fmt(r.minorFaultsPerS, 0),
   r.majorGcPerS === null ? '' : `${fmt(r.majorGcPerS, 1)} (${fmt(100 * r.majorGcShare, 1)}%)`,
@@ -196,7 +197,7 @@ ${table(['strategy', 'runs', 'req / CPU s', 'ratio to oracle (at equal speed)', 
     name,
     points: perLimit.map((l) => {
       const r = l.rows.find((x) => x.label === name)
-      return [l.limitMib, r ? (r.oomKills > 0 ? 0 : r.ratio) : NaN]
+      return [l.limitMib, r ? (r.oomKills > 0 || r.heapExhaustions > 0 ? 0 : r.ratio) : NaN]
     }).filter((p) => Number.isFinite(p[1])),
     dots: true,
     width: name.startsWith('node-memory-pressure') ? 3.5 : 1.5,
@@ -213,7 +214,7 @@ ${table(['strategy', 'runs', 'req / CPU s', 'ratio to oracle (at equal speed)', 
 }
 
 const cycleMs = (r, warmup, key) => (r.shrinkLog ?? []).filter((x) => x.t >= warmup * 1000).reduce((a, x) => a + (x[key] ?? 0), 0)
-const verdict = (ms) => ms.map((m) => `${m.limitMib} MiB ${m.met ? 'met' : '**missed**'} (${fmt(m.ratio, 3)}${m.oomKills ? `, ${m.oomKills} OOM kills` : ''})`).join('; ')
+const verdict = (ms) => ms.map((m) => `${m.limitMib} MiB ${m.met ? 'met' : '**missed**'} (${fmt(m.ratio, 3)}${m.oomKills ? `, ${m.oomKills} OOM kills` : ''}${m.heapExhaustions ? `, ${m.heapExhaustions} heap exhaustions` : ''})`).join('; ')
 /** A row's runs against the oracle's run of the same repetition; null when no repetition has both. */
 function pairRatios(runs, oracleRuns, key) {
   if (!oracleRuns) return null
@@ -228,7 +229,7 @@ const range = (x, [lo, hi], n) => (n > 1 ? `${fmt(x, 0)} [${fmt(lo, 0)}–${fmt(
 
 function bestFixed(runs, limitMib, k) {
   return runs
-    .filter((r) => r.limitMib === limitMib && r.rep === 0 && r.strategy === 'fixed' && !r.killed)
+    .filter((r) => r.limitMib === limitMib && r.rep === 0 && r.strategy === 'fixed' && !r.killed && !r.heapExhausted)
     .sort((a, b) => (b.scaled ?? 0) - (a.scaled ?? 0))
     .slice(0, k)
     .map((r) => r.cacheMib)

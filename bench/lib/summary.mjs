@@ -32,7 +32,7 @@ export function summarize(dir) {
   if (cramm) {
     const v = (t) => t.map((m) => `${m.limitMib} MiB ${fmt(m.ratio, 3)}${m.oomKills ? ` (${m.oomKills} OOM kill${m.oomKills > 1 ? 's' : ''})` : ''}`).join(', ')
     out.push(`- **CRAMM sweep**, ratio to the best fixed size in hindsight (${cramm.perLimit.every((l) => l.ratioOn === 'scaled') ? 'requests per CPU second at equal speed, median of the side-by-side pairs' : 'requests per CPU second'}; target ≥ 0.95, no OOM kill): ${(cramm.variants ?? [{ label: 'node-memory-pressure', limits: cramm.target }]).map((x) => `${x.label === 'node-memory-pressure' ? 'node-memory-pressure as shipped' : x.label}: ${v(x.limits)}`).join('; ')}. ` +
-      `Killed at some limit: ${[...new Set(cramm.perLimit.flatMap((l) => l.rows.filter((r) => r.oomKills > 0).map((r) => r.label)))].join(', ') || 'none'}.`)
+      `Killed at some limit: ${[...new Set(cramm.perLimit.flatMap((l) => l.rows.filter((r) => r.oomKills > 0).map((r) => r.label)))].join(', ') || 'none'}; heap exhausted at some limit: ${[...new Set(cramm.perLimit.flatMap((l) => l.rows.filter((r) => r.heapExhaustions > 0).map((r) => r.label)))].join(', ') || 'none'}.`)
   }
   const ph = load(dir, 'phase')
   if (ph) out.push(`- **Burst from a neighbour** (${ph.hogMib} MiB of a ${ph.limitMib} MiB parent): ${ph.results.map((r) => `${r.label}: ${fmt(r.throughput, 0)} req/s, ${r.workloadKilled ? 'OOM-killed' : 'survived'}${r.hogOomKills ? ' (neighbour killed)' : ''}`).join('; ')}.`)

@@ -52,13 +52,17 @@ export async function runWorkload(cg, args, { onProgress, env } = {}) {
       cacheBytes: last.cacheBytes ?? null, peakCacheBytes: Math.max(0, ...progress.map((p) => p.cacheBytes)), shrinks: last.shrinks ?? 0, shrinkLog,
     }
   }
-  if (exit.code !== 0 && exit.signal !== 'SIGKILL') throw new Error(`workload failed (${exit.code ?? exit.signal}): ${child.stderr().slice(-3000)}`)
+  // V8's heap exhausted (its FATAL ERROR, then abort): the other way a service dies of memory, where
+  // --max-old-space-size (or Node's default) is below what the cgroup leaves; a death like the OOM
+  // kill, counted apart from it, not a failure of the bench
+  const heapExhausted = exit.code !== 0 && exit.signal !== 'SIGKILL' && /heap out of memory/i.test(child.stderr())
+  if (exit.code !== 0 && exit.signal !== 'SIGKILL' && !heapExhausted) throw new Error(`workload failed (${exit.code ?? exit.signal}): ${child.stderr().slice(-3000)}`)
   const killed = exit.signal === 'SIGKILL'
   // requests per CPU second at equal speed: times the run's mean CPU time of one computation (see
   // workload.mjs, computeCpuMs), so that the core a run got does not count; a killed run served
   // nothing
-  const scaled = killed ? 0 : result.computeCpuMs ? result.perCpuSecond * result.computeCpuMs : null
-  return { ...result, scaled, killed, oomKills, peakUsage: peak, errors, progress, pressureLog }
+  const scaled = killed || heapExhausted ? 0 : result.computeCpuMs ? result.perCpuSecond * result.computeCpuMs : null
+  return { ...result, scaled, killed, heapExhausted, oomKills, peakUsage: peak, errors, progress, pressureLog }
 }
 
 function safeUsage(cg) {
