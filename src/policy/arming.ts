@@ -9,8 +9,9 @@
 // every level's entry and exit point, plus a drift point a little below usage that fires when page
 // cache is dropped (which moves both points down). When cache is reclaimed to make room (usage
 // pinned at the limit, basis rising underneath), no usage threshold moves: a slow re-check on the
-// clock reads memory.stat while there is cache on top of the basis, and only then; with no cache
-// every basis rise is a usage rise and the watches alone are exact.
+// clock reads memory.stat while there is cache on top of the basis, or while free allocator memory
+// holds the level down (allocations drain it without moving usage), and only then; otherwise every
+// basis rise is a usage rise and the watches alone are exact.
 
 import type { MemoryBackend, MemorySnapshot, ThresholdWatch } from '../backends/types.js'
 import { MemoryPressureError } from '../errors.js'
@@ -77,7 +78,7 @@ export class Arming {
     // granularity, or the backend's precision where that is coarser. A polled backend reads the
     // more often the nearer a watch is, and one nearer than its precision only costs reads.
     const rank = levelRank(level)
-    const heldBelow = credit > 0 && rank < 3 && levelRank(levelFor(levels, basisOf(snapshot, levels.basis), level)) > rank
+    const heldBelow = Arming.holding(snapshot, levels, level, credit) > 0
     if (credit >= step / 2 || heldBelow) {
       const near = Math.max(MiB, this.#backend.precision.bytes)
       const next = heldBelow ? Math.ceil((levels.enter[rank + 1] ?? Infinity) + points.offset + credit) : Infinity
@@ -111,15 +112,26 @@ export class Arming {
     } catch (err) {
       if (!this.#backend.closed) this.#error(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_SYSCALL', String(err), { cause: err }))
     }
-    this.recheck(points.offset + credit, levels, credit)
+    this.recheck(points.offset, levels, Arming.holding(snapshot, levels, level, credit))
+  }
+
+  /**
+   * The credit when it is what holds the cgroup's level below the one the basis without it is at
+   * (allocations can then move the level without moving usage), else 0.
+   */
+  static holding(snapshot: MemorySnapshot, levels: ResolvedLevels, level: PressureLevel, credit: number): number {
+    const rank = levelRank(level)
+    return credit > 0 && rank < 3 && levelRank(levelFor(levels, basisOf(snapshot, levels.basis), level)) > rank ? credit : 0
   }
 
   /**
    * A re-read of the snapshot after the re-check interval, when something besides usage can move
-   * the basis: page cache on top of it (`offset`), or allocator memory counted free (`credit`).
+   * the level: page cache on top of the basis (`offset`), or free allocator memory that holds the
+   * level down (`credit`, see {@link Arming.holding}; allocations drain it without moving usage).
    */
   recheck(offset: number, levels: ResolvedLevels, credit: number): void {
-    if (this.#recheckTimer !== null || offset <= 0 || (levels.basis === 'usage' && credit === 0) || this.#closed) return
+    const cache = levels.basis === 'usage' ? 0 : offset
+    if (this.#recheckTimer !== null || cache + credit <= 0 || this.#closed) return
     this.#recheckTimer = this.#clock.setTimeout(() => {
       this.#recheckTimer = null
       this.#evaluate(false)

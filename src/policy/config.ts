@@ -19,8 +19,10 @@ export interface EngineConfig {
   heap: ReduceHeapOptions | false
   collectFirst: boolean
   garbageRoom: boolean
-  /** Reads the allocator's free bytes, or `null` when they are not counted. */
+  /** Reads the C allocator's free bytes, or `null` when no credit is given. */
   allocator: (() => number | null) | null
+  /** Reads V8's committed but unused heap bytes, or `null` when not counted (a custom reading). */
+  heapFree: (() => number) | null
   /** True when `allocator` is the user's own function (its figure is taken as is). */
   customAllocator: boolean
 }
@@ -66,6 +68,7 @@ export function engineConfig(backend: MemoryBackend, options: PolicyOptions): En
     collectFirst: bool('tuning.collectFirst', tuning.collectFirst, true),
     garbageRoom: bool('tuning.garbageRoom', tuning.garbageRoom, true),
     allocator: typeof allocator === 'function' ? allocator : allocator === true || own ? () => runtime.allocatorFree() : null,
+    heapFree: allocator === true || own ? () => runtime.heapFree() : null,
     customAllocator: typeof allocator === 'function',
   }
 }

@@ -98,7 +98,7 @@ export class PolicyEngine {
     this.#c = engineConfig(backend, options)
     this.#clock = this.#c.clock
     this.#runtime = this.#c.runtime
-    this.#credit = new AllocatorCredit(this.#c.allocator, this.#runtime, this.#c.customAllocator)
+    this.#credit = new AllocatorCredit(this.#c.allocator, this.#c.heapFree, this.#runtime, this.#c.customAllocator)
     this.#arming = new Arming(backend, this.#clock, this.#c.recheckMs, (crossed) => this.#evaluate(crossed), (err) => this.#host.error(err))
   }
 
@@ -332,7 +332,7 @@ export class PolicyEngine {
       const offset = Math.max(0, snapshot.usage - (bytes + this.#credit.bytes))
       const step = Math.max(levels.hysteresis / 2, MiB)
       if (crossed || level !== previous || Math.abs(offset - this.#arming.offset) >= step / 2) this.#arm(snapshot)
-      else this.#arming.recheck(offset + this.#credit.bytes, levels, this.#credit.bytes)
+      else this.#arming.recheck(offset, levels, Arming.holding(snapshot, levels, this.#cgroupLevel, this.#credit.bytes))
     }
     if (level !== previous) {
       this.#backoff = 1

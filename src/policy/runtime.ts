@@ -28,6 +28,11 @@ export interface PolicyRuntime {
   externalMemory(): number
   /** Bytes the C allocator holds free for the next allocations, or `null` when unknown. */
   allocatorFree(): number | null
+  /**
+   * Bytes V8's heap holds committed but unused (`total_heap_size − used_heap_size`): resident
+   * memory the next JavaScript allocations reuse before the heap grows.
+   */
+  heapFree(): number
   /** How many times the heap reduction has run `malloc_trim` so far. */
   trimCount(): number
   /** The old generation now. */
@@ -109,6 +114,10 @@ function onMajorGc(fn: () => void): () => void {
 export const processRuntime: PolicyRuntime = {
   externalMemory: () => v8.getHeapStatistics().external_memory,
   allocatorFree: allocatorFreeBytes,
+  heapFree: () => {
+    const h = v8.getHeapStatistics()
+    return Math.max(0, h.total_heap_size - h.used_heap_size)
+  },
   trimCount: mallocTrimCount,
   oldGeneration: oldGenerationNow,
   onMajorGc,
@@ -119,5 +128,5 @@ export const processRuntime: PolicyRuntime = {
 export function isRuntime(value: unknown): value is PolicyRuntime {
   if (value === null || typeof value !== 'object') return false
   const r = value as Record<string, unknown>
-  return ['externalMemory', 'allocatorFree', 'trimCount', 'oldGeneration', 'onMajorGc', 'reduceHeap'].every((k) => typeof r[k] === 'function')
+  return ['externalMemory', 'allocatorFree', 'heapFree', 'trimCount', 'oldGeneration', 'onMajorGc', 'reduceHeap'].every((k) => typeof r[k] === 'function')
 }

@@ -6,7 +6,7 @@ import type { OldGeneration, PolicyRuntime } from '../../src/policy/runtime.js'
 
 export interface FakeRuntime extends PolicyRuntime {
   /** What the readings return; change them between steps. */
-  state: { external: number; free: number | null; trims: number; used: number; limit: number; gcs: number; gcMs: number }
+  state: { external: number; free: number | null; heapFree: number; trims: number; used: number; limit: number; gcs: number; gcMs: number }
   /** V8 finished a major collection with `used` bytes in the old generation. */
   majorGc(used?: number): void
   /** Listeners of major collections now. */
@@ -14,12 +14,13 @@ export interface FakeRuntime extends PolicyRuntime {
 }
 
 export function fakeRuntime(init: Partial<FakeRuntime['state']> = {}): FakeRuntime {
-  const state = { external: 0, free: null, trims: 0, used: 0, limit: 4096 * 2 ** 20, gcs: 0, gcMs: 0, ...init }
+  const state = { external: 0, free: null, heapFree: 0, trims: 0, used: 0, limit: 4096 * 2 ** 20, gcs: 0, gcMs: 0, ...init }
   const listeners = new Set<() => void>()
   return {
     state,
     externalMemory: () => state.external,
     allocatorFree: () => state.free,
+    heapFree: () => state.heapFree,
     trimCount: () => state.trims,
     oldGeneration: (): OldGeneration => ({ usedBytes: state.used, limitBytes: state.limit }),
     onMajorGc(fn) {
