@@ -74,7 +74,10 @@ export interface PolicyTuning {
   collectFirst?: boolean
   /** The floors of the request for garbage (see `garbageFloor`). Default true. */
   garbageRoom?: boolean
-  /** Count the C allocator's free bytes as available: default where the cgroup is the process's own. */
+  /**
+   * Count the allocators' free bytes (glibc's free lists, V8's unused committed heap) as available:
+   * default where the cgroup is the process's own. A function replaces both readings.
+   */
   allocatorFree?: boolean | (() => number | null)
   /** The process readings (default: this process's). */
   runtime?: PolicyRuntime
@@ -112,7 +115,10 @@ export interface PressureEvent {
   basis: PressureBasis
   /** The basis in bytes at the change (less `allocatorFreeBytes`). */
   bytes: number
-  /** Free allocator memory counted as available at the change (0 when not counted). */
+  /**
+   * Free allocator memory counted as available at the change: glibc's free lists and V8's
+   * committed but unused heap (0 when not counted).
+   */
   allocatorFreeBytes: number
   /** The heap as last learned, or `null` when the heap is not watched. */
   heap: HeapReading | null

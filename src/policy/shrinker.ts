@@ -174,8 +174,8 @@ export interface ShrinkReport {
    */
   collectedBytes: number
   /**
-   * Free allocator memory counted as available in `after` (0 when not counted). `freedBytes` and
-   * `collectedBytes` include what went to the allocator's free lists.
+   * Free allocator memory counted as available in `after`: glibc's free lists and V8's committed
+   * but unused heap (0 when not counted). `freedBytes` and `collectedBytes` include what went there.
    */
   allocatorFreeBytes: number
   /** How the request was made: each limit's target, reserve and excess, and the floor. */
