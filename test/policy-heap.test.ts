@@ -37,6 +37,18 @@ function jsCache(runtime: ReturnType<typeof fakeRuntime>, bytes: number): Shrink
   }
 }
 
+/** No cgroup limit, a 100 MiB old generation, a gc that counts its calls, a hand-moved clock. */
+function heapAlone() {
+  const runtime = fakeRuntime({ used: 10 * MiB, limit: 100 * MiB })
+  const sim = new SimulatedBackend({ limit: Number.POSITIVE_INFINITY, usage: 20 * MiB })
+  const clock = new ManualClock()
+  let gcs = 0
+  const monitor = createMemoryMonitor({ backend: sim, levels: true, clock, tuning: { runtime }, reduceHeap: { gc: () => void gcs++, mallocTrim: false } })
+  const shrink = new Collector<ShrinkReport>()
+  monitor.on('shrink', shrink.push)
+  return { runtime, clock, monitor, shrink, collections: () => gcs }
+}
+
 function setup(limit = Number.POSITIVE_INFINITY, heap = { used: 10 * MiB, limit: 100 * MiB }) {
   const runtime = fakeRuntime({ used: heap.used, limit: heap.limit })
   const sim = new SimulatedBackend({ limit, usage: 20 * MiB })
@@ -116,13 +128,7 @@ describe('the heap as a second basis', () => {
   })
 
   it('a cycle of the heap alone whose reading is stale (its shrinkers asked, no major collection since) collects first', async () => {
-    const runtime = fakeRuntime({ used: 10 * MiB, limit: 100 * MiB })
-    const sim = new SimulatedBackend({ limit: Number.POSITIVE_INFINITY, usage: 20 * MiB })
-    const clock = new ManualClock()
-    let gcs = 0
-    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock, tuning: { runtime }, reduceHeap: { gc: () => void gcs++, mallocTrim: false } })
-    const shrink = new Collector<ShrinkReport>()
-    monitor.on('shrink', shrink.push)
+    const { runtime, clock, monitor, shrink, collections } = heapAlone()
     // a shrinker that reports what it was asked for and frees nothing of the heap
     monitor.register({ name: 'liar', size: () => 50 * MiB, shrink: (req) => req.targetBytes })
     runtime.majorGc(90 * MiB)
@@ -131,7 +137,7 @@ describe('the heap as a second basis', () => {
     clock.advance(100) // high: the next cycle within 100 ms, and V8 has not collected since
     const [, second] = await shrink.count(2)
     expect(second).toMatchObject({ heapRuns: 1, plan: { collected: true, heap: { measured: 90 * MiB, excess: 10 * MiB } } })
-    expect(gcs).toBe(1)
+    expect(collections()).toBe(1)
     await monitor.close()
   })
 
@@ -280,13 +286,7 @@ describe('the process runtime', () => {
 
 describe('cycles of the heap alone that free nothing', () => {
   it('back off: a shrinker that reports 0 leaves the reading fresh (no forced collection), and the cycles space out', async () => {
-    const runtime = fakeRuntime({ used: 10 * MiB, limit: 100 * MiB })
-    const sim = new SimulatedBackend({ limit: Number.POSITIVE_INFINITY, usage: 20 * MiB })
-    const clock = new ManualClock()
-    let gcs = 0
-    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock, tuning: { runtime }, reduceHeap: { gc: () => void gcs++, mallocTrim: false } })
-    const shrink = new Collector<ShrinkReport>()
-    monitor.on('shrink', shrink.push)
+    const { runtime, clock, monitor, shrink, collections } = heapAlone()
     monitor.register({ name: 'empty', size: () => 0, shrink: () => 0 })
     runtime.majorGc(90 * MiB) // high, and nothing anyone can give
     await shrink.count(1)
@@ -296,18 +296,12 @@ describe('cycles of the heap alone that free nothing', () => {
     }
     // at high a cycle follows within 100 ms; without the back-off that is 30 cycles in 3 s
     expect(shrink.items.length).toBeLessThan(10)
-    expect(gcs).toBe(0)
+    expect(collections()).toBe(0)
     await monitor.close()
   })
 
   it('back off when the shrinkers say they freed heap that the next measurement does not find', async () => {
-    const runtime = fakeRuntime({ used: 10 * MiB, limit: 100 * MiB })
-    const sim = new SimulatedBackend({ limit: Number.POSITIVE_INFINITY, usage: 20 * MiB })
-    const clock = new ManualClock()
-    let gcs = 0
-    const monitor = createMemoryMonitor({ backend: sim, levels: true, clock, tuning: { runtime }, reduceHeap: { gc: () => void gcs++, mallocTrim: false } })
-    const shrink = new Collector<ShrinkReport>()
-    monitor.on('shrink', shrink.push)
+    const { runtime, clock, monitor, shrink, collections } = heapAlone()
     monitor.register({ name: 'liar', size: () => 50 * MiB, shrink: (req) => req.targetBytes })
     runtime.majorGc(90 * MiB)
     await shrink.count(1)
@@ -317,7 +311,7 @@ describe('cycles of the heap alone that free nothing', () => {
     }
     expect(shrink.items.length).toBeLessThan(10)
     // every cycle after the first found the reading stale and collected once, before its shrinker
-    expect(gcs).toBe(shrink.items.length - 1)
+    expect(collections()).toBe(shrink.items.length - 1)
     await monitor.close()
   })
 })
