@@ -3,39 +3,19 @@
 // levels never rise) and survives with the monitor and the lru-cache plugin, whose shrink reports
 // name the heap.
 
-import fs from 'node:fs'
-import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { afterEach, describe, expect, it } from 'vitest'
-import { CgroupV1Backend } from '../src/backends/cgroup-v1.js'
+import { describe, expect } from 'vitest'
 import type { LimitKind, ShrinkPlan } from '../src/policy/shrinker.js'
-import { type TestCgroup, createTestCgroup, ownV1MemoryCgroup, spawnInCgroup } from './helpers/cgroup.js'
+import { spawnInCgroup } from './helpers/cgroup.js'
+import { oomKills, v1Suite } from './helpers/v1-suite.js'
 
 const MiB = 2 ** 20
 const heapChild = fileURLToPath(new URL('./helpers/heap-child.mjs', import.meta.url))
 const distPlugin = fileURLToPath(new URL('../dist/plugins/lru-cache.js', import.meta.url))
-const own = ownV1MemoryCgroup()
-const probe = CgroupV1Backend.probe()
-const skip = 'reason' in own ? own.reason : !probe.available ? probe.reasons.join('; ') : !fs.existsSync(distPlugin) ? 'dist/ not built (npm run build)' : null
-const test = skip === null ? it : it.skip
-const suffix = skip === null ? '' : ` (skipped: ${skip})`
+const { own, test, suffix, cgroup } = v1Suite(distPlugin)
 
-const cgroups: TestCgroup[] = []
-afterEach(async () => {
-  for (const cg of cgroups.reverse()) await cg.remove()
-  cgroups.length = 0
-})
 
-function cgroup(parent: string, limit: number): TestCgroup {
-  const cg = createTestCgroup(parent, { limit })
-  cgroups.push(cg)
-  return cg
-}
 
-function oomKills(cg: TestCgroup): number {
-  const line = fs.readFileSync(path.join(cg.path, 'memory.oom_control'), 'utf8').split('\n').find((l) => l.startsWith('oom_kill '))
-  return Number(line?.split(' ')[1])
-}
 
 interface Report {
   limit: LimitKind

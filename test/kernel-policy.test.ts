@@ -6,48 +6,32 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { afterEach, describe, expect, it } from 'vitest'
-import { CgroupV1Backend } from '../src/backends/cgroup-v1.js'
+import { afterEach, describe, expect } from 'vitest'
 import { type ThresholdEvent, createMemoryMonitor } from '../src/monitor.js'
 import type { PressureEvent } from '../src/policy/engine.js'
 import type { ShrinkRequest } from '../src/policy/shrinker.js'
 import { Collector, turns } from './helpers/collect.js'
-import { type TestCgroup, createTestCgroup, openFdCount, ownV1MemoryCgroup, spawnInCgroup } from './helpers/cgroup.js'
+import { type TestCgroup, openFdCount, spawnInCgroup } from './helpers/cgroup.js'
+import { oomKills, v1Suite } from './helpers/v1-suite.js'
 
 const MiB = 2 ** 20
 const allocator = fileURLToPath(new URL('./helpers/allocator.mjs', import.meta.url))
 const cacheChild = fileURLToPath(new URL('./helpers/cache-child.mjs', import.meta.url))
 const distPlugin = fileURLToPath(new URL('../dist/plugins/lru-cache.js', import.meta.url))
-const own = ownV1MemoryCgroup()
-const probe = CgroupV1Backend.probe()
-const skip = 'reason' in own ? own.reason : !probe.available ? probe.reasons.join('; ') : !fs.existsSync(distPlugin) ? 'dist/ not built (npm run build)' : null
-const test = skip === null ? it : it.skip
-const suffix = skip === null ? '' : ` (skipped: ${skip})`
+const { own, test, suffix, cgroup } = v1Suite(distPlugin)
 
-const cgroups: TestCgroup[] = []
 const files: string[] = []
 afterEach(async () => {
-  for (const cg of cgroups.reverse()) await cg.remove()
-  cgroups.length = 0
   for (const f of files) fs.rmSync(f, { force: true })
   files.length = 0
 })
 
-function cgroup(parent: string, limit?: number): TestCgroup {
-  const cg = createTestCgroup(parent, { limit })
-  cgroups.push(cg)
-  return cg
-}
 
 function stat(cg: TestCgroup): Map<string, number> {
   const text = fs.readFileSync(path.join(cg.path, 'memory.stat'), 'utf8')
   return new Map(text.trim().split('\n').map((l) => [l.split(' ')[0] ?? '', Number(l.split(' ')[1])]))
 }
 
-function oomKills(cg: TestCgroup): number {
-  const line = fs.readFileSync(path.join(cg.path, 'memory.oom_control'), 'utf8').split('\n').find((l) => l.startsWith('oom_kill '))
-  return Number(line?.split(' ')[1])
-}
 
 /** Runs `argv` inside `cg` (a shell moves itself there, then execs) and resolves with its exit. */
 function runInCgroup(cg: TestCgroup, argv: string[]): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {

@@ -5,33 +5,18 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { afterEach, describe, expect, it } from 'vitest'
-import { CgroupV1Backend } from '../src/backends/cgroup-v1.js'
+import { describe, expect } from 'vitest'
 import { type CloseEvent, type ThresholdEvent, createMemoryMonitor } from '../src/monitor.js'
 import { Collector, turns } from './helpers/collect.js'
-import { type TestCgroup, createTestCgroup, openFdCount, ownV1MemoryCgroup, spawnInCgroup } from './helpers/cgroup.js'
+import { openFdCount, spawnInCgroup } from './helpers/cgroup.js'
+import { v1Suite } from './helpers/v1-suite.js'
 
 const MiB = 2 ** 20
 const allocator = fileURLToPath(new URL('./helpers/allocator.mjs', import.meta.url))
 const distEntry = fileURLToPath(new URL('../dist/index.js', import.meta.url))
-const own = ownV1MemoryCgroup()
-const probe = CgroupV1Backend.probe()
-const skip = 'reason' in own ? own.reason : !probe.available ? probe.reasons.join('; ') : !fs.existsSync(distEntry) ? 'dist/ not built (npm run build)' : null
-const test = skip === null ? it : it.skip
-const suffix = skip === null ? '' : ` (skipped: ${skip})`
+const { own, test, suffix, cgroup } = v1Suite(distEntry)
 
-const cgroups: TestCgroup[] = []
-afterEach(async () => {
-  // children first: a parent cgroup cannot be removed while it has children
-  for (const cg of cgroups.reverse()) await cg.remove()
-  cgroups.length = 0
-})
 
-function cgroup(parent: string, limit?: number): TestCgroup {
-  const cg = createTestCgroup(parent, { limit })
-  cgroups.push(cg)
-  return cg
-}
 
 describe('cgroup v1 on a real kernel', () => {
   test(`a child using onMemoryThreshold on its own cgroup is called up and down${suffix}`, async () => {
