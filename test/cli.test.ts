@@ -31,6 +31,26 @@ const v1Skip = !built ? 'dist/ not built (npm run build)' : 'reason' in own ? ow
 const tmux = spawnSync('tmux', ['-V']).status === 0
 const tmuxSkip = v1Skip ?? (tmux ? null : 'tmux is not installed')
 
+/**
+ * A tmux server of its own (`socket`): `tm` runs a tmux command on it, `capture` reads the pane
+ * (-J joins rows the terminal wrapped, so a joined row longer than the pane is a line that wrapped;
+ * -S - includes the history, where tmux moves rows when a shrink reflows the screen), and `screen`
+ * reads it until `pred` holds (tmux has no event for "the screen shows X").
+ */
+function tmuxPane(socket: string) {
+  const tm = (...args: string[]): string => execFileSync('tmux', ['-L', socket, ...args], { encoding: 'utf8' })
+  const capture = (): string[] => tm('capture-pane', '-p', '-J', '-S', '-', '-t', 'w').split('\n').filter((r) => r.trim() !== '')
+  const screen = async (pred: (rows: string[]) => boolean): Promise<string[]> => {
+    for (let i = 0; i < 400; i++) {
+      const rows = capture()
+      if (pred(rows)) return rows
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    throw new Error(`screen never matched; last:\n${capture().join('\n')}`)
+  }
+  return { tm, capture, screen }
+}
+
 function run(args: string[], wrapper: string[] = []): { code: number | null; stdout: string; stderr: string } {
   const argv = [...wrapper, process.execPath, bin, ...args]
   const r = spawnSync(argv[0] as string, argv.slice(1), { cwd: root, encoding: 'utf8', timeout: 60_000 })
@@ -304,21 +324,9 @@ describe('doctor and watch on this machine\'s cgroups', () => {
     if (!('dir' in own)) return
     cg = createTestCgroup(own.dir, { limit: 100 * MiB })
     const socket = `mp-cli-${process.pid}-${randomBytes(3).toString('hex')}`
-    const tm = (...args: string[]): string => execFileSync('tmux', ['-L', socket, ...args], { encoding: 'utf8' })
+    const { tm, capture, screen } = tmuxPane(socket)
     const codeFile = path.join(os.tmpdir(), `${socket}.code`)
     const command = `${process.execPath} ${bin} watch --cgroup ${cg.path} --thresholds 30%,50%,70% --interval-ms 10; echo $? > ${codeFile}`
-    // -J joins rows the terminal wrapped (a joined row longer than the pane is a line that wrapped);
-    // -S - includes the history, where tmux moves rows when a shrink reflows the screen.
-    const capture = (): string[] => tm('capture-pane', '-p', '-J', '-S', '-', '-t', 'w').split('\n').filter((r) => r.trim() !== '')
-    // tmux has no event for "the screen shows X": read the pane until it does.
-    const screen = async (pred: (rows: string[]) => boolean): Promise<string[]> => {
-      for (let i = 0; i < 400; i++) {
-        const rows = capture()
-        if (pred(rows)) return rows
-        await new Promise((r) => setTimeout(r, 50))
-      }
-      throw new Error(`screen never matched; last:\n${capture().join('\n')}`)
-    }
     // Rows from `from` on were written at `width`; earlier ones (written wider, before a shrink) are
     // reflowed by tmux, which -J joins back: they must still be whole.
     const check = (rows: string[], width: number, from = 0): void => {
@@ -379,18 +387,9 @@ describe('doctor and watch on this machine\'s cgroups', () => {
     if (!('dir' in own)) return
     cg = createTestCgroup(own.dir, { limit: 100 * MiB })
     const socket = `mp-cli-${process.pid}-${randomBytes(3).toString('hex')}`
-    const tm = (...args: string[]): string => execFileSync('tmux', ['-L', socket, ...args], { encoding: 'utf8' })
-    const capture = (): string[] => tm('capture-pane', '-p', '-J', '-S', '-', '-t', 'w').split('\n').filter((r) => r.trim() !== '')
+    const { tm, screen } = tmuxPane(socket)
     tm('new-session', '-d', '-x', '80', '-y', '24', '-s', 'w', `${process.execPath} ${bin} watch --cgroup ${cg.path} --interval-ms 100`)
     try {
-      const screen = async (pred: (rows: string[]) => boolean): Promise<string[]> => {
-        for (let i = 0; i < 400; i++) {
-          const rows = capture()
-          if (pred(rows)) return rows
-          await new Promise((r) => setTimeout(r, 50))
-        }
-        throw new Error(`screen never matched; last:\n${capture().join('\n')}`)
-      }
       const child = await spawnInCgroup(cg, allocator)
       try {
         while ((await child.send(`alloc ${4 * MiB}`)).held < 56 * MiB) { /* past the default 50% */ }
