@@ -78,7 +78,8 @@ export class Arming {
     // granularity, or the backend's precision where that is coarser. A polled backend reads the
     // more often the nearer a watch is, and one nearer than its precision only costs reads.
     const rank = levelRank(level)
-    const heldBelow = Arming.holding(snapshot, levels, level, credit) > 0
+    const held = Arming.holding(snapshot, levels, level, credit)
+    const heldBelow = held > 0
     if (credit >= step / 2 || heldBelow) {
       const near = Math.max(MiB, this.#backend.precision.bytes)
       const next = heldBelow ? Math.ceil((levels.enter[rank + 1] ?? Infinity) + points.offset + credit) : Infinity
@@ -112,7 +113,7 @@ export class Arming {
     } catch (err) {
       if (!this.#backend.closed) this.#error(err instanceof MemoryPressureError ? err : new MemoryPressureError('ERR_SYSCALL', String(err), { cause: err }))
     }
-    this.recheck(points.offset, levels, Arming.holding(snapshot, levels, level, credit))
+    this.recheck(points.offset, levels, held)
   }
 
   /**
