@@ -3,19 +3,16 @@
 // npm 12, loads its prebuild, and kernel thresholds fire up and down on a real cgroup v1. Where no
 // prebuild can load, the package still works and says what is lost.
 
-import { type ChildProcessWithoutNullStreams, execFileSync, spawn, spawnSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Collector } from './helpers/collect.js'
-import { type TestCgroup, createTestCgroup, ownV1MemoryCgroup, spawnInCgroup } from './helpers/cgroup.js'
+import { type TestCgroup, createTestCgroup, ownV1MemoryCgroup } from './helpers/cgroup.js'
+import { runThresholdProbe } from './helpers/threshold-probe.js'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
-const MiB = 2 ** 20
-const allocator = fileURLToPath(new URL('./helpers/allocator.mjs', import.meta.url))
 const PREBUILDS = [
   'prebuilds/linux-arm64/node-memory-pressure.glibc.node',
   'prebuilds/linux-arm64/node-memory-pressure.musl.node',
@@ -214,31 +211,15 @@ describe.skipIf(skip !== undefined)(`the packed tarball${skip === undefined ? ''
     it.skipIf(cgroupSkip !== undefined)(`a kernel threshold fires up and down on a real cgroup v1${cgroupSkip === undefined ? '' : ` (skipped: ${cgroupSkip})`}`, { timeout: 120_000 }, async () => {
       expect(dir).not.toBe('')
       const cg: TestCgroup = createTestCgroup((v1 as { dir: string }).dir)
-      let probe: ChildProcessWithoutNullStreams | undefined
       try {
-        const child = await spawnInCgroup(cg, allocator)
         const script = path.join(dir, 'probe.mjs')
         fs.writeFileSync(script, thresholdProbe)
-        probe = spawn(path.join(bin, 'node'), [script, cg.path], { cwd: dir, env: env(), stdio: ['pipe', 'pipe', 'pipe'] })
-        let stderr = ''
-        probe.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-        const lines = new Collector<Record<string, unknown>>()
-        createInterface({ input: probe.stdout }).on('line', (line) => lines.push(JSON.parse(line) as Record<string, unknown>))
-        const [hello] = await lines.count(1, 30_000).catch((err: Error) => {
-          throw new Error(`${err.message}\n${stderr}`)
-        })
+        const { hello, up, down, end } = await runThresholdProbe(cg, path.join(bin, 'node'), [script, cg.path], { cwd: dir, env: env() }, 30_000)
         expect(hello).toMatchObject({ status: { loaded: true }, precision: 'kernel', features: [] })
-        expect((hello!.status as { path: string }).path).toContain(path.join('prebuilds', 'linux-x64', 'node-memory-pressure.glibc.node'))
-        await child.send(`alloc ${64 * MiB}`)
-        await lines.count(2, 30_000)
-        await child.send('freeall')
-        await lines.count(3, 30_000)
-        probe.stdin.end()
-        const [, up, down, end] = await lines.count(4, 30_000)
+        expect((hello.status as { path: string }).path).toContain(path.join('prebuilds', 'linux-x64', 'node-memory-pressure.glibc.node'))
         expect([up, down]).toEqual([{ event: ['up', 'eventfd', 'cgroup-v1'] }, { event: ['down', 'eventfd', 'cgroup-v1'] }])
         expect(end).toEqual({ warnings: [] })
       } finally {
-        if (probe?.pid !== undefined && probe.exitCode === null) probe.kill('SIGKILL')
         await cg.remove()
       }
     })

